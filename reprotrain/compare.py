@@ -1,0 +1,225 @@
+"""The verdict: did a re-run reproduce its original, and if not, where and why it diverged.
+
+    identical          every digest equal: trace, model, optimizer, output files, stdout
+    metrics_identical  the (non-empty) trace is equal, some other digest differs
+    diverged           the first differing step and tensor, or the first differing file
+    incomparable       a side did not succeed
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprotrain import fingerprint
+from reprotrain.hashing import decode_float
+from reprotrain.result import Result, Status, TraceEntry
+
+_SPEC_CAUSES = {"seed": "seed", "params": "job parameters", "determinism": "determinism policy",
+                "entrypoint": "code entrypoint", "command": "command", "bundle": "code bundle",
+                "device": "device", "inputs": "input paths"}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal bit for bit: -0.0 differs from 0.0, NaN equals NaN."""
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return type(a) is type(b) and a == b
+
+
+def _num(v: Any) -> float | None:
+    v = decode_float(v)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each metric that differs, with abs and rel difference where both are numbers."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(a) | set(b)):
+        va, vb = a.get(name), b.get(name)
+        if same_value(va, vb):
+            continue
+        row: dict[str, Any] = {"a": va, "b": vb}
+        fa, fb = _num(va), _num(vb)
+        if fa is not None and fb is not None and math.isfinite(fa) and math.isfinite(fb):
+            row["abs"] = abs(fa - fb)
+            scale = max(abs(fa), abs(fb))
+            row["rel"] = row["abs"] / scale if scale else 0.0
+        out[name] = row
+    return out
+
+
+def _entry_differs(x: TraceEntry, y: TraceEntry) -> list[str]:
+    what = []
+    if x.step != y.step:
+        what.append("step")
+    if x.data != y.data:
+        what.append("data_order")
+    if x.params != y.params:
+        what.append("parameters")
+    if metric_deltas(x.metrics, y.metrics):
+        what.append("metrics")
+    return what
+
+
+def first_trace_divergence(a: Result, b: Result) -> dict[str, Any] | None:
+    """The first logged step at which the traces differ, and what differs there."""
+    for i, (x, y) in enumerate(zip(a.trace, b.trace, strict=False)):
+        what = _entry_differs(x, y)
+        if what:
+            return {"index": i, "step": x.step, "differs": what,
+                    "metrics": metric_deltas(x.metrics, y.metrics),
+                    "data_order_first": "data_order" in what}
+    if len(a.trace) != len(b.trace):
+        i = min(len(a.trace), len(b.trace))
+        step = (a.trace if len(a.trace) > i else b.trace)[i].step
+        return {"index": i, "step": step, "differs": ["length"], "metrics": {},
+                "data_order_first": False,
+                "note": f"one trace ends after {i} entries ({len(a.trace)} vs {len(b.trace)})"}
+    return None
+
+
+def first_tensor(a: Result, b: Result, from_step: int | None) -> dict[str, Any] | None:
+    """The first tensor, in the model's own order, whose digest differs at or after a step."""
+    pa = {p.step: p for p in a.param_digests}
+    for p in b.param_digests:
+        if from_step is not None and p.step < from_step:
+            continue
+        mine = pa.get(p.step)
+        if mine is None or mine.overall == p.overall:
+            continue
+        for name, dig in mine.tensors.items():
+            if p.tensors.get(name) != dig:
+                return {"step": p.step, "tensor": name}
+    ta = (a.digests.get("model") or {}).get("tensors") or {}
+    tb = (b.digests.get("model") or {}).get("tensors") or {}
+    for name, dig in ta.items():
+        if tb.get(name) != dig:
+            return {"step": None, "tensor": name, "where": "final model state"}
+    return None
+
+
+def file_status(a: Result, b: Result) -> dict[str, str]:
+    fa = (a.digests.get("files") or {}).get("files") or {}
+    fb = (b.digests.get("files") or {}).get("files") or {}
+    out = {}
+    for rel in sorted(set(fa) | set(fb)):
+        if rel not in fb:
+            out[rel] = "only_a"
+        elif rel not in fa:
+            out[rel] = "only_b"
+        else:
+            out[rel] = "same" if fa[rel]["digest"] == fb[rel]["digest"] else "differs"
+    return out
+
+
+def _digest_equal(a: Result, b: Result, key: str) -> bool:
+    da, db = a.digests.get(key), b.digests.get(key)
+    if isinstance(da, dict) and isinstance(db, dict):
+        return da.get("overall") == db.get("overall")
+    return da == db
+
+
+def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
+    rows = []
+    for key in sorted(set(a.spec) | set(b.spec)):
+        if key in _SPEC_CAUSES and a.spec.get(key) != b.spec.get(key):
+            rows.append({"key": f"spec.{key}", "a": a.spec.get(key), "b": b.spec.get(key),
+                         "label": _SPEC_CAUSES[key], "likely_cause": True})
+    return rows
+
+
+def compare(a: Result, b: Result, a_dir: Path | None = None, b_dir: Path | None = None
+            ) -> dict[str, Any]:
+    """The verdict of b (a re-run) against a (the original), with its explanation."""
+    causes = spec_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
+    out: dict[str, Any] = {"a": a.job_id, "b": b.job_id, "causes": causes,
+                           "likely_causes": [c["label"] for c in causes if c["likely_cause"]]}
+    if a.status is not Status.SUCCEEDED or b.status is not Status.SUCCEEDED:
+        failed = [f"{side} {r.status.value}" for side, r in (("a", a), ("b", b))
+                  if r.status is not Status.SUCCEEDED]
+        return out | {"verdict": "incomparable", "reason": ", ".join(failed)}
+    files = file_status(a, b)
+    equal = {k: _digest_equal(a, b, k) for k in ("model", "optimizer", "files", "stdout")}
+    equal["metrics"] = not metric_deltas(a.metrics, b.metrics)
+    trace_div = first_trace_divergence(a, b)
+    out |= {"files": files, "equal": equal,
+            "nondeterministic_ops": sorted({o["op"] for r in (a, b) for o in r.nondeterministic_ops})}
+    if trace_div is None and all(equal.values()):
+        return out | {"verdict": "identical", "reason": "every digest is equal"}
+    if trace_div is None and a.trace:
+        differing = sorted(k for k, v in equal.items() if not v)
+        return out | {"verdict": "metrics_identical",
+                      "reason": f"trace equal; differs: {', '.join(differing)}"}
+    return out | {"verdict": "diverged", "divergence": _divergence(a, b, trace_div, files, equal,
+                                                                    a_dir, b_dir)}
+
+
+def _divergence(a: Result, b: Result, trace_div: dict[str, Any] | None, files: dict[str, str],
+                equal: dict[str, bool], a_dir: Path | None, b_dir: Path | None) -> dict[str, Any]:
+    div: dict[str, Any] = {}
+    if trace_div is not None:
+        div.update(step=trace_div["step"], differs=trace_div["differs"], metrics=trace_div["metrics"])
+        if trace_div["data_order_first"]:
+            div["first"] = "data order"
+        elif "note" in trace_div:
+            div["note"] = trace_div["note"]
+    tensor = first_tensor(a, b, trace_div["step"] if trace_div else None)
+    if tensor is not None:
+        div["tensor"] = tensor["tensor"]
+        div["tensor_step"] = tensor["step"]
+        if a_dir is not None and b_dir is not None:
+            div.update(tensor_delta(a, b, a_dir, b_dir, tensor["tensor"]) or {})
+    if trace_div is None:
+        first_file = next((f for f, s in files.items() if s != "same"), None)
+        differing = sorted(k for k, v in equal.items() if not v)
+        div["differs"] = differing
+        if first_file:
+            div["file"] = first_file
+    deltas = [m for m in div.get("metrics", {}).values() if "abs" in m]
+    if deltas:
+        div["max_abs"] = max(m["abs"] for m in deltas)
+        div["max_rel"] = max(m["rel"] for m in deltas)
+    return div
+
+
+def tensor_delta(a: Result, b: Result, a_dir: Path, b_dir: Path, name: str) -> dict[str, Any] | None:
+    """Max abs/rel difference of one tensor in the two runs' saved final states."""
+    pa, pb = a.artifacts.get("state"), b.artifacts.get("state")
+    if not pa or not pb:
+        return None
+    try:
+        ta, tb = read_tensor(a_dir / pa, name), read_tensor(b_dir / pb, name)
+    except (OSError, KeyError, ValueError):
+        return None
+    if ta is None or tb is None or ta.shape != tb.shape:
+        return None
+    diff = np.abs(ta - tb)
+    scale = np.maximum(np.abs(ta), np.abs(tb))
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    return {"tensor_max_abs": float(diff.max(initial=0.0)), "tensor_max_rel": float(rel.max(initial=0.0))}
+
+
+_NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+       "I8": "i1", "U8": "u1", "BOOL": "?", "BF16": "<u2"}
+
+
+def read_tensor(path: Path, name: str) -> np.ndarray | None:
+    """One tensor of a safetensors-layout file, as float64 (bfloat16 widened exactly)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        if name not in header:
+            return None
+        meta = header[name]
+        start, end = meta["data_offsets"]
+        f.seek(8 + n + start)
+        raw = np.frombuffer(f.read(end - start), dtype=_NP[meta["dtype"]])
+    if meta["dtype"] == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float64).reshape(meta["shape"])

@@ -1,0 +1,86 @@
+"""The event stream a job writes while it runs: metrics per step, parameter digests, warnings.
+
+One JSON object per line in the file named by ``REPROTRAIN_EVENTS``, flushed as written, so a
+follower sees progress live and a crash loses nothing already logged. Scripts use the one-line
+API ``reprotrain.report.log(step, loss=...)``; outside reprotrain it does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from reprotrain.errors import ResultInvalid
+from reprotrain.hashing import encode_metric
+
+EVENTS_ENV = "REPROTRAIN_EVENTS"
+
+
+class EventWriter:
+    """Appends events to one file; safe to share between threads of a process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the job
+
+    def write(self, kind: str, **fields: Any) -> None:
+        line = json.dumps({"kind": kind, **fields}, separators=(",", ":"), allow_nan=False)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_writer: EventWriter | None = None
+_writer_pid: int | None = None
+
+
+def _default_writer() -> EventWriter | None:
+    global _writer, _writer_pid
+    path = os.environ.get(EVENTS_ENV)
+    if not path:
+        return None
+    if _writer is None or _writer_pid != os.getpid():  # a forked process opens its own
+        _writer, _writer_pid = EventWriter(path), os.getpid()
+    return _writer
+
+
+def encode_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in metrics.items():
+        try:
+            out[name] = encode_metric(value)
+        except TypeError as e:
+            raise TypeError(f"metric {name!r}: {e}") from None
+    return out
+
+
+def log(step: int, **metrics: Any) -> None:
+    """Record metrics for one step of a script-mode job (no-op when not run by reprotrain)."""
+    writer = _default_writer()
+    if writer is not None:
+        writer.write("metric", step=int(step), metrics=encode_metrics(metrics))
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete event in the file; a torn last line (a killed job) is skipped."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    events = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break
+            raise ResultInvalid(f"{p}: line {n} is not JSON") from e
+    return events

@@ -1,0 +1,166 @@
+"""The job spec (v1): a frozen, canonical description of one training job, and its digest."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reprotrain.errors import SpecInvalid
+from reprotrain.hashing import canonical_json, digest_bytes
+
+MAX_SEED = 2**63 - 1
+POLICIES = ("off", "seeded", "strict", "warn")
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+Policy = Literal["off", "seeded", "strict", "warn"]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Frozen):
+    """A named input: a file or directory the worker can read."""
+
+    path: str = Field(min_length=1, description="a path the worker sees (mounted volume)")
+
+
+class DeterminismSpec(_Frozen):
+    """The policy, and optional overrides of single knobs (None: the policy decides)."""
+
+    policy: Policy = "strict"
+    cudnn_benchmark: StrictBool | None = None
+    allow_tf32: StrictBool | None = None
+    num_threads: Annotated[int, Field(strict=True, ge=1, le=1024)] | None = None
+    fill_uninitialized_memory: StrictBool | None = None
+    sdpa_math_only: StrictBool | None = None
+    cublas_workspace_config: Literal[":4096:8", ":16:8"] | None = None
+    mkl_cbwr: Annotated[str, Field(pattern=r"^[A-Z0-9_,]{1,32}$")] | None = None
+
+
+class TrackSpec(_Frozen):
+    digest_every: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10
+
+
+class JobSpec(_Frozen):
+    """Job spec v1. Exactly one of `entrypoint` (function mode) or `command` (script mode)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] = "job"
+    entrypoint: str | None = None
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = (
+        None
+    )
+    bundle: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[Annotated[str, Field(pattern=_NAME)], InputSpec] = Field(default_factory=dict)
+    seed: Annotated[int, Field(strict=True, ge=0, le=MAX_SEED)] | None = None
+    determinism: DeterminismSpec = Field(default_factory=DeterminismSpec)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600
+    track: TrackSpec = Field(default_factory=TrackSpec)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_shape(cls, v: str | None) -> str | None:
+        if v is not None and not _ENTRYPOINT.match(v):
+            raise ValueError("must look like 'package.module:function'")
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            canonical_json(v)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"must be plain JSON (no NaN, no infinities): {e}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _mode_and_seed(self) -> JobSpec:
+        if (self.entrypoint is None) == (self.command is None):
+            which = "both are" if self.entrypoint else "neither is"
+            raise SpecInvalid(
+                f"give exactly one of 'entrypoint' or 'command' ({which} set)",
+                field="entrypoint",
+            )
+        if self.seed is None and self.determinism.policy != "off":
+            raise SpecInvalid(
+                f"required for determinism policy '{self.determinism.policy}'", field="seed"
+            )
+        return self
+
+    @property
+    def mode(self) -> Literal["function", "script"]:
+        return "function" if self.entrypoint else "script"
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec with every default filled in: what the digest is taken of."""
+        return self.model_dump(mode="json")
+
+    @property
+    def digest(self) -> str:
+        return digest_bytes(canonical_json(self.canonical()))
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Validate a decoded spec; any problem becomes SpecInvalid naming the first bad field."""
+    if not isinstance(data, dict):
+        raise SpecInvalid(f"a job spec must be a mapping, got {type(data).__name__}")
+    try:
+        return JobSpec.model_validate(data)
+    except SpecInvalid:
+        raise
+    except ValidationError as e:
+        raise _spec_error(e) from None
+
+
+def _spec_error(e: ValidationError) -> SpecInvalid:
+    errors = e.errors()
+    for err in errors:  # model validators raise SpecInvalid wrapped by pydantic
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecInvalid):
+            return inner
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    msg = _describe(first)
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return SpecInvalid(msg, field=field)
+
+
+def _describe(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("missing",):
+        shown = json.dumps(err["input"], default=str)
+        if len(shown) <= 60:
+            msg += f" (got {shown})"
+    return msg
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read a spec from a YAML or JSON file (JSON is YAML, so one parser serves both)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecInvalid(f"cannot read spec file {p}: {e.strerror}") from e
+    return parse_spec(loads_spec(text, source=str(p)))
+
+
+def loads_spec(text: str, *, source: str = "spec") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise SpecInvalid(f"{source} is not valid YAML/JSON{at}") from e

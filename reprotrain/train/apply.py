@@ -1,0 +1,121 @@
+"""Applying determinism knobs to random, numpy and torch, and reading back what took effect."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from reprotrain.policy import Knobs
+
+_NONDET = re.compile(r"^(?P<op>.+?) does not have a deterministic implementation")
+
+
+def apply_env(knobs: Knobs) -> None:
+    """Set the variables read at library start (cuBLAS, OpenMP); must precede any CUDA use."""
+    os.environ.update(knobs.env())
+
+
+def seed_python(seed: int) -> None:
+    random.seed(seed)
+
+
+def seed_numpy(seed: int) -> None:
+    import numpy as np
+
+    np.random.seed(seed % 2**32)  # numpy's legacy seed takes 32 bits
+
+
+def apply_torch(knobs: Knobs, seed: int | None) -> None:
+    """Apply every torch knob; the thread count first, before any op can start a pool."""
+    import torch
+
+    if knobs.num_threads is not None:
+        torch.set_num_threads(knobs.num_threads)
+    if knobs.seed_rngs and seed is not None:
+        torch.manual_seed(seed)  # seeds every device, CUDA lazily
+    if knobs.cudnn_benchmark is not None:
+        torch.backends.cudnn.benchmark = knobs.cudnn_benchmark
+    if knobs.cudnn_deterministic is not None:
+        torch.backends.cudnn.deterministic = knobs.cudnn_deterministic
+    if knobs.deterministic_algorithms is not None:
+        torch.use_deterministic_algorithms(True, warn_only=knobs.deterministic_algorithms == "warn")
+    if knobs.fill_uninitialized_memory is not None:
+        torch.utils.deterministic.fill_uninitialized_memory = knobs.fill_uninitialized_memory
+    if knobs.allow_tf32 is not None:
+        precision = "tf32" if knobs.allow_tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.fp32_precision = precision
+    if knobs.mkldnn_deterministic is not None:
+        torch.backends.mkldnn.deterministic = knobs.mkldnn_deterministic
+    if knobs.sdpa_math_only is not None:
+        fused = not knobs.sdpa_math_only
+        torch.backends.cuda.enable_flash_sdp(fused)
+        torch.backends.cuda.enable_mem_efficient_sdp(fused)
+        torch.backends.cuda.enable_cudnn_sdp(fused)
+        torch.backends.cuda.enable_math_sdp(True)
+
+
+def apply_all(knobs: Knobs, seed: int | None) -> None:
+    """Everything for a process that has torch loaded: env, Python and numpy RNGs, torch."""
+    apply_env(knobs)
+    if knobs.seed_rngs and seed is not None:
+        seed_python(seed)
+        seed_numpy(seed)
+    apply_torch(knobs, seed)
+
+
+def effective() -> dict[str, Any]:
+    """Each knob as torch reports it now, whatever asked for it."""
+    import torch
+
+    mode = "off"
+    if torch.are_deterministic_algorithms_enabled():
+        mode = "warn" if torch.is_deterministic_algorithms_warn_only_enabled() else "error"
+    cuda = torch.backends.cuda
+    return {
+        "deterministic_algorithms": mode,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "num_threads": torch.get_num_threads(),
+        "allow_tf32": {
+            "matmul": cuda.matmul.fp32_precision == "tf32"
+            or (cuda.matmul.fp32_precision == "none" and cuda.matmul.allow_tf32),
+            "cudnn": torch.backends.cudnn.fp32_precision == "tf32"
+            or (torch.backends.cudnn.fp32_precision == "none" and torch.backends.cudnn.allow_tf32),
+        },
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
+        "mkldnn_deterministic": torch.backends.mkldnn.deterministic,
+        "sdpa_math_only": not (
+            cuda.flash_sdp_enabled() or cuda.mem_efficient_sdp_enabled() or cuda.cudnn_sdp_enabled()
+        ),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
+        "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),
+        "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        "torch_initial_seed": torch.initial_seed(),
+    }
+
+
+def nondeterministic_op(message: str) -> str | None:
+    """The op named by torch's 'X does not have a deterministic implementation' alert."""
+    m = _NONDET.match(message.strip())
+    return m.group("op") if m else None
+
+
+def record_nondeterministic_warnings(on_op: Callable[[str, str], None]) -> None:
+    """Under `warn`, report every op torch flags, each time, and still show the warning."""
+    warnings.filterwarnings("always", message=r".*does not have a deterministic implementation")
+    previous = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        op = nondeterministic_op(str(message))
+        if op is not None:
+            on_op(op, str(message))
+        previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning

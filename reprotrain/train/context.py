@@ -1,0 +1,171 @@
+"""`Context`: what a function-mode job's `train(ctx)` gets from reprotrain."""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+from blake3 import blake3
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from reprotrain.hashing import digest_bytes
+from reprotrain.report import EventWriter, encode_metrics
+from reprotrain.train.digest import model_state, optimizer_state, state_digests
+
+
+def derive_seed(seed: int, *labels: object) -> int:
+    """A 63-bit seed derived from the job seed and labels: stable, independent streams."""
+    data = repr((seed, *labels)).encode()
+    return int.from_bytes(bytes.fromhex(digest_bytes(data))[:8], "little") >> 1
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn from PyTorch's reproducibility notes."""
+    import numpy as np
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+class _RecordingBatchSampler:
+    """Wraps a batch sampler; chains a digest of every batch's sample indices into the context."""
+
+    def __init__(self, inner: Any, ctx: Context) -> None:
+        self.inner = inner
+        self.ctx = ctx
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for batch in self.inner:
+            self.ctx._record_batch(batch)
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class Context:
+    """Seed, params, device, seeded helpers, metric trace, tracked state and artifacts of a job."""
+
+    def __init__(
+        self,
+        *,
+        seed: int | None,
+        params: dict[str, Any],
+        device: torch.device,
+        workspace: Path,
+        inputs: dict[str, Path],
+        events: EventWriter,
+        digest_every: int,
+        seed_dataloader: bool,
+    ) -> None:
+        self.seed = seed
+        self.params = params
+        self.device = device
+        self.workspace = workspace
+        self.output_dir = workspace / "outputs"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.inputs = inputs
+        self._events = events
+        self._digest_every = digest_every
+        self._seed_dataloader = seed_dataloader
+        self._generators = 0
+        self._log_count = 0
+        self._data = blake3()
+        self._batches = 0
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.last_metrics: dict[str, Any] = {}
+
+    def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
+        """A torch.Generator seeded from the job seed; each call gets its own stream."""
+        g = torch.Generator(device=device)
+        if self.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(derive_seed(self.seed, "generator", self._generators))
+        self._generators += 1
+        return g
+
+    def dataloader(self, dataset: Any, **kwargs: Any) -> DataLoader:
+        """A DataLoader seeded as PyTorch's notes show, recording each batch's sample indices."""
+        if self._seed_dataloader:
+            kwargs.setdefault("generator", self.generator())
+            kwargs["worker_init_fn"] = _chain(seed_worker, kwargs.get("worker_init_fn"))
+        if isinstance(dataset, torch.utils.data.IterableDataset):
+            return DataLoader(dataset, **kwargs)
+        batch_sampler = kwargs.pop("batch_sampler", None)
+        if batch_sampler is None and kwargs.get("batch_size", 1) is not None:
+            batch_sampler = self._batch_sampler(dataset, kwargs)
+        if batch_sampler is None:
+            return DataLoader(dataset, **kwargs)
+        return DataLoader(dataset, batch_sampler=_RecordingBatchSampler(batch_sampler, self), **kwargs)
+
+    def _batch_sampler(self, dataset: Any, kwargs: dict[str, Any]) -> BatchSampler:
+        shuffle = kwargs.pop("shuffle", False)
+        sampler = kwargs.pop("sampler", None)
+        if sampler is None:
+            generator = kwargs.get("generator")
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        return BatchSampler(sampler, kwargs.pop("batch_size", 1), kwargs.pop("drop_last", False))
+
+    def _record_batch(self, batch: Any) -> None:
+        try:
+            packed = struct.pack(f"<{len(batch)}q", *(int(i) for i in batch))
+        except (TypeError, ValueError, struct.error):
+            packed = repr(batch).encode()
+        self._data.update(struct.pack("<Q", len(packed)) + packed)
+        self._batches += 1
+
+    def track(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Name the model (and optimizer) whose state is digested along the way and at the end."""
+        self.model = model
+        self.optimizer = optimizer
+
+    def log(self, step: int, **metrics: Any) -> None:
+        """Record metrics for a step; every `digest_every`-th call also digests the parameters."""
+        encoded = encode_metrics(metrics)
+        self.last_metrics.update(encoded)
+        params = None
+        if self.model is not None and self._log_count % self._digest_every == 0:
+            digests = state_digests(model_state(self.model))
+            params = digests["overall"]
+            self._events.write("params", step=int(step), **digests)
+        data = self._data.hexdigest() if self._batches else None
+        self._events.write("metric", step=int(step), metrics=encoded, data=data, params=params)
+        self._log_count += 1
+
+    def save(self, name: str, obj: Any) -> Path:
+        """torch.save `obj` under output_dir/name, written whole or not at all."""
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"artifact name must be a relative path inside output_dir: {name!r}")
+        path = self.output_dir.joinpath(*rel.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        torch.save(obj, tmp)
+        tmp.replace(path)
+        return path
+
+    def final_state_digests(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.model is not None:
+            out["model"] = state_digests(model_state(self.model))
+        if self.optimizer is not None:
+            out["optimizer"] = state_digests(optimizer_state(self.optimizer, self.model))
+        return out
+
+
+def _chain(first: Callable[[int], None], second: Callable[[int], None] | None) -> Callable[[int], None]:
+    if second is None:
+        return first
+
+    def both(worker_id: int) -> None:
+        first(worker_id)
+        second(worker_id)
+
+    return both

@@ -1,0 +1,1 @@
+"""The worker side: job launcher (fork server), job process, fingerprint collection."""

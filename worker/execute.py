@@ -1,0 +1,184 @@
+"""Running one job end to end through a runner: prepare → launch → supervise → assemble.
+
+Used by the CLI's `reprotrain run` and by the Celery task alike, so a local run and a service
+run are the same code path from the spec to the stored result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reprotrain import files
+from reprotrain.errors import InputError, LaunchError
+from reprotrain.fingerprint import env_digest
+from reprotrain.inputs import digest_inputs
+from reprotrain.report import read_events
+from reprotrain.result import Result, Status
+from reprotrain.spec import JobSpec
+from worker.launcher import JobHandle
+from worker.request import JobFiles, LaunchRequest
+
+POLL_S = 0.05
+CANCEL_GRACE_S = 10.0
+COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "runs")
+
+
+class Runner:
+    def launch(self, req: LaunchRequest) -> JobHandle: ...
+
+
+def prepare_job_dir(job_dir: Path, code_dir: Path | None, copy_code: bool) -> dict[str, str]:
+    """Fresh job directory; with copy_code, the code is copied into the workspace first."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    if any(job_dir.iterdir()):
+        raise LaunchError(f"job directory is not empty: {job_dir}")
+    work = job_dir / JobFiles.WORK
+    if copy_code and code_dir is not None:
+        shutil.copytree(code_dir, work, ignore=COPY_IGNORE, symlinks=True)
+    work.mkdir(exist_ok=True)
+    return files.manifest(work)
+
+
+def execute(
+    runner: Runner,
+    spec: JobSpec,
+    job_dir: Path,
+    *,
+    job_id: str | None = None,
+    code_dir: Path | None = None,
+    copy_code: bool | None = None,
+    bundle: str | None = None,
+    input_cache: Path | None = None,
+    cancel: threading.Event | None = None,
+    on_start: Any = None,
+) -> Result:
+    """Run `spec` once in a fresh job process and store its result under `job_dir`."""
+    job_id = job_id or uuid.uuid4().hex
+    started = datetime.now(UTC)
+    copy = spec.mode == "script" if copy_code is None else copy_code
+    manifest = prepare_job_dir(job_dir, code_dir, copy)
+    base = {"job_id": job_id, "name": spec.name, "spec": spec.canonical(), "spec_digest": spec.digest}
+    try:
+        inputs = digest_inputs(spec.inputs, input_cache)
+    except InputError as e:
+        result = Result(**base, status=Status.FAILED, error={"type": "InputError", "message": str(e)})
+        result.save(job_dir)
+        return result
+    req = LaunchRequest(
+        job_id=job_id, spec=base["spec"], job_dir=str(job_dir.resolve()),
+        code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
+        inputs={n: i["path"] for n, i in inputs.items()}, input_digests=inputs, bundle=bundle,
+    )
+    (job_dir / JobFiles.REQUEST).write_text(req.model_dump_json())
+    t0 = time.monotonic()
+    handle = runner.launch(req)
+    if on_start is not None:
+        on_start(handle)
+    try:
+        status, exit_code = supervise(handle, spec.timeout_s, cancel)
+    finally:
+        handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
+        handle.close()
+    result = assemble(base, job_dir, status, exit_code, inputs, manifest)
+    result.timing.update(started_at=started.isoformat(), finished_at=datetime.now(UTC).isoformat(),
+                         duration_s=time.monotonic() - t0)
+    if "user_start" in result.timing:
+        result.timing["start_latency_s"] = result.timing.pop("user_start") - t0
+    result.save(job_dir)
+    return result
+
+
+def supervise(handle: JobHandle, timeout_s: float, cancel: threading.Event | None
+              ) -> tuple[Status, int | None]:
+    """Wait for the job; on timeout kill its group, on cancel SIGTERM then SIGKILL."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = handle.wait(min(POLL_S * 4, max(0.0, deadline - time.monotonic())))
+        if code is not None:
+            return (Status.SUCCEEDED if code == 0 else Status.FAILED), code
+        if cancel is not None and cancel.is_set():
+            handle.signal(signal.SIGTERM)
+            code = handle.wait(CANCEL_GRACE_S)
+            return Status.CANCELED, code
+        if time.monotonic() >= deadline:
+            handle.signal(signal.SIGKILL)
+            return Status.TIMED_OUT, handle.wait(10)
+
+
+def assemble(base: dict[str, Any], job_dir: Path, status: Status, exit_code: int | None,
+             inputs: dict[str, Any], manifest: dict[str, str]) -> Result:
+    """The stored result, from what the job process wrote and what is on disk now."""
+    child = _read_child(job_dir)
+    error = child.get("error")
+    if status is Status.SUCCEEDED and child.get("status") != "SUCCEEDED":
+        status = Status.FAILED  # exited 0 without finishing its record: not a success
+    if status is Status.FAILED and error is None:
+        error = {"type": "ProcessExit", "message": _exit_message(exit_code, job_dir)}
+    elif status is Status.TIMED_OUT:
+        error = {"type": "Timeout", "message": "job ran past timeout_s; its process group was killed"}
+    elif status is Status.CANCELED:
+        error = {"type": "Canceled", "message": "job was canceled"}
+    events = read_events(job_dir / JobFiles.EVENTS)
+    trace = [e for e in events if e["kind"] == "metric"]
+    fingerprint = child.get("fingerprint") or {}
+    digests = dict(child.get("digests") or {})
+    digests["files"] = files.tree_digests(job_dir / JobFiles.WORK, skip=manifest)
+    digests["stdout"] = files.file_entry(job_dir / JobFiles.STDOUT)["digest"] \
+        if (job_dir / JobFiles.STDOUT).exists() else None
+    metrics = child.get("metrics") or {}
+    if not metrics and trace and base["spec"].get("command"):
+        for e in trace:  # script mode: the last value of each reported metric
+            metrics.update(e["metrics"])
+    return Result(
+        **base, status=status, error=error, metrics=metrics, trace=trace,
+        param_digests=[e for e in events if e["kind"] == "params"],
+        digests=digests, determinism=child.get("determinism") or {},
+        nondeterministic_ops=_nondet(events), fingerprint=fingerprint,
+        env_digest=env_digest(fingerprint) if fingerprint else None, inputs=inputs,
+        timing={k: v for k, v in (child.get("timing") or {}).items() if k == "user_start"}
+        | _user_seconds(child),
+        artifacts={"state": child["state_file"]} if child.get("state_file") else {},
+    )
+
+
+def _read_child(job_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((job_dir / JobFiles.CHILD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _user_seconds(child: dict[str, Any]) -> dict[str, float]:
+    t = child.get("timing") or {}
+    if "user_start" in t and "user_end" in t:
+        return {"user_s": t["user_end"] - t["user_start"]}
+    return {}
+
+
+def _nondet(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each op that warned, once, with how often and its first message."""
+    ops: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["kind"] == "nondeterministic":
+            entry = ops.setdefault(e["op"], {"op": e["op"], "count": 0, "message": e["message"]})
+            entry["count"] += 1
+    return list(ops.values())
+
+
+def _exit_message(code: int | None, job_dir: Path) -> str:
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
+    tail = ""
+    try:
+        lines = (job_dir / JobFiles.STDERR).read_text(errors="replace").strip().splitlines()
+        tail = f": {lines[-1]}" if lines else ""
+    except OSError:
+        pass
+    return f"job process {how}{tail}"

@@ -1,0 +1,188 @@
+"""The fork server: a process that has imported torch (never CUDA) and forks one child per job.
+
+Protocol, one Unix-socket connection per job: the client sends one JSON line (a LaunchRequest);
+the server forks, answers ``{"pid": N}``, and when the child exits ``{"exit": CODE}``. A client
+that disconnects early takes its job with it: the job's process group is killed.
+
+Hazards this module exists to respect (measured, see DESIGN): the server must never run torch
+work (a forked child would hang on its first threaded op), and it must run with a fixed
+PYTHONHASHSEED, which every child inherits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from reprotrain.policy import PYTHON_HASH_SEED
+
+PR_SET_PDEATHSIG = 1
+
+
+def preload() -> None:
+    """Import what jobs use so children start warm; touches no CUDA and runs no torch op."""
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import torch.nn  # noqa: F401
+    import torch.optim  # noqa: F401
+    import torch.utils.data  # noqa: F401
+    # use_deterministic_algorithms() imports inductor (~2 s measured): pay it once, here
+    import torch._dynamo  # noqa: F401
+    import torch._inductor  # noqa: F401
+
+    import reprotrain.train.apply  # noqa: F401
+    import reprotrain.train.context  # noqa: F401
+    import reprotrain.train.digest  # noqa: F401
+    import worker.jobproc  # noqa: F401
+    from worker import fingerprint
+
+    fingerprint.static_facts()
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the server's cleanup still kills groups
+        pass
+
+
+class Server:
+    def __init__(self, sock_path: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(sock_path)
+        self.listener.listen(64)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.listener, selectors.EVENT_READ, "accept")
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._stop)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "child")
+        self.jobs: dict[int, socket.socket | None] = {}  # None: its client left
+        self.parent = os.getppid()
+        self.running = True
+
+    def _stop(self, *_: Any) -> None:
+        self.running = False
+
+    def serve(self) -> None:
+        while self.running and os.getppid() == self.parent:
+            for key, _ in self.sel.select(timeout=1.0):
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "child":
+                    os.read(self.wake_r, 4096)
+                    self._reap()
+                else:
+                    self._client_gone(key.data)
+        for pid in list(self.jobs):
+            _killpg(pid)
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(10)
+        try:
+            line = conn.makefile("rb").readline()
+            request = json.loads(line)
+        except (OSError, ValueError) as e:
+            _send(conn, {"error": f"bad request: {e}"})
+            conn.close()
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._child(request)
+        try:
+            os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
+        except OSError:
+            pass
+        self.jobs[pid] = conn
+        _send(conn, {"pid": pid})
+        self.sel.register(conn, selectors.EVENT_READ, pid)
+
+    def _child(self, request: dict[str, Any]) -> None:
+        code = 70
+        try:
+            os.setpgid(0, 0)
+            _die_with_parent()
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            self.sel.close()
+            self.listener.close()
+            for conn in self.jobs.values():
+                if conn is not None:
+                    conn.close()
+            from worker import jobproc
+            from worker.request import LaunchRequest
+
+            code = jobproc.run(LaunchRequest.model_validate(request))
+        except BaseException:  # noqa: BLE001 - never return into the server's loop
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def _reap(self) -> None:
+        while self.jobs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.jobs.pop(pid, None)
+            if conn is not None:
+                self.sel.unregister(conn)
+                _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+    def _client_gone(self, pid: int) -> None:
+        conn = self.jobs.get(pid)
+        if conn is None:
+            return
+        try:
+            data = conn.recv(1)
+        except OSError:
+            data = b""
+        if not data:  # EOF: nobody waits for this job any more
+            _killpg(pid)
+            self.sel.unregister(conn)
+            conn.close()
+            self.jobs[pid] = None
+
+
+def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
+    try:
+        conn.sendall(json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    if os.environ.get("PYTHONHASHSEED") != PYTHON_HASH_SEED:
+        sys.exit(f"fork server must start with PYTHONHASHSEED={PYTHON_HASH_SEED}")
+    preload()
+    server = Server(sys.argv[1])
+    print("READY", flush=True)
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

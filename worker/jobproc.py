@@ -1,0 +1,246 @@
+"""The job process: applies the policy, runs the user's code, writes what it measured.
+
+Runs in a child forked from the fork server (or, for comparison, in a fresh interpreter via
+``python -m worker.jobproc REQUEST``). Phases: prepare → apply → run → collect.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from reprotrain.policy import Knobs, resolve
+from reprotrain.report import EVENTS_ENV, EventWriter, encode_metrics
+from reprotrain.spec import JobSpec, parse_spec
+from worker.request import JobFiles, LaunchRequest
+
+PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
+KNOBS_ENV = "REPROTRAIN_KNOBS"
+
+
+class JobFailed(Exception):
+    """The job's own code failed in a way worth one line (bad return value, exit status)."""
+
+
+def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
+    """Stdio to the job's log files, environment for every process of the job, fresh cwd."""
+    d = req.dir
+    for fd, name in ((1, JobFiles.STDOUT), (2, JobFiles.STDERR)):
+        out = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(out, fd)
+        os.close(out)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.dont_write_bytecode = True
+    os.environ.update(_job_env(req, spec, knobs))
+    req.workspace.mkdir(parents=True, exist_ok=True)
+    os.chdir(req.workspace)
+
+
+def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> dict[str, str]:
+    boot = _write_boot(req.dir / JobFiles.BOOT)
+    here = str(Path(__file__).resolve().parents[1])  # where reprotrain and worker live
+    paths = [boot, *([req.code_dir] if req.code_dir else []), str(req.workspace), here]
+    old = os.environ.get("PYTHONPATH")
+    env = {
+        **knobs.env(),
+        EVENTS_ENV: str(req.dir / JobFiles.EVENTS),
+        KNOBS_ENV: json.dumps({"knobs": knobs.model_dump(), "seed": spec.seed}),
+        "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "REPROTRAIN_OUTPUT_DIR": str(req.workspace / "outputs"),
+        "REPROTRAIN_SEED": "" if spec.seed is None else str(spec.seed),
+    }
+    for name, path in req.inputs.items():
+        env[f"REPROTRAIN_INPUT_{name.upper().replace('-', '_').replace('.', '_')}"] = path
+    return env
+
+
+def _write_boot(boot: Path) -> str:
+    """A sitecustomize that applies the policy at the start of every Python process of the job."""
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "sitecustomize.py").write_text(
+        "import reprotrain.train.boot as _rt_boot\n_rt_boot.boot(__file__)\n"
+    )
+    return str(boot)
+
+
+def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
+    """Apply every knob in this process; returns the torch device the job runs on."""
+    import torch
+
+    from reprotrain.train.apply import apply_all, record_nondeterministic_warnings
+
+    apply_all(knobs, spec.seed)
+    if knobs.deterministic_algorithms == "warn":
+        record_nondeterministic_warnings(
+            lambda op, msg: events.write("nondeterministic", op=op, message=msg)
+        )
+    want = spec.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    elif want == "cuda" and not torch.cuda.is_available():
+        raise JobFailed("device 'cuda' was requested but this worker has no usable CUDA device")
+    return torch.device(want)
+
+
+def run_function(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any,
+                 events: EventWriter, child: dict[str, Any]) -> Any:
+    from reprotrain.train.context import Context
+
+    for p in (req.code_dir, str(req.workspace)):
+        if p and p not in sys.path:
+            sys.path.insert(0, p)
+    module_name, func_name = (spec.entrypoint or "").split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise JobFailed(f"cannot load entrypoint {spec.entrypoint!r}: {e}") from e
+    ctx = Context(seed=spec.seed, params=dict(spec.params), device=device, workspace=req.workspace,
+                  inputs={k: Path(v) for k, v in req.inputs.items()}, events=events,
+                  digest_every=spec.track.digest_every, seed_dataloader=knobs.seed_dataloader)
+    child["timing"]["user_start"] = time.monotonic()
+    returned = func(ctx)
+    child["timing"]["user_end"] = time.monotonic()
+    if returned is not None and not isinstance(returned, dict):
+        raise JobFailed(f"train() must return a dict of metrics or None, got {type(returned).__name__}")
+    child["metrics"] = encode_metrics(returned) if returned else dict(ctx.last_metrics)
+    return ctx
+
+
+def run_script(spec: JobSpec, child: dict[str, Any]) -> None:
+    """Run the command: in this process when it is `python X.py`/`python -m M`, else as argv."""
+    argv = list(spec.command or [])
+    child["timing"]["user_start"] = time.monotonic()
+    try:
+        if argv[0] in PYTHON_NAMES and len(argv) > 1 and (argv[1].endswith(".py") or argv[1] == "-m"):
+            _run_python_inline(argv[1:])
+        else:
+            _run_subprocess(argv)
+    finally:
+        child["timing"]["user_end"] = time.monotonic()
+
+
+def _run_python_inline(args: list[str]) -> None:
+    try:
+        if args[0] == "-m":
+            if len(args) < 2:
+                raise JobFailed("'python -m' needs a module name")
+            sys.argv = [args[1], *args[2:]]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        else:
+            script = Path(args[0])
+            if not script.is_file():
+                raise JobFailed(f"script not found in the job's working directory: {args[0]}")
+            sys.argv = list(args)
+            sys.path.insert(0, str(script.resolve().parent))
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise JobFailed(f"script exited with status {e.code}") from None
+
+
+def _run_subprocess(argv: list[str]) -> None:
+    exe = argv[0]
+    if exe in PYTHON_NAMES:
+        exe = sys.executable
+    elif shutil.which(exe) is None:
+        raise JobFailed(f"command not found: {exe}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rc = subprocess.run([exe, *argv[1:]], stdin=subprocess.DEVNULL, check=False).returncode
+    if rc != 0:
+        raise JobFailed(f"command exited with status {rc}")
+
+
+def collect(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: Any,
+            child: dict[str, Any]) -> None:
+    """Digests of tracked state, effective settings and fingerprint into the child record."""
+    from reprotrain.train.apply import effective
+    from reprotrain.train.digest import model_state, save_state_file
+    from worker import fingerprint
+
+    eff = effective()
+    child["determinism"] = {"policy": knobs.policy, "requested": knobs.model_dump(), "effective": eff}
+    if ctx is not None:
+        child["digests"] = ctx.final_state_digests()
+        if ctx.model is not None:
+            (req.dir / JobFiles.STATE).parent.mkdir(exist_ok=True)
+            save_state_file(model_state(ctx.model), req.dir / JobFiles.STATE)
+            child["state_file"] = JobFiles.STATE
+    child["fingerprint"] = fingerprint.collect(
+        device_type=getattr(device, "type", "cpu"),
+        determinism={k: v for k, v in eff.items() if k != "torch_initial_seed"},  # not environment
+        inputs=req.input_digests, bundle=req.bundle)
+
+
+def run(req: LaunchRequest) -> int:
+    """The whole job process; returns its exit status (0 when the job succeeded)."""
+    spec = parse_spec(req.spec)
+    knobs = resolve(spec.determinism)
+    prepare(req, spec, knobs)
+    events = EventWriter(req.dir / JobFiles.EVENTS)
+    child: dict[str, Any] = {"status": "FAILED", "error": None, "metrics": {}, "digests": {},
+                             "timing": {"process_start": time.monotonic()}}
+    device = ctx = None
+    try:
+        device = apply(spec, knobs, events)
+        if spec.mode == "function":
+            ctx = run_function(req, spec, knobs, device, events, child)
+        else:
+            run_script(spec, child)
+        child["status"] = "SUCCEEDED"
+    except BaseException as e:  # noqa: BLE001 - whatever user code raises becomes the job's error
+        child["error"] = _error(e)
+        if not isinstance(e, JobFailed):
+            traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        try:
+            collect(req, spec, knobs, device, ctx, child)
+        except Exception as e:  # noqa: BLE001 - a failing collection fails the job, loudly
+            traceback.print_exc()
+            child["status"], child["error"] = "FAILED", _error(e)
+        _write_json(req.dir / JobFiles.CHILD, child)
+        sys.stderr.flush()
+    return 0 if child["status"] == "SUCCEEDED" else 1
+
+
+def _error(e: BaseException) -> dict[str, Any]:
+    from reprotrain.train.apply import nondeterministic_op
+
+    message = str(e) or type(e).__name__
+    if isinstance(e, SystemExit):
+        message = f"job exited with status {e.code}"
+    return {"type": type(e).__name__, "message": message,
+            "nondeterministic_op": nondeterministic_op(message)}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, default=str))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fresh-interpreter entry: ``python -m worker.jobproc JOB_DIR/request.json``."""
+    args = sys.argv[1:] if argv is None else argv
+    req = LaunchRequest.model_validate_json(Path(args[0]).read_text())
+    return run(req)
+
+
+if __name__ == "__main__":
+    os._exit(main())

@@ -1,0 +1,196 @@
+"""Starting and supervising job processes: the fork server client and a fresh-interpreter twin.
+
+`ForkRunner` keeps one fork server (torch preloaded) and starts each job as a fork of it;
+`SpawnRunner` starts each job in a new interpreter, for comparison and as a fallback. Both give a
+`JobHandle`: wait for the exit status, or signal the job's whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Protocol
+
+from reprotrain.errors import LaunchError
+from reprotrain.policy import PYTHON_HASH_SEED
+from worker.request import JobFiles, LaunchRequest
+
+SERVER_START_TIMEOUT_S = 120
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONHASHSEED"] = PYTHON_HASH_SEED
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class JobHandle(Protocol):
+    pid: int
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status once the job process ended, or None if still running at timeout."""
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the job's whole process group."""
+
+    def close(self) -> None: ...
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # group not formed yet or gone; fall back to the leader
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class _ForkedJob:
+    def __init__(self, conn: socket.socket, pid: int) -> None:
+        self.conn, self.pid = conn, pid
+        self._buf = b""
+        self._exit: int | None = None
+
+    def wait(self, timeout: float) -> int | None:
+        if self._exit is not None:
+            return self._exit
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.conn, selectors.EVENT_READ)
+                if not sel.select(left):
+                    return None
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise LaunchError(f"fork server went away while job process {self.pid} ran")
+            self._buf += chunk
+        self._exit = int(json.loads(self._buf.split(b"\n", 1)[0])["exit"])
+        return self._exit
+
+    def signal(self, sig: int) -> None:
+        _signal_group(self.pid, sig)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ForkRunner:
+    """One fork server per runner; `launch` costs a fork instead of an interpreter start."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self._dir = tempfile.mkdtemp(prefix="reprotrain-fs-")
+        self.sock_path = os.path.join(self._dir, "fork.sock")
+        self._log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [python, "-m", "worker.forkserver", self.sock_path],
+            env=_python_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+        )
+        self._await_ready()
+
+    def _await_ready(self) -> None:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(SERVER_START_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        if line.strip() != b"READY":
+            self.close()
+            log = Path(self._dir, "server.log").read_text(errors="replace")[-2000:]
+            raise LaunchError(f"fork server did not start: {log.strip() or 'no output'}")
+
+    def launch(self, req: LaunchRequest) -> JobHandle:
+        if self.proc.poll() is not None:
+            raise LaunchError(f"fork server exited with status {self.proc.returncode}")
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(self.sock_path)
+        conn.sendall(req.model_dump_json().encode() + b"\n")
+        reply = conn.makefile("rb").readline()
+        try:
+            msg = json.loads(reply)
+            pid = int(msg["pid"])
+        except (ValueError, KeyError) as e:
+            conn.close()
+            raise LaunchError(f"fork server refused the job: {reply!r}") from e
+        return _ForkedJob(conn, pid)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+    def __enter__(self) -> ForkRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SpawnedJob:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc, self.pid = proc, proc.pid
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal(self, sig: int) -> None:
+        _signal_group(self.pid, sig)
+
+    def close(self) -> None:
+        pass
+
+
+class SpawnRunner:
+    """Each job in a fresh interpreter: slower to start, same job process code."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def launch(self, req: LaunchRequest) -> JobHandle:
+        path = req.dir / JobFiles.REQUEST
+        if not path.exists():
+            path.write_text(req.model_dump_json())
+        proc = subprocess.Popen(
+            [self.python, "-m", "worker.jobproc", str(path)], env=_python_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            process_group=0,
+        )
+        return _SpawnedJob(proc)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> SpawnRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def kill_group(handle: JobHandle) -> None:
+    handle.signal(signal.SIGKILL)
