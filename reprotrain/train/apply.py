@@ -65,7 +65,19 @@ def apply_all(knobs: Knobs, seed: int | None) -> None:
     if knobs.seed_rngs and seed is not None:
         seed_python(seed)
         seed_numpy(seed)
+    else:
+        reseed_from_entropy()
     apply_torch(knobs, seed)
+
+
+def reseed_from_entropy() -> None:
+    """What a fresh interpreter does: a forked child would otherwise share its parent's streams."""
+    import numpy as np
+    import torch
+
+    random.seed()
+    np.random.seed()
+    torch.seed()
 
 
 def effective() -> dict[str, Any]:

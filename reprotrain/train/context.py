@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,20 +33,48 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-class _RecordingBatchSampler:
-    """Wraps a batch sampler; chains a digest of every batch's sample indices into the context."""
+def _pack_indices(batch: Any) -> bytes:
+    try:
+        packed = struct.pack(f"<{len(batch)}q", *(int(i) for i in batch))
+    except (TypeError, ValueError, struct.error):
+        packed = repr(batch).encode()
+    return struct.pack("<Q", len(packed)) + packed
 
-    def __init__(self, inner: Any, ctx: Context) -> None:
+
+class _RecordingBatchSampler:
+    """Wraps a batch sampler; queues each sampled batch's indices for the loader to consume."""
+
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.ctx = ctx
+        self.pending: deque[bytes] = deque()
 
     def __iter__(self) -> Iterator[list[Any]]:
         for batch in self.inner:
-            self.ctx._record_batch(batch)
+            self.pending.append(_pack_indices(batch))
             yield batch
 
     def __len__(self) -> int:
         return len(self.inner)
+
+
+class _TracedDataLoader(DataLoader):
+    """Chains a batch's indices into the data-order digest when the batch is delivered.
+
+    Worker processes prefetch, so the sampler runs ahead of training; batches arrive in sampler
+    order (in_order), so the digest at a logged step covers exactly the batches trained on.
+    """
+
+    def __init__(self, *args: Any, ctx: Context, recorder: _RecordingBatchSampler, **kw: Any) -> None:
+        super().__init__(*args, batch_sampler=recorder, **kw)
+        self._ctx = ctx
+        self._recorder = recorder
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self._recorder.pending.clear()
+        for batch in super().__iter__():
+            if self._recorder.pending:
+                self._ctx._record_batch(self._recorder.pending.popleft())
+            yield batch
 
 
 class Context:
@@ -103,7 +132,8 @@ class Context:
             batch_sampler = self._batch_sampler(dataset, kwargs)
         if batch_sampler is None:
             return DataLoader(dataset, **kwargs)
-        return DataLoader(dataset, batch_sampler=_RecordingBatchSampler(batch_sampler, self), **kwargs)
+        recorder = _RecordingBatchSampler(batch_sampler)
+        return _TracedDataLoader(dataset, ctx=self, recorder=recorder, **kwargs)
 
     def _batch_sampler(self, dataset: Any, kwargs: dict[str, Any]) -> BatchSampler:
         shuffle = kwargs.pop("shuffle", False)
@@ -113,12 +143,8 @@ class Context:
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         return BatchSampler(sampler, kwargs.pop("batch_size", 1), kwargs.pop("drop_last", False))
 
-    def _record_batch(self, batch: Any) -> None:
-        try:
-            packed = struct.pack(f"<{len(batch)}q", *(int(i) for i in batch))
-        except (TypeError, ValueError, struct.error):
-            packed = repr(batch).encode()
-        self._data.update(struct.pack("<Q", len(packed)) + packed)
+    def _record_batch(self, packed: bytes) -> None:
+        self._data.update(packed)
         self._batches += 1
 
     def track(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:

@@ -1,0 +1,59 @@
+"""Shared fixtures: a scrubbed environment, one fork server per session, a job factory."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No REPROTRAIN_* variable from the caller's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("REPROTRAIN_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def fork_runner() -> Iterator[Any]:
+    from worker.launcher import ForkRunner
+
+    with ForkRunner() as runner:
+        yield runner
+
+
+def base_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": "test",
+        "entrypoint": "examples.mlp:train",
+        "params": {"epochs": 1, "samples": 128},
+        "seed": 1234,
+        "determinism": {"policy": "strict"},
+        "device": "cpu",
+        "track": {"digest_every": 1},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def run_job(fork_runner: Any, tmp_path: Path) -> Callable[..., Any]:
+    """Run a spec dict through the real fork runner; returns (result, job_dir)."""
+    from reprotrain.spec import parse_spec
+    from worker.execute import execute
+
+    def run(spec: dict[str, Any], *, runner: Any = None, code_dir: Path = ROOT,
+            **kw: Any) -> tuple[Any, Path]:
+        job_dir = tmp_path / f"job-{uuid.uuid4().hex[:8]}"
+        result = execute(runner or fork_runner, parse_spec(spec), job_dir, code_dir=code_dir,
+                         input_cache=tmp_path / "digest-cache.sqlite", **kw)
+        return result, job_dir
+
+    return run

@@ -1,0 +1,98 @@
+"""The verdict logic, on hand-built results (no job processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reprotrain.compare import compare, same_value
+from reprotrain.result import Result
+
+
+def result(**kw: Any) -> Result:
+    base: dict[str, Any] = {
+        "job_id": "a", "name": "t", "spec": {"seed": 1, "params": {}}, "spec_digest": "d",
+        "status": "SUCCEEDED", "metrics": {"loss": 0.5},
+        "trace": [{"step": s, "metrics": {"loss": 1.0 / (s + 1)}, "params": f"p{s}"} for s in range(4)],
+        "param_digests": [{"step": s, "overall": f"p{s}", "tensors": {"w": f"w{s}", "b": f"b{s}"}}
+                          for s in range(4)],
+        "digests": {"model": {"overall": "m", "tensors": {"w": "w3", "b": "b3"}},
+                    "files": {"overall": "f", "files": {"out.txt": {"size": 1, "digest": "x"}}},
+                    "stdout": "s"},
+        "fingerprint": {"torch": {"version": "2.13.0"}, "determinism": {"num_threads": 1},
+                        "host": {"hostname": "h1"}},
+    }
+    base.update(kw)
+    return Result.model_validate(base)
+
+
+def test_identical_when_everything_matches() -> None:
+    """Two equal results are identical, and host names alone are not causes."""
+    b = result(job_id="b", fingerprint={**result().fingerprint, "host": {"hostname": "h2"}})
+    v = compare(result(), b)
+    assert v["verdict"] == "identical"
+    assert v["likely_causes"] == []
+    assert [c["label"] for c in v["causes"]] == ["host identity"]
+
+
+def test_first_differing_step_and_tensor_are_named() -> None:
+    """A parameter change at step 2 gives diverged at step 2, naming tensor b."""
+    b = result()
+    b.trace[2].params = "other"
+    b.param_digests[2].overall = "other"
+    b.param_digests[2].tensors["b"] = "changed"
+    v = compare(result(), b)
+    assert v["verdict"] == "diverged"
+    assert v["divergence"]["step"] == 2
+    assert v["divergence"]["tensor"] == "b"
+    assert v["divergence"]["differs"] == ["parameters"]
+
+
+def test_metric_difference_reports_abs_and_rel() -> None:
+    """A metric that differs at step 1 gives its absolute and relative difference."""
+    b = result()
+    b.trace[1].metrics["loss"] = 0.75
+    v = compare(result(), b)
+    div = v["divergence"]
+    assert div["step"] == 1 and div["metrics"]["loss"]["abs"] == 0.25
+    assert div["max_rel"] == 0.25 / 0.75
+
+
+def test_metrics_identical_when_only_a_file_differs() -> None:
+    """Equal trace but a differing output file is metrics_identical, with the file marked."""
+    b = result(digests={**result().digests,
+                        "files": {"overall": "g", "files": {"out.txt": {"size": 1, "digest": "y"},
+                                                            "new.txt": {"size": 1, "digest": "z"}}}})
+    v = compare(result(), b)
+    assert v["verdict"] == "metrics_identical"
+    assert v["files"] == {"new.txt": "only_b", "out.txt": "differs"}
+
+
+def test_no_trace_and_differing_file_is_diverged_naming_the_file() -> None:
+    """Without a trace to compare, a differing output makes the verdict diverged, naming it."""
+    a = result(trace=[], param_digests=[])
+    b = result(trace=[], param_digests=[], digests={**a.digests, "stdout": "other"})
+    v = compare(a, b)
+    assert v["verdict"] == "diverged"
+    assert v["divergence"]["differs"] == ["stdout"]
+
+
+def test_failed_side_is_incomparable() -> None:
+    """A failed re-run cannot be compared."""
+    v = compare(result(), result(status="FAILED"))
+    assert v["verdict"] == "incomparable" and "b FAILED" in v["reason"]
+
+
+def test_causes_name_seed_and_thread_count() -> None:
+    """A different seed and thread count are listed as likely causes."""
+    b = result(spec={"seed": 2, "params": {}},
+               fingerprint={**result().fingerprint, "determinism": {"num_threads": 4}})
+    b.trace[0].metrics["loss"] = 0.9
+    v = compare(result(), b)
+    assert "seed" in v["likely_causes"] and "thread count" in v["likely_causes"]
+
+
+def test_float_equality_is_bitwise() -> None:
+    """-0.0 and 0.0 differ; NaN equals NaN; an int is not its float."""
+    assert not same_value(0.0, -0.0)
+    assert same_value(float("nan"), float("nan"))
+    assert not same_value(1, 1.0)
