@@ -42,7 +42,13 @@ def prepare_job_dir(job_dir: Path, code_dir: Path | None, copy_code: bool) -> di
         raise LaunchError(f"job directory is not empty: {job_dir}")
     work = job_dir / JobFiles.WORK
     if copy_code and code_dir is not None:
-        shutil.copytree(code_dir, work, ignore=COPY_IGNORE, symlinks=True)
+        inside = job_dir.resolve()
+
+        def ignore(src: str, names: list[str]) -> set[str]:  # never copy the job into itself
+            skip = set(COPY_IGNORE(src, names))
+            return skip | {n for n in names if Path(src, n).resolve() == inside}
+
+        shutil.copytree(code_dir, work, ignore=ignore, symlinks=True)
     work.mkdir(exist_ok=True)
     return files.manifest(work)
 

@@ -1,0 +1,65 @@
+"""The reprotrain command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reprotrain.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "expect"),
+    [
+        ("entrypoint: examples.mlp:train\nseed: 1\nlearning_rate: 3\n", "learning_rate: unknown field"),
+        ("entrypoint: examples.mlp:train\nseed: -5\n", "seed: Input should be greater than or equal to 0"),
+        ("name: x\nseed: 1\n", "entrypoint: give exactly one of 'entrypoint' or 'command' (neither"),
+        ("entrypoint: a:b\ncommand: [python, t.py]\nseed: 1\n", "(both are set)"),
+        ("entrypoint: [unclosed\n", "is not valid YAML/JSON"),
+    ],
+)
+def test_bad_spec_is_one_line_and_nonzero(tmp_path: Path, body: str, expect: str) -> None:
+    """Each bad spec file exits 2 with one line naming the problem, and no traceback."""
+    (tmp_path / "bad.yaml").write_text(body)
+    p = cli("run", str(tmp_path / "bad.yaml"))
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and expect in p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+def test_run_twice_and_compare(tmp_path: Path) -> None:
+    """run → run → compare prints identical; another seed prints diverged and exits 1."""
+    spec = ROOT / "examples" / "specs" / "noise.yaml"
+    for name, extra in (("a", []), ("b", ["--seed", "7"]), ("c", ["--seed", "8"])):
+        p = cli("run", str(spec), "--out", str(tmp_path / name), *extra)
+        assert p.returncode == 0, p.stderr
+        assert "SUCCEEDED" in p.stdout
+    same = cli("compare", str(tmp_path / "a"), str(tmp_path / "c"), "--json")
+    verdict = json.loads(same.stdout)
+    assert same.returncode == 1 and verdict["verdict"] == "diverged"
+    assert "seed" in verdict["likely_causes"]
+    human = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert human.stdout.startswith("verdict   diverged at step 5, first differing tensor 2.weight")
+
+
+def test_compare_of_a_missing_result_is_an_error(tmp_path: Path) -> None:
+    """Comparing something that is not a result exits 2 with one line."""
+    (tmp_path / "x.json").write_text('{"hello": 1}')
+    p = cli("compare", str(tmp_path / "x.json"), str(tmp_path / "nope"))
+    assert p.returncode == 2 and "is not a reprotrain result" in p.stderr
+
+
+def test_help_lists_commands() -> None:
+    """--help names each command and shows an example."""
+    p = cli("--help")
+    assert p.returncode == 0
+    assert "run" in p.stdout and "compare" in p.stdout and "examples:" in p.stdout

@@ -1,0 +1,80 @@
+"""Script mode: unchanged scripts run under the policy, in every Python process of the job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reprotrain.compare import compare
+from tests.conftest import ROOT
+
+SCRIPT_DIR = ROOT / "examples" / "script"
+
+
+def script_spec(command: list[str], policy: str = "seeded") -> dict:
+    spec = {"name": "script", "command": command, "determinism": {"policy": policy}, "device": "cpu"}
+    if policy != "off":
+        spec["seed"] = 42
+    return spec
+
+
+def test_unseeded_script_reproduces_under_seeded_and_not_under_off(run_job) -> None:
+    """The same unchanged script: identical under seeded, different under off."""
+    spec = script_spec(["python", "train.py"])
+    a, a_dir = run_job(spec, code_dir=SCRIPT_DIR)
+    b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
+    assert a.status == "SUCCEEDED", a.error
+    assert set(a.digests["files"]["files"]) == {"weights.json", "w.pt"}
+    assert compare(a, b, a_dir, b_dir)["verdict"] == "identical"
+
+    off = script_spec(["python", "train.py"], policy="off")
+    c, c_dir = run_job(off, code_dir=SCRIPT_DIR)
+    d, d_dir = run_job(off, code_dir=SCRIPT_DIR)
+    v = compare(c, d, c_dir, d_dir)
+    assert v["verdict"] == "diverged"
+    assert v["files"]["weights.json"] == "differs"
+    assert c.digests["stdout"] != d.digests["stdout"]
+
+
+def test_every_python_process_of_a_shell_command_is_seeded(run_job) -> None:
+    """`sh -c 'python a && python b'`: both processes seeded, the whole job reproduces."""
+    spec = script_spec(["sh", "-c", "python prepare.py && python train.py --epochs 1"])
+    a, a_dir = run_job(spec, code_dir=SCRIPT_DIR)
+    b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
+    assert a.status == "SUCCEEDED", a.error
+    assert compare(a, b, a_dir, b_dir)["verdict"] == "identical"
+    out = json.loads((a_dir / "work" / "weights.json").read_text())
+    assert out["argv"] == ["--epochs", "1"]
+    assert (a_dir / "work" / "prepared.txt").read_text() == (b_dir / "work" / "prepared.txt").read_text()
+    assert "prepared" in (a_dir / "stdout.log").read_text()
+
+
+def test_subprocess_gets_the_torch_knobs(run_job, tmp_path: Path) -> None:
+    """A Python process started by a shell reports strict's torch settings once it imports torch."""
+    (tmp_path / "probe.py").write_text(
+        "import json, torch\n"
+        "json.dump({'det': torch.are_deterministic_algorithms_enabled(),"
+        " 'threads': torch.get_num_threads(), 'seed': torch.initial_seed()}, open('probe.json', 'w'))\n"
+    )
+    spec = script_spec(["sh", "-c", "python probe.py"], policy="strict")
+    r, job_dir = run_job(spec, code_dir=tmp_path)
+    assert r.status == "SUCCEEDED", r.error
+    assert json.loads((job_dir / "work" / "probe.json").read_text()) == {"det": True, "threads": 1, "seed": 42}
+
+
+def test_script_metrics_through_the_one_line_api(run_job, tmp_path: Path) -> None:
+    """A script that calls reprotrain.report.log gets a trace and final metrics."""
+    (tmp_path / "m.py").write_text(
+        "from reprotrain.report import log\nfor s in range(3):\n    log(s, loss=1.0 / (s + 1))\n")
+    r, _ = run_job(script_spec(["python", "m.py"]), code_dir=tmp_path)
+    assert [e.step for e in r.trace] == [0, 1, 2]
+    assert r.metrics == {"loss": 1.0 / 3}
+
+
+def test_failing_script_and_missing_command_fail_clearly(run_job, tmp_path: Path) -> None:
+    """A non-zero exit and an unknown program both end FAILED with a one-line reason."""
+    (tmp_path / "bad.py").write_text("import sys\nsys.exit(3)\n")
+    r, _ = run_job(script_spec(["python", "bad.py"]), code_dir=tmp_path)
+    assert r.status == "FAILED" and r.error["message"] == "script exited with status 3"
+    r, _ = run_job(script_spec(["no-such-program-xyz"]), code_dir=tmp_path)
+    assert r.status == "FAILED" and "command not found: no-such-program-xyz" in r.error["message"]
