@@ -2,8 +2,9 @@
 
 mode "urandom": OS entropy is added to one parameter at step `noise_step`, so the
   re-run diverges exactly there, in that tensor.
-mode "alert": calls an op torch flags as having no deterministic implementation
-  (torch's own alert, as index_add_ on CUDA raises); `strict` fails, `warn` lists it.
+mode "op": at step 2 calls `params.op`, an op torch flags as having no deterministic
+  implementation: "put_" (any device), "histc" (CUDA), or "alert" (torch's own alert hook, as
+  every such op calls it). Under `strict` the job fails naming the op; under `warn` it is listed.
 """
 
 import os
@@ -21,10 +22,8 @@ def train(ctx):
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     ctx.track(model, opt)
     for step in range(p.get("steps", 10)):
-        if p.get("mode") == "alert" and step == 2:
-            from torch._prims_common import alert_not_deterministic
-
-            alert_not_deterministic("example_scatter_add")
+        if p.get("mode") == "op" and step == 2:
+            nondeterministic_op(p.get("op", "put_"), ctx.device)
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -35,3 +34,17 @@ def train(ctx):
                 model[2].weight[0, 0] += noise
         ctx.log(step, loss=loss)
     return {"loss": loss.item()}
+
+
+def nondeterministic_op(op, device):
+    t = torch.zeros(8, device=device)
+    if op == "put_":
+        t.put_(torch.tensor([1], device=device), torch.tensor([1.0], device=device))
+    elif op == "histc":
+        torch.histc(torch.rand(64, device=device), bins=4)
+    elif op == "index_add_":  # deterministic on CUDA under strict since torch 2.x
+        t.index_add_(0, torch.tensor([0, 0, 1], device=device), torch.ones(3, device=device))
+    else:
+        from torch._prims_common import alert_not_deterministic
+
+        alert_not_deterministic("example_op")

@@ -26,28 +26,45 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="reprotrain", description="Run PyTorch training jobs reproducibly, and prove it.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="reprotrain",
+        description="Run PyTorch training jobs reproducibly, and prove it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run one job locally through the worker's runner",
-                         description="Run a job spec (YAML or JSON) in a fresh job process and "
-                                     "store its result, logs and outputs in a run directory.")
+    run = sub.add_parser(
+        "run",
+        help="run one job locally through the worker's runner",
+        description="Run a job spec (YAML or JSON) in a fresh job process and "
+        "store its result, logs and outputs in a run directory.",
+    )
     run.add_argument("spec", help="job spec file (YAML or JSON)")
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIME-RAND)")
-    run.add_argument("--code", metavar="DIR",
-                     help="job code: function mode imports from it (default: current directory);"
-                          " script mode runs in a fresh copy of it (default: the spec's directory)")
+    run.add_argument(
+        "--code",
+        metavar="DIR",
+        help="job code: function mode imports from it (default: current directory);"
+        " script mode runs in a fresh copy of it (default: the spec's directory)",
+    )
     run.add_argument("--seed", type=int, help="override the spec's seed")
-    run.add_argument("--policy", choices=["off", "seeded", "strict", "warn"],
-                     help="override the spec's determinism policy")
-    run.add_argument("--runner", choices=["fork", "spawn"], default="fork",
-                     help="fork from a torch-preloaded server (default) or a fresh interpreter")
+    run.add_argument(
+        "--policy", choices=["off", "seeded", "strict", "warn"], help="override the spec's determinism policy"
+    )
+    run.add_argument(
+        "--runner",
+        choices=["fork", "spawn"],
+        default="fork",
+        help="fork from a torch-preloaded server (default) or a fresh interpreter",
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.set_defaults(func=cmd_run)
 
-    cmp = sub.add_parser("compare", help="compare two stored results and print the verdict",
-                         description="Compare result B (a re-run) with result A (the original).")
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two stored results and print the verdict",
+        description="Compare result B (a re-run) with result A (the original).",
+    )
     cmp.add_argument("a", help="run directory or result.json of the original")
     cmp.add_argument("b", help="run directory or result.json of the re-run")
     cmp.add_argument("--json", action="store_true", help="print the verdict as JSON")
@@ -72,8 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.launcher import ForkRunner, SpawnRunner
 
     spec = _load_run_spec(args)
-    code = Path(args.code) if args.code else (
-        Path.cwd() if spec.mode == "function" else Path(args.spec).resolve().parent)
+    code = (
+        Path(args.code)
+        if args.code
+        else (Path.cwd() if spec.mode == "function" else Path(args.spec).resolve().parent)
+    )
     if not code.is_dir():
         raise SpecInvalid(f"code directory does not exist: {code}", field="--code")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -109,12 +129,14 @@ def _metrics(m: dict[str, Any]) -> str:
 
 def format_result(r: Any, out: Path) -> str:
     dur = r.timing.get("duration_s")
-    lines = [f"job       {r.name}  {r.status.value}" + (f" in {dur:.2f} s" if dur else ""),
-             f"metrics   {_metrics(r.metrics)}",
-             f"model     {_short((r.digests.get('model') or {}).get('overall'))}",
-             f"files     {len((r.digests.get('files') or {}).get('files') or {})} output file(s)",
-             f"policy    {r.determinism.get('policy', '-')}",
-             f"env       {_short(r.env_digest)}"]
+    lines = [
+        f"job       {r.name}  {r.status.value}" + (f" in {dur:.2f} s" if dur else ""),
+        f"metrics   {_metrics(r.metrics)}",
+        f"model     {_short((r.digests.get('model') or {}).get('overall'))}",
+        f"files     {len((r.digests.get('files') or {}).get('files') or {})} output file(s)",
+        f"policy    {r.determinism.get('policy', '-')}",
+        f"env       {_short(r.env_digest)}",
+    ]
     if r.error:
         lines.append(f"error     {r.error.get('message')}")
     if r.nondeterministic_ops:
@@ -141,14 +163,18 @@ def format_verdict(v: dict[str, Any]) -> str:
         head += f" ({v['reason']})"
     lines = [f"verdict   {head}"]
     if "tensor_max_abs" in div:
-        lines.append(f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
-                     f"max rel {div['tensor_max_rel']:.3g} in the final state")
+        lines.append(
+            f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
+            f"max rel {div['tensor_max_rel']:.3g} in the final state"
+        )
     changed = {f: s for f, s in (v.get("files") or {}).items() if s != "same"}
     if changed:
         lines.append("files     " + ", ".join(f"{f} {s}" for f, s in list(changed.items())[:8]))
     likely = [c for c in v["causes"] if c["likely_cause"]]
     for i, c in enumerate(likely[:12]):
-        lines.append(f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}")
+        lines.append(
+            f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}"
+        )
     if not likely and v["verdict"] != "identical":
         lines.append("causes    no environment or spec difference found")
     return "\n".join(lines)

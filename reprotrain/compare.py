@@ -1,9 +1,9 @@
 """The verdict: did a re-run reproduce its original, and if not, where and why it diverged.
 
-    identical          every digest equal: trace, model, optimizer, output files, stdout
-    metrics_identical  the (non-empty) trace is equal, some other digest differs
-    diverged           the first differing step and tensor, or the first differing file
-    incomparable       a side did not succeed
+identical          every digest equal: trace, model, optimizer, output files, stdout
+metrics_identical  the (non-empty) trace is equal, some other digest differs
+diverged           the first differing step and tensor, or the first differing file
+incomparable       a side did not succeed
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ from reprotrain import fingerprint
 from reprotrain.hashing import decode_float
 from reprotrain.result import Result, Status, TraceEntry
 
-_SPEC_CAUSES = {"seed": "seed", "params": "job parameters", "determinism": "determinism policy",
-                "entrypoint": "code entrypoint", "command": "command", "bundle": "code bundle",
-                "device": "device", "inputs": "input paths"}
+_SPEC_CAUSES = {
+    "seed": "seed",
+    "params": "job parameters",
+    "determinism": "determinism policy",
+    "entrypoint": "code entrypoint",
+    "command": "command",
+    "bundle": "code bundle",
+    "device": "device",
+    "inputs": "input paths",
+}
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -72,15 +79,24 @@ def first_trace_divergence(a: Result, b: Result) -> dict[str, Any] | None:
     for i, (x, y) in enumerate(zip(a.trace, b.trace, strict=False)):
         what = _entry_differs(x, y)
         if what:
-            return {"index": i, "step": x.step, "differs": what,
-                    "metrics": metric_deltas(x.metrics, y.metrics),
-                    "data_order_first": "data_order" in what}
+            return {
+                "index": i,
+                "step": x.step,
+                "differs": what,
+                "metrics": metric_deltas(x.metrics, y.metrics),
+                "data_order_first": "data_order" in what,
+            }
     if len(a.trace) != len(b.trace):
         i = min(len(a.trace), len(b.trace))
         step = (a.trace if len(a.trace) > i else b.trace)[i].step
-        return {"index": i, "step": step, "differs": ["length"], "metrics": {},
-                "data_order_first": False,
-                "note": f"one trace ends after {i} entries ({len(a.trace)} vs {len(b.trace)})"}
+        return {
+            "index": i,
+            "step": step,
+            "differs": ["length"],
+            "metrics": {},
+            "data_order_first": False,
+            "note": f"one trace ends after {i} entries ({len(a.trace)} vs {len(b.trace)})",
+        }
     return None
 
 
@@ -129,39 +145,64 @@ def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
     rows = []
     for key in sorted(set(a.spec) | set(b.spec)):
         if key in _SPEC_CAUSES and a.spec.get(key) != b.spec.get(key):
-            rows.append({"key": f"spec.{key}", "a": a.spec.get(key), "b": b.spec.get(key),
-                         "label": _SPEC_CAUSES[key], "likely_cause": True})
+            rows.append(
+                {
+                    "key": f"spec.{key}",
+                    "a": a.spec.get(key),
+                    "b": b.spec.get(key),
+                    "label": _SPEC_CAUSES[key],
+                    "likely_cause": True,
+                }
+            )
     return rows
 
 
-def compare(a: Result, b: Result, a_dir: Path | None = None, b_dir: Path | None = None
-            ) -> dict[str, Any]:
+def compare(a: Result, b: Result, a_dir: Path | None = None, b_dir: Path | None = None) -> dict[str, Any]:
     """The verdict of b (a re-run) against a (the original), with its explanation."""
     causes = spec_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
-    out: dict[str, Any] = {"a": a.job_id, "b": b.job_id, "causes": causes,
-                           "likely_causes": [c["label"] for c in causes if c["likely_cause"]]}
+    out: dict[str, Any] = {
+        "a": a.job_id,
+        "b": b.job_id,
+        "causes": causes,
+        "likely_causes": [c["label"] for c in causes if c["likely_cause"]],
+    }
     if a.status is not Status.SUCCEEDED or b.status is not Status.SUCCEEDED:
-        failed = [f"{side} {r.status.value}" for side, r in (("a", a), ("b", b))
-                  if r.status is not Status.SUCCEEDED]
+        failed = [
+            f"{side} {r.status.value}" for side, r in (("a", a), ("b", b)) if r.status is not Status.SUCCEEDED
+        ]
         return out | {"verdict": "incomparable", "reason": ", ".join(failed)}
     files = file_status(a, b)
     equal = {k: _digest_equal(a, b, k) for k in ("model", "optimizer", "files", "stdout")}
     equal["metrics"] = not metric_deltas(a.metrics, b.metrics)
     trace_div = first_trace_divergence(a, b)
-    out |= {"files": files, "equal": equal,
-            "nondeterministic_ops": sorted({o["op"] for r in (a, b) for o in r.nondeterministic_ops})}
+    out |= {
+        "files": files,
+        "equal": equal,
+        "nondeterministic_ops": sorted({o["op"] for r in (a, b) for o in r.nondeterministic_ops}),
+    }
     if trace_div is None and all(equal.values()):
         return out | {"verdict": "identical", "reason": "every digest is equal"}
     if trace_div is None and a.trace:
         differing = sorted(k for k, v in equal.items() if not v)
-        return out | {"verdict": "metrics_identical",
-                      "reason": f"trace equal; differs: {', '.join(differing)}"}
-    return out | {"verdict": "diverged", "divergence": _divergence(a, b, trace_div, files, equal,
-                                                                    a_dir, b_dir)}
+        return out | {
+            "verdict": "metrics_identical",
+            "reason": f"trace equal; differs: {', '.join(differing)}",
+        }
+    return out | {
+        "verdict": "diverged",
+        "divergence": _divergence(a, b, trace_div, files, equal, a_dir, b_dir),
+    }
 
 
-def _divergence(a: Result, b: Result, trace_div: dict[str, Any] | None, files: dict[str, str],
-                equal: dict[str, bool], a_dir: Path | None, b_dir: Path | None) -> dict[str, Any]:
+def _divergence(
+    a: Result,
+    b: Result,
+    trace_div: dict[str, Any] | None,
+    files: dict[str, str],
+    equal: dict[str, bool],
+    a_dir: Path | None,
+    b_dir: Path | None,
+) -> dict[str, Any]:
     div: dict[str, Any] = {}
     if trace_div is not None:
         div.update(step=trace_div["step"], differs=trace_div["differs"], metrics=trace_div["metrics"])
@@ -205,8 +246,18 @@ def tensor_delta(a: Result, b: Result, a_dir: Path, b_dir: Path, name: str) -> d
     return {"tensor_max_abs": float(diff.max(initial=0.0)), "tensor_max_rel": float(rel.max(initial=0.0))}
 
 
-_NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-       "I8": "i1", "U8": "u1", "BOOL": "?", "BF16": "<u2"}
+_NP = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+    "BF16": "<u2",
+}
 
 
 def read_tensor(path: Path, name: str) -> np.ndarray | None:

@@ -33,8 +33,7 @@ def file_entry(path: Path, digest: Callable[[Path], str] = digest_file) -> dict[
     """Size and digest of one file; a symlink is its target text, never followed."""
     if path.is_symlink():
         target = os.readlink(path)
-        return {"size": len(target), "digest": digest_bytes(b"symlink:" + target.encode()),
-                "symlink": target}
+        return {"size": len(target), "digest": digest_bytes(b"symlink:" + target.encode()), "symlink": target}
     return {"size": path.stat().st_size, "digest": digest(path)}
 
 

@@ -16,7 +16,6 @@ from reprotrain.files import file_entry, overall, walk
 from reprotrain.hashing import digest_file
 from reprotrain.spec import InputSpec
 
-
 MAX_LISTED_FILES = 1000
 
 
@@ -75,7 +74,8 @@ def digest_input(name: str, spec: InputSpec, cache: DigestCache) -> dict[str, An
         "bytes": sum(int(e["size"]) for e in files.values()),  # type: ignore[call-overload]
         # per-file digests let a verdict name the file that changed; skipped for huge trees
         "file_digests": {rel: e["digest"] for rel, e in files.items()}
-        if len(files) <= MAX_LISTED_FILES else None,
+        if len(files) <= MAX_LISTED_FILES
+        else None,
     }
 
 

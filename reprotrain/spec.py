@@ -54,9 +54,7 @@ class JobSpec(_Frozen):
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = "job"
     entrypoint: str | None = None
-    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = (
-        None
-    )
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     bundle: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[Annotated[str, Field(pattern=_NAME)], InputSpec] = Field(default_factory=dict)
@@ -92,9 +90,7 @@ class JobSpec(_Frozen):
                 field="entrypoint",
             )
         if self.seed is None and self.determinism.policy != "off":
-            raise SpecInvalid(
-                f"required for determinism policy '{self.determinism.policy}'", field="seed"
-            )
+            raise SpecInvalid(f"required for determinism policy '{self.determinism.policy}'", field="seed")
         return self
 
     @property

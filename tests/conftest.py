@@ -49,11 +49,18 @@ def run_job(fork_runner: Any, tmp_path: Path) -> Callable[..., Any]:
     from reprotrain.spec import parse_spec
     from worker.execute import execute
 
-    def run(spec: dict[str, Any], *, runner: Any = None, code_dir: Path = ROOT,
-            **kw: Any) -> tuple[Any, Path]:
+    def run(
+        spec: dict[str, Any], *, runner: Any = None, code_dir: Path = ROOT, **kw: Any
+    ) -> tuple[Any, Path]:
         job_dir = tmp_path / f"job-{uuid.uuid4().hex[:8]}"
-        result = execute(runner or fork_runner, parse_spec(spec), job_dir, code_dir=code_dir,
-                         input_cache=tmp_path / "digest-cache.sqlite", **kw)
+        result = execute(
+            runner or fork_runner,
+            parse_spec(spec),
+            job_dir,
+            code_dir=code_dir,
+            input_cache=tmp_path / "digest-cache.sqlite",
+            **kw,
+        )
         return result, job_dir
 
     return run

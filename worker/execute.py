@@ -79,9 +79,13 @@ def execute(
         result.save(job_dir)
         return result
     req = LaunchRequest(
-        job_id=job_id, spec=base["spec"], job_dir=str(job_dir.resolve()),
+        job_id=job_id,
+        spec=base["spec"],
+        job_dir=str(job_dir.resolve()),
         code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
-        inputs={n: i["path"] for n, i in inputs.items()}, input_digests=inputs, bundle=bundle,
+        inputs={n: i["path"] for n, i in inputs.items()},
+        input_digests=inputs,
+        bundle=bundle,
     )
     (job_dir / JobFiles.REQUEST).write_text(req.model_dump_json())
     t0 = time.monotonic()
@@ -94,16 +98,20 @@ def execute(
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
     result = assemble(base, job_dir, status, exit_code, inputs, manifest)
-    result.timing.update(started_at=started.isoformat(), finished_at=datetime.now(UTC).isoformat(),
-                         duration_s=time.monotonic() - t0)
+    result.timing.update(
+        started_at=started.isoformat(),
+        finished_at=datetime.now(UTC).isoformat(),
+        duration_s=time.monotonic() - t0,
+    )
     if "user_start" in result.timing:
         result.timing["start_latency_s"] = result.timing.pop("user_start") - t0
     result.save(job_dir)
     return result
 
 
-def supervise(handle: JobHandle, timeout_s: float, cancel: threading.Event | None
-              ) -> tuple[Status, int | None]:
+def supervise(
+    handle: JobHandle, timeout_s: float, cancel: threading.Event | None
+) -> tuple[Status, int | None]:
     """Wait for the job; on timeout kill its group, on cancel SIGTERM then SIGKILL."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -119,8 +127,14 @@ def supervise(handle: JobHandle, timeout_s: float, cancel: threading.Event | Non
             return Status.TIMED_OUT, handle.wait(10)
 
 
-def assemble(base: dict[str, Any], job_dir: Path, status: Status, exit_code: int | None,
-             inputs: dict[str, Any], manifest: dict[str, str]) -> Result:
+def assemble(
+    base: dict[str, Any],
+    job_dir: Path,
+    status: Status,
+    exit_code: int | None,
+    inputs: dict[str, Any],
+    manifest: dict[str, str],
+) -> Result:
     """The stored result, from what the job process wrote and what is on disk now."""
     child = _read_child(job_dir)
     error = child.get("error")
@@ -137,18 +151,28 @@ def assemble(base: dict[str, Any], job_dir: Path, status: Status, exit_code: int
     fingerprint = child.get("fingerprint") or {}
     digests = dict(child.get("digests") or {})
     digests["files"] = files.tree_digests(job_dir / JobFiles.WORK, skip=manifest)
-    digests["stdout"] = files.file_entry(job_dir / JobFiles.STDOUT)["digest"] \
-        if (job_dir / JobFiles.STDOUT).exists() else None
+    digests["stdout"] = (
+        files.file_entry(job_dir / JobFiles.STDOUT)["digest"]
+        if (job_dir / JobFiles.STDOUT).exists()
+        else None
+    )
     metrics = child.get("metrics") or {}
     if not metrics and trace and base["spec"].get("command"):
         for e in trace:  # script mode: the last value of each reported metric
             metrics.update(e["metrics"])
     return Result(
-        **base, status=status, error=error, metrics=metrics, trace=trace,
+        **base,
+        status=status,
+        error=error,
+        metrics=metrics,
+        trace=trace,
         param_digests=[e for e in events if e["kind"] == "params"],
-        digests=digests, determinism=child.get("determinism") or {},
-        nondeterministic_ops=_nondet(events), fingerprint=fingerprint,
-        env_digest=env_digest(fingerprint) if fingerprint else None, inputs=inputs,
+        digests=digests,
+        determinism=child.get("determinism") or {},
+        nondeterministic_ops=_nondet(events),
+        fingerprint=fingerprint,
+        env_digest=env_digest(fingerprint) if fingerprint else None,
+        inputs=inputs,
         timing={k: v for k, v in (child.get("timing") or {}).items() if k == "user_start"}
         | _user_seconds(child),
         artifacts={"state": child["state_file"]} if child.get("state_file") else {},

@@ -94,11 +94,19 @@ def static_facts() -> dict[str, Any]:
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),
         },
-        "os": {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
-               "libc": " ".join(platform.libc_ver())},
+        "os": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "libc": " ".join(platform.libc_ver()),
+        },
         "cpu": _cpu(),
-        "torch": {"version": torch.__version__, "git": torch.version.git_version,
-                  "cuda_build": torch.version.cuda, "debug": torch.version.debug},
+        "torch": {
+            "version": torch.__version__,
+            "git": torch.version.git_version,
+            "cuda_build": torch.version.cuda,
+            "debug": torch.version.debug,
+        },
         "numpy": {"version": np.__version__},
         "blas": _blas(),
         "packages": {"digest": digest_json(packages), "list": packages},
@@ -125,8 +133,14 @@ def _cuda(device_type: str) -> dict[str, Any]:
         pass
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
-        out["gpus"].append({"name": p.name, "capability": f"{p.major}.{p.minor}",
-                            "memory": p.total_memory, "uuid": str(getattr(p, "uuid", ""))})
+        out["gpus"].append(
+            {
+                "name": p.name,
+                "capability": f"{p.major}.{p.minor}",
+                "memory": p.total_memory,
+                "uuid": str(getattr(p, "uuid", "")),
+            }
+        )
     return out
 
 
@@ -141,8 +155,9 @@ def _driver_version() -> str | None:
     return None
 
 
-def collect(*, device_type: str, determinism: dict[str, Any], inputs: dict[str, Any],
-            bundle: str | None) -> dict[str, Any]:
+def collect(
+    *, device_type: str, determinism: dict[str, Any], inputs: dict[str, Any], bundle: str | None
+) -> dict[str, Any]:
     """The whole fingerprint of one job process, after its policy was applied."""
     return {
         **static_facts(),

@@ -11,6 +11,7 @@ PYTHONHASHSEED, which every child inherits.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -28,16 +29,17 @@ PR_SET_PDEATHSIG = 1
 def preload() -> None:
     """Import what jobs use so children start warm; touches no CUDA and runs no torch op."""
     import numpy  # noqa: F401
-    import torch  # noqa: F401
-    import torch.nn  # noqa: F401
-    import torch.optim  # noqa: F401
-    import torch.utils.data  # noqa: F401
-    # use_deterministic_algorithms() imports inductor (~2 s measured): pay it once, here
-    import torch._dynamo  # noqa: F401
-    import torch._inductor  # noqa: F401
+    import torch
 
-    import reprotrain.train.apply  # noqa: F401
-    import reprotrain.train.context  # noqa: F401
+    # use_deterministic_algorithms() imports inductor (~2 s measured): pay it once, here
+    import torch._dynamo
+    import torch._inductor
+    import torch.nn
+    import torch.optim
+    import torch.utils.data  # noqa: F401
+
+    import reprotrain.train.apply
+    import reprotrain.train.context
     import reprotrain.train.digest  # noqa: F401
     import worker.jobproc  # noqa: F401
     from worker import fingerprint
@@ -162,17 +164,13 @@ class Server:
 
 
 def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.sendall(json.dumps(obj).encode() + b"\n")
-    except OSError:
-        pass
 
 
 def _killpg(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def main() -> None:

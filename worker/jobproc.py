@@ -85,9 +85,7 @@ def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
 
     apply_all(knobs, spec.seed)
     if knobs.deterministic_algorithms == "warn":
-        record_nondeterministic_warnings(
-            lambda op, msg: events.write("nondeterministic", op=op, message=msg)
-        )
+        record_nondeterministic_warnings(lambda op, msg: events.write("nondeterministic", op=op, message=msg))
     want = spec.device
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -96,8 +94,9 @@ def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
     return torch.device(want)
 
 
-def run_function(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any,
-                 events: EventWriter, child: dict[str, Any]) -> Any:
+def run_function(
+    req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, events: EventWriter, child: dict[str, Any]
+) -> Any:
     from reprotrain.train.context import Context
 
     for p in (req.code_dir, str(req.workspace)):
@@ -108,9 +107,16 @@ def run_function(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any,
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
         raise JobFailed(f"cannot load entrypoint {spec.entrypoint!r}: {e}") from e
-    ctx = Context(seed=spec.seed, params=dict(spec.params), device=device, workspace=req.workspace,
-                  inputs={k: Path(v) for k, v in req.inputs.items()}, events=events,
-                  digest_every=spec.track.digest_every, seed_dataloader=knobs.seed_dataloader)
+    ctx = Context(
+        seed=spec.seed,
+        params=dict(spec.params),
+        device=device,
+        workspace=req.workspace,
+        inputs={k: Path(v) for k, v in req.inputs.items()},
+        events=events,
+        digest_every=spec.track.digest_every,
+        seed_dataloader=knobs.seed_dataloader,
+    )
     child["timing"]["user_start"] = time.monotonic()
     returned = func(ctx)
     child["timing"]["user_end"] = time.monotonic()
@@ -166,8 +172,9 @@ def _run_subprocess(argv: list[str]) -> None:
         raise JobFailed(f"command exited with status {rc}")
 
 
-def collect(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: Any,
-            child: dict[str, Any]) -> None:
+def collect(
+    req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: Any, child: dict[str, Any]
+) -> None:
     """Digests of tracked state, effective settings and fingerprint into the child record."""
     from reprotrain.train.apply import effective
     from reprotrain.train.digest import model_state, save_state_file
@@ -184,7 +191,9 @@ def collect(req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: A
     child["fingerprint"] = fingerprint.collect(
         device_type=getattr(device, "type", "cpu"),
         determinism={k: v for k, v in eff.items() if k != "torch_initial_seed"},  # not environment
-        inputs=req.input_digests, bundle=req.bundle)
+        inputs=req.input_digests,
+        bundle=req.bundle,
+    )
 
 
 def run(req: LaunchRequest) -> int:
@@ -193,8 +202,13 @@ def run(req: LaunchRequest) -> int:
     knobs = resolve(spec.determinism)
     prepare(req, spec, knobs)
     events = EventWriter(req.dir / JobFiles.EVENTS)
-    child: dict[str, Any] = {"status": "FAILED", "error": None, "metrics": {}, "digests": {},
-                             "timing": {"process_start": time.monotonic()}}
+    child: dict[str, Any] = {
+        "status": "FAILED",
+        "error": None,
+        "metrics": {},
+        "digests": {},
+        "timing": {"process_start": time.monotonic()},
+    }
     device = ctx = None
     try:
         device = apply(spec, knobs, events)
@@ -225,8 +239,7 @@ def _error(e: BaseException) -> dict[str, Any]:
     message = str(e) or type(e).__name__
     if isinstance(e, SystemExit):
         message = f"job exited with status {e.code}"
-    return {"type": type(e).__name__, "message": message,
-            "nondeterministic_op": nondeterministic_op(message)}
+    return {"type": type(e).__name__, "message": message, "nondeterministic_op": nondeterministic_op(message)}
 
 
 def _write_json(path: Path, obj: Any) -> None:

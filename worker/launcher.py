@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -52,10 +53,8 @@ def _signal_group(pid: int, sig: int) -> None:
     except ProcessLookupError:
         pass
     except PermissionError:  # group not formed yet or gone; fall back to the leader
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 class _ForkedJob:
@@ -99,7 +98,10 @@ class ForkRunner:
         self._log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [python, "-m", "worker.forkserver", self.sock_path],
-            env=_python_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log,
+            env=_python_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
         )
         self._await_ready()
 
@@ -176,8 +178,11 @@ class SpawnRunner:
         if not path.exists():
             path.write_text(req.model_dump_json())
         proc = subprocess.Popen(
-            [self.python, "-m", "worker.jobproc", str(path)], env=_python_env(),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [self.python, "-m", "worker.jobproc", str(path)],
+            env=_python_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             process_group=0,
         )
         return _SpawnedJob(proc)

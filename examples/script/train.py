@@ -15,8 +15,7 @@ w = torch.randn(4, 4)
 for step in range(5):
     w = w - 0.1 * (w @ torch.randn(4, 4))
     print(f"step {step} norm {w.norm().item():.6f}")
-out = {"norm": w.norm().item(), "np": float(np.random.rand()), "py": random.random(),
-       "argv": sys.argv[1:]}
+out = {"norm": w.norm().item(), "np": float(np.random.rand()), "py": random.random(), "argv": sys.argv[1:]}
 with open("weights.json", "w") as f:
     json.dump(out, f)
 torch.save(w, "w.pt")

@@ -41,8 +41,14 @@ def _wait_dead(pid: int, seconds: float = 10) -> bool:
 def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None:
     """A job sleeping past timeout_s ends TIMED_OUT, and the process it started dies too."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    spec = {"name": "sleepy", "command": ["python", "sleeper.py"], "seed": 1,
-            "determinism": {"policy": "seeded"}, "device": "cpu", "timeout_s": 3}
+    spec = {
+        "name": "sleepy",
+        "command": ["python", "sleeper.py"],
+        "seed": 1,
+        "determinism": {"policy": "seeded"},
+        "device": "cpu",
+        "timeout_s": 3,
+    }
     r, job_dir = run_job(spec, code_dir=tmp_path)
     assert r.status == "TIMED_OUT"
     assert "timeout" in r.error["message"]
@@ -56,8 +62,14 @@ def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None
 def test_cancel_terminates_the_job(run_job, tmp_path: Path) -> None:
     """Setting the cancel event stops a running job with SIGTERM: status CANCELED."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    spec = {"name": "sleepy", "command": ["python", "sleeper.py"], "seed": 1,
-            "determinism": {"policy": "seeded"}, "device": "cpu", "timeout_s": 60}
+    spec = {
+        "name": "sleepy",
+        "command": ["python", "sleeper.py"],
+        "seed": 1,
+        "determinism": {"policy": "seeded"},
+        "device": "cpu",
+        "timeout_s": 60,
+    }
     cancel = threading.Event()
     started: list[int] = []
 
@@ -76,8 +88,13 @@ def test_cancel_terminates_the_job(run_job, tmp_path: Path) -> None:
 def test_job_crash_is_a_failure_not_a_hang(run_job, tmp_path: Path) -> None:
     """A job process killed by a signal ends FAILED, naming the signal."""
     (tmp_path / "boom.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    spec = {"name": "boom", "command": ["python", "boom.py"], "seed": 1,
-            "determinism": {"policy": "seeded"}, "device": "cpu"}
+    spec = {
+        "name": "boom",
+        "command": ["python", "boom.py"],
+        "seed": 1,
+        "determinism": {"policy": "seeded"},
+        "device": "cpu",
+    }
     r, _ = run_job(spec, code_dir=tmp_path)
     assert r.status == "FAILED"
     assert "killed by signal 9" in r.error["message"]
@@ -85,6 +102,8 @@ def test_job_crash_is_a_failure_not_a_hang(run_job, tmp_path: Path) -> None:
 
 def test_fork_server_survives_many_jobs(run_job) -> None:
     """The same server runs job after job; results stay identical."""
-    digests = {run_job(base_spec(params={"epochs": 1, "samples": 64}))[0].digests["model"]["overall"]
-               for _ in range(3)}
+    digests = {
+        run_job(base_spec(params={"epochs": 1, "samples": 64}))[0].digests["model"]["overall"]
+        for _ in range(3)
+    }
     assert len(digests) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from reprotrain.compare import compare
 from tests.conftest import base_spec
 
-ALERT = {"entrypoint": "examples.nondeterministic:train", "params": {"mode": "alert", "steps": 4}}
+ALERT = {"entrypoint": "examples.nondeterministic:train", "params": {"mode": "op", "steps": 4}}
+PUT = {"entrypoint": "examples.nondeterministic:train", "params": {"mode": "op", "op": "put_", "steps": 4}}
 
 
 def test_strict_records_requested_and_effective_knobs(run_job) -> None:
@@ -34,20 +35,32 @@ def test_off_leaves_torch_defaults(run_job) -> None:
 
 
 def test_strict_fails_on_a_nondeterministic_op_naming_it(run_job) -> None:
-    """An op without a deterministic implementation fails a strict job with torch's message."""
-    r, job_dir = run_job(base_spec(**ALERT))
+    """A real op without a deterministic implementation (put_) fails a strict job, named."""
+    r, job_dir = run_job(base_spec(**PUT))
     assert r.status == "FAILED"
-    assert r.error["nondeterministic_op"] == "example_scatter_add"
+    assert r.error["nondeterministic_op"] == "put_"
     assert "does not have a deterministic implementation" in r.error["message"]
-    assert "example_scatter_add" in (job_dir / "stderr.log").read_text()
+    assert "put_ does not have" in (job_dir / "stderr.log").read_text()
+
+
+def test_torch_alert_hook_fails_strict_too(run_job) -> None:
+    """torch's own alert_not_deterministic raises under strict exactly as a real op does."""
+    r, _ = run_job(base_spec(params={**ALERT["params"], "op": "alert"}, entrypoint=ALERT["entrypoint"]))
+    assert r.status == "FAILED" and r.error["nondeterministic_op"] == "example_op"
 
 
 def test_warn_runs_and_lists_each_op(run_job) -> None:
     """Under warn the job succeeds and the result lists the op that warned."""
-    r, _ = run_job(base_spec(determinism={"policy": "warn"}, **ALERT))
+    r, _ = run_job(base_spec(determinism={"policy": "warn"}, **PUT))
     assert r.status == "SUCCEEDED", r.error
-    assert [o["op"] for o in r.nondeterministic_ops] == ["example_scatter_add"]
+    assert [o["op"] for o in r.nondeterministic_ops] == ["put_"]
     assert r.nondeterministic_ops[0]["count"] == 1
+
+
+def test_seeded_does_not_police_ops(run_job) -> None:
+    """Under seeded the same op neither fails nor is listed: only strict and warn check."""
+    r, _ = run_job(base_spec(determinism={"policy": "seeded"}, **PUT))
+    assert r.status == "SUCCEEDED" and r.nondeterministic_ops == []
 
 
 def test_off_with_a_fork_server_is_as_random_as_a_fresh_interpreter(run_job) -> None:

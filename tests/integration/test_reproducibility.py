@@ -30,8 +30,9 @@ def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> Non
 
 def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
     """OS entropy added to one weight at step 6 is found at step 6, in that weight."""
-    spec = base_spec(entrypoint="examples.nondeterministic:train",
-                     params={"mode": "urandom", "noise_step": 6, "steps": 10})
+    spec = base_spec(
+        entrypoint="examples.nondeterministic:train", params={"mode": "urandom", "noise_step": 6, "steps": 10}
+    )
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)
     v = compare(a, b, a_dir, b_dir)
@@ -54,8 +55,9 @@ def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
 
 def test_dataloader_workers_reproduce_and_record_data_order(run_job) -> None:
     """A shuffling DataLoader with worker processes reproduces; each step carries its data digest."""
-    spec = base_spec(entrypoint="examples.tiny_cnn:train", params={"epochs": 1, "samples": 96},
-                     track={"digest_every": 2})
+    spec = base_spec(
+        entrypoint="examples.tiny_cnn:train", params={"epochs": 1, "samples": 96}, track={"digest_every": 2}
+    )
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)
     assert all(e.data for e in a.trace)

@@ -59,13 +59,18 @@ def test_subprocess_gets_the_torch_knobs(run_job, tmp_path: Path) -> None:
     spec = script_spec(["sh", "-c", "python probe.py"], policy="strict")
     r, job_dir = run_job(spec, code_dir=tmp_path)
     assert r.status == "SUCCEEDED", r.error
-    assert json.loads((job_dir / "work" / "probe.json").read_text()) == {"det": True, "threads": 1, "seed": 42}
+    assert json.loads((job_dir / "work" / "probe.json").read_text()) == {
+        "det": True,
+        "threads": 1,
+        "seed": 42,
+    }
 
 
 def test_script_metrics_through_the_one_line_api(run_job, tmp_path: Path) -> None:
     """A script that calls reprotrain.report.log gets a trace and final metrics."""
     (tmp_path / "m.py").write_text(
-        "from reprotrain.report import log\nfor s in range(3):\n    log(s, loss=1.0 / (s + 1))\n")
+        "from reprotrain.report import log\nfor s in range(3):\n    log(s, loss=1.0 / (s + 1))\n"
+    )
     r, _ = run_job(script_spec(["python", "m.py"]), code_dir=tmp_path)
     assert [e.step for e in r.trace] == [0, 1, 2]
     assert r.metrics == {"loss": 1.0 / 3}

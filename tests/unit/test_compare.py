@@ -10,16 +10,26 @@ from reprotrain.result import Result
 
 def result(**kw: Any) -> Result:
     base: dict[str, Any] = {
-        "job_id": "a", "name": "t", "spec": {"seed": 1, "params": {}}, "spec_digest": "d",
-        "status": "SUCCEEDED", "metrics": {"loss": 0.5},
+        "job_id": "a",
+        "name": "t",
+        "spec": {"seed": 1, "params": {}},
+        "spec_digest": "d",
+        "status": "SUCCEEDED",
+        "metrics": {"loss": 0.5},
         "trace": [{"step": s, "metrics": {"loss": 1.0 / (s + 1)}, "params": f"p{s}"} for s in range(4)],
-        "param_digests": [{"step": s, "overall": f"p{s}", "tensors": {"w": f"w{s}", "b": f"b{s}"}}
-                          for s in range(4)],
-        "digests": {"model": {"overall": "m", "tensors": {"w": "w3", "b": "b3"}},
-                    "files": {"overall": "f", "files": {"out.txt": {"size": 1, "digest": "x"}}},
-                    "stdout": "s"},
-        "fingerprint": {"torch": {"version": "2.13.0"}, "determinism": {"num_threads": 1},
-                        "host": {"hostname": "h1"}},
+        "param_digests": [
+            {"step": s, "overall": f"p{s}", "tensors": {"w": f"w{s}", "b": f"b{s}"}} for s in range(4)
+        ],
+        "digests": {
+            "model": {"overall": "m", "tensors": {"w": "w3", "b": "b3"}},
+            "files": {"overall": "f", "files": {"out.txt": {"size": 1, "digest": "x"}}},
+            "stdout": "s",
+        },
+        "fingerprint": {
+            "torch": {"version": "2.13.0"},
+            "determinism": {"num_threads": 1},
+            "host": {"hostname": "h1"},
+        },
     }
     base.update(kw)
     return Result.model_validate(base)
@@ -59,9 +69,15 @@ def test_metric_difference_reports_abs_and_rel() -> None:
 
 def test_metrics_identical_when_only_a_file_differs() -> None:
     """Equal trace but a differing output file is metrics_identical, with the file marked."""
-    b = result(digests={**result().digests,
-                        "files": {"overall": "g", "files": {"out.txt": {"size": 1, "digest": "y"},
-                                                            "new.txt": {"size": 1, "digest": "z"}}}})
+    b = result(
+        digests={
+            **result().digests,
+            "files": {
+                "overall": "g",
+                "files": {"out.txt": {"size": 1, "digest": "y"}, "new.txt": {"size": 1, "digest": "z"}},
+            },
+        }
+    )
     v = compare(result(), b)
     assert v["verdict"] == "metrics_identical"
     assert v["files"] == {"new.txt": "only_b", "out.txt": "differs"}
@@ -84,8 +100,10 @@ def test_failed_side_is_incomparable() -> None:
 
 def test_causes_name_seed_and_thread_count() -> None:
     """A different seed and thread count are listed as likely causes."""
-    b = result(spec={"seed": 2, "params": {}},
-               fingerprint={**result().fingerprint, "determinism": {"num_threads": 4}})
+    b = result(
+        spec={"seed": 2, "params": {}},
+        fingerprint={**result().fingerprint, "determinism": {"num_threads": 4}},
+    )
     b.trace[0].metrics["loss"] = 0.9
     v = compare(result(), b)
     assert "seed" in v["likely_causes"] and "thread count" in v["likely_causes"]

@@ -47,7 +47,7 @@ def test_bad_values_name_the_field(change: dict, field: str) -> None:
 
 def test_entrypoint_and_command_are_exclusive() -> None:
     """Both or neither of entrypoint/command is refused, naming the fields."""
-    with pytest.raises(SpecInvalid, match="exactly one of 'entrypoint' or 'command'.*both"):
+    with pytest.raises(SpecInvalid, match=r"exactly one of 'entrypoint' or 'command'.*both"):
         parse_spec(base_spec(command=["python", "t.py"]))
     spec = base_spec()
     del spec["entrypoint"]
