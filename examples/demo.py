@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from reprotrain.cli import format_result, format_verdict
-from reprotrain.compare import compare
+from reprotrain.compare import compare, state_file
 from reprotrain.spec import load_spec
 from worker.execute import execute
 from worker.launcher import ForkRunner
@@ -30,7 +30,7 @@ def main() -> int:
         b = execute(runner, spec, out / "rerun", code_dir=ROOT)
         print(format_result(b, out / "rerun"))
     print("\n== verdict")
-    print(format_verdict(compare(a, b, out / "original", out / "rerun")))
+    print(format_verdict(compare(a, b, state_file(a, out / "original"), state_file(b, out / "rerun"))))
     return 0 if a.status == b.status == "SUCCEEDED" else 1
 
 

@@ -109,12 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reprotrain.compare import compare
+    from reprotrain.compare import compare, state_file
     from reprotrain.result import load_result
 
     a, a_dir = load_result(args.a)
     b, b_dir = load_result(args.b)
-    verdict = compare(a, b, a_dir, b_dir)
+    verdict = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
     print(json.dumps(verdict, indent=2, default=str) if args.json else format_verdict(verdict))
     return 0 if verdict["verdict"] == "identical" else 1
 

@@ -157,8 +157,20 @@ def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(a: Result, b: Result, a_dir: Path | None = None, b_dir: Path | None = None) -> dict[str, Any]:
-    """The verdict of b (a re-run) against a (the original), with its explanation."""
+def state_file(result: Result, job_dir: Path | None) -> Path | None:
+    """Where a local run directory keeps the tracked model's final state, if it does."""
+    rel = result.artifacts.get("state")
+    return job_dir / rel if job_dir is not None and rel else None
+
+
+def compare(
+    a: Result, b: Result, a_state: Path | None = None, b_state: Path | None = None
+) -> dict[str, Any]:
+    """The verdict of b (a re-run) against a (the original), with its explanation.
+
+    a_state/b_state: the runs' final state files, for the max difference of the first
+    differing tensor; without them the verdict still names the tensor.
+    """
     causes = spec_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
     out: dict[str, Any] = {
         "a": a.job_id,
@@ -190,7 +202,7 @@ def compare(a: Result, b: Result, a_dir: Path | None = None, b_dir: Path | None 
         }
     return out | {
         "verdict": "diverged",
-        "divergence": _divergence(a, b, trace_div, files, equal, a_dir, b_dir),
+        "divergence": _divergence(a, b, trace_div, files, equal, a_state, b_state),
     }
 
 
@@ -200,8 +212,8 @@ def _divergence(
     trace_div: dict[str, Any] | None,
     files: dict[str, str],
     equal: dict[str, bool],
-    a_dir: Path | None,
-    b_dir: Path | None,
+    a_state: Path | None,
+    b_state: Path | None,
 ) -> dict[str, Any]:
     div: dict[str, Any] = {}
     if trace_div is not None:
@@ -214,8 +226,8 @@ def _divergence(
     if tensor is not None:
         div["tensor"] = tensor["tensor"]
         div["tensor_step"] = tensor["step"]
-        if a_dir is not None and b_dir is not None:
-            div.update(tensor_delta(a, b, a_dir, b_dir, tensor["tensor"]) or {})
+        if a_state is not None and b_state is not None:
+            div.update(tensor_delta(a_state, b_state, tensor["tensor"]) or {})
     if trace_div is None:
         first_file = next((f for f, s in files.items() if s != "same"), None)
         differing = sorted(k for k, v in equal.items() if not v)
@@ -229,13 +241,10 @@ def _divergence(
     return div
 
 
-def tensor_delta(a: Result, b: Result, a_dir: Path, b_dir: Path, name: str) -> dict[str, Any] | None:
+def tensor_delta(a_state: Path, b_state: Path, name: str) -> dict[str, Any] | None:
     """Max abs/rel difference of one tensor in the two runs' saved final states."""
-    pa, pb = a.artifacts.get("state"), b.artifacts.get("state")
-    if not pa or not pb:
-        return None
     try:
-        ta, tb = read_tensor(a_dir / pa, name), read_tensor(b_dir / pb, name)
+        ta, tb = read_tensor(a_state, name), read_tensor(b_state, name)
     except (OSError, KeyError, ValueError):
         return None
     if ta is None or tb is None or ta.shape != tb.shape:

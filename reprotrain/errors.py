@@ -4,7 +4,12 @@
     ├── SpecInvalid        a job spec (file or request body) failed validation
     ├── InputError         an input named by a spec is missing or unreadable
     ├── ResultInvalid      a stored result cannot be read or has the wrong shape
-    └── LaunchError        the runner could not start or supervise a job process
+    ├── LaunchError        the runner could not start or supervise a job process
+    ├── NotFound           a job, bundle or artifact that does not exist
+    ├── Conflict           the request does not fit the job's state (cancel a finished job)
+    ├── Unauthorized       a missing or wrong API token
+    └── BundleInvalid      an uploaded bundle is malformed or unsafe (reprotrain.bundles)
+        └── BundleTooLarge
 
 Every error carries a one-line message meant for a person; `field` names the offending
 field where there is one, so the CLI and the HTTP layer can point at it.
@@ -41,3 +46,15 @@ class ResultInvalid(ReprotrainError):
 
 class LaunchError(ReprotrainError):
     code = "launch_error"
+
+
+class NotFound(ReprotrainError):
+    code = "not_found"
+
+
+class Conflict(ReprotrainError):
+    code = "conflict"
+
+
+class Unauthorized(ReprotrainError):
+    code = "unauthorized"

@@ -1,0 +1,91 @@
+"""The one settings object: every REPROTRAIN_* variable, validated, built once and passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and the embedded server alike."""
+
+    model_config = SettingsConfigDict(env_prefix="REPROTRAIN_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("reprotrain-data"), description="root for the embedded defaults")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    broker_url: str | None = Field(None, description="Celery broker; default kombu filesystem://")
+    artifacts_dir: Path | None = None
+    jobs_dir: Path | None = Field(None, description="worker-local job directories")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated"
+    )
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    lease_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(2.0, gt=0)
+    maintenance_s: float = Field(5.0, gt=0, description="reaper/reconciler period")
+    resend_after_s: float = Field(300.0, gt=0, description="re-send QUEUED jobs older than this")
+    max_attempts: int = Field(3, ge=1, description="lease expiries before a job fails")
+    visibility_timeout_s: int = Field(12 * 3600, ge=60)
+    max_bundle_bytes: int = Field(100 * 2**20, ge=1024)
+    max_bundle_unpacked_bytes: int = Field(1024 * 2**20, ge=1024)
+    page_size_max: int = Field(500, ge=1)
+    cancel_grace_s: float = Field(10.0, ge=0)
+
+    @field_validator("api_tokens", "queues", mode="before")
+    @classmethod
+    def _split_commas(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'reprotrain.db').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
+
+    @property
+    def bundles(self) -> Path:
+        return self.artifacts / "bundles"
+
+    @property
+    def jobs(self) -> Path:
+        return self.jobs_dir or self.data_dir / "jobs"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_required(self) -> bool:
+        """Tokens are required when any are configured, and always beyond loopback."""
+        return bool(self.api_tokens) or not self.loopback_only
+
+    def token_values(self) -> set[str]:
+        return {t.get_secret_value() for t in self.api_tokens}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; explicit overrides (from CLI flags) win."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -1,0 +1,310 @@
+"""The repository: every read and every state change of jobs, each change one conditional UPDATE.
+
+Transitions live here and only here:
+
+    QUEUED ──claim──► RUNNING ──finish──► SUCCEEDED | FAILED | CANCELED | TIMED_OUT
+      │                 │ └─lease expired─► QUEUED (attempts left) | FAILED
+      └──cancel──► CANCELED
+
+A conditional UPDATE that matches no row means another actor won the race; the caller is told,
+and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from reprotrain.errors import Conflict, NotFound
+from reprotrain.result import Status
+from reprotrain.spec import JobSpec
+from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow
+
+FINAL = tuple(s.value for s in Status if s.final)
+UNSENT_GRACE_S = 10  # a job is sent right after its row commits; give that moment to happen
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(t: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; every stored time is UTC."""
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL: safe against process crashes
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def clean_json(obj: Any) -> Any:
+    """PostgreSQL's JSON refuses NUL characters; nothing a job prints may make a commit fail."""
+    if isinstance(obj, str):
+        return obj.replace("\x00", "\ufffd")
+    if isinstance(obj, dict):
+        return {clean_json(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clean_json(v) for v in obj]
+    return obj
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- jobs: create and read -------------------------------------------------------------
+    def create_job(self, spec: JobSpec, *, rerun_of: str | None = None) -> JobRow:
+        row = JobRow(
+            id=uuid.uuid4().hex,
+            name=spec.name,
+            status=Status.QUEUED.value,
+            queue=spec.queue,
+            spec=spec.canonical(),
+            spec_digest=spec.digest,
+            bundle=spec.bundle,
+            rerun_of=rerun_of,
+            created_at=now(),
+            attempts=0,
+            cancel_requested=False,
+        )
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}", field="job_id")
+        return row
+
+    def list_jobs(
+        self,
+        *,
+        status: list[str] | None = None,
+        name: str | None = None,
+        rerun_of: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JobRow], int]:
+        """Newest first; the total counts every match, not only this page."""
+        q = select(JobRow)
+        if status:
+            q = q.where(JobRow.status.in_(status))
+        if name:
+            q = q.where(JobRow.name == name)
+        if rerun_of:
+            q = q.where(JobRow.rerun_of == rerun_of)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
+            return list(rows), total
+
+    def mark_sent(self, job_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=now()))
+
+    # ---- the worker's side -----------------------------------------------------------------
+    def claim(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """QUEUED, or RUNNING with an expired lease → RUNNING for `owner`. False: not ours."""
+        t = now()
+        stmt = (
+            update(JobRow)
+            .where(
+                JobRow.id == job_id,
+                JobRow.cancel_requested.is_(False),
+                or_(
+                    JobRow.status == Status.QUEUED.value,
+                    (JobRow.status == Status.RUNNING.value) & (JobRow.lease_expires_at < t),
+                ),
+            )
+            .values(
+                status=Status.RUNNING.value,
+                lease_owner=owner,
+                lease_expires_at=t + timedelta(seconds=lease_s),
+                started_at=func.coalesce(JobRow.started_at, t),
+                attempts=JobRow.attempts + 1,
+            )
+        )
+        with self.session() as s:
+            return s.execute(stmt).rowcount == 1
+
+    def heartbeat(self, job_id: str, owner: str, lease_s: float) -> tuple[bool, bool]:
+        """Renew the lease. Returns (still ours, cancel requested)."""
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.status == Status.RUNNING.value)
+            .values(lease_expires_at=now() + timedelta(seconds=lease_s))
+            .returning(JobRow.cancel_requested)
+        )
+        with self.session() as s:
+            flag = s.execute(stmt).scalar_one_or_none()
+        return flag is not None, bool(flag)
+
+    def append_log(self, job_id: str, stream: str, offset: int, data: bytes) -> None:
+        with self.session() as s:
+            s.add(LogChunkRow(job_id=job_id, stream=stream, offset=offset, data=data))
+
+    def read_log(self, job_id: str, stream: str, offset: int = 0) -> bytes:
+        """Bytes of a stream from `offset` on, as shipped so far."""
+        q = (
+            select(LogChunkRow.offset, LogChunkRow.data)
+            .where(
+                LogChunkRow.job_id == job_id,
+                LogChunkRow.stream == stream,
+                LogChunkRow.offset + func.length(LogChunkRow.data) > offset,
+            )
+            .order_by(LogChunkRow.offset)
+        )
+        with self.session() as s:
+            parts = [(o, bytes(d)) for o, d in s.execute(q)]
+        return b"".join(d[max(0, offset - o) :] for o, d in parts)
+
+    def finish(
+        self,
+        job_id: str,
+        owner: str,
+        status: Status,
+        *,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        artifacts: list[tuple[str, str, int]],
+    ) -> bool:
+        """Commit the final status together with its result and artifacts, or nothing."""
+        values: dict[str, Any] = {
+            "status": status.value,
+            "finished_at": now(),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error": clean_json(error),
+        }
+        if result is not None:
+            values |= {
+                "result": clean_json(result),
+                "metrics": clean_json(result.get("metrics")),
+                "env_digest": result.get("env_digest"),
+            }
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.status == Status.RUNNING.value)
+            .values(**values)
+        )
+        with self.session() as s:
+            if s.execute(stmt).rowcount != 1:
+                s.rollback()
+                return False
+            s.add_all(ArtifactRow(job_id=job_id, name=n, digest=d, size=z) for n, d, z in artifacts)
+        return True
+
+    def set_verdict(self, job_id: str, verdict: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(verdict=clean_json(verdict)))
+
+    def artifacts(self, job_id: str) -> list[ArtifactRow]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == job_id).order_by(ArtifactRow.name))
+            )
+
+    # ---- cancel, reaper, reconciler --------------------------------------------------------
+    def request_cancel(self, job_id: str) -> str:
+        """QUEUED → CANCELED at once; RUNNING → flagged for its worker. Returns the status."""
+        with self.session() as s:
+            done = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == Status.QUEUED.value)
+                .values(
+                    status=Status.CANCELED.value,
+                    finished_at=now(),
+                    cancel_requested=True,
+                    error={"type": "Canceled", "message": "canceled before it started"},
+                )
+            ).rowcount
+            if done:
+                return Status.CANCELED.value
+            flagged = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == Status.RUNNING.value)
+                .values(cancel_requested=True)
+            ).rowcount
+            if flagged:
+                return Status.RUNNING.value
+        job = self.get_job(job_id)
+        raise Conflict(f"job {job_id} already ended with status {job.status}", field="job_id")
+
+    def reap(self, max_attempts: int) -> list[str]:
+        """RUNNING jobs whose lease expired: back to QUEUED while attempts remain, else FAILED."""
+        t = now()
+        expired = (JobRow.status == Status.RUNNING.value) & (JobRow.lease_expires_at < t)
+        with self.session() as s:
+            failed = s.execute(
+                update(JobRow)
+                .where(expired, JobRow.attempts >= max_attempts)
+                .values(
+                    status=Status.FAILED.value,
+                    finished_at=t,
+                    lease_owner=None,
+                    error={"type": "LeaseExpired", "message": f"worker lost {max_attempts} times; giving up"},
+                )
+            )
+            requeued = s.execute(
+                update(JobRow)
+                .where(expired, JobRow.attempts < max_attempts)
+                .values(status=Status.QUEUED.value, lease_owner=None, lease_expires_at=None, sent_at=None)
+                .returning(JobRow.id)
+            )
+            ids = list(requeued.scalars())
+            del failed
+        return ids
+
+    def stale_queued(self, older_than_s: float, limit: int = 500) -> list[str]:
+        """QUEUED jobs never sent, or sent long ago: the broker may have lost them."""
+        t = now()
+        cutoff = t - timedelta(seconds=older_than_s)
+        unsent = JobRow.sent_at.is_(None) & (JobRow.created_at < t - timedelta(seconds=UNSENT_GRACE_S))
+        q = (
+            select(JobRow.id)
+            .where(JobRow.status == Status.QUEUED.value, or_(unsent, JobRow.sent_at < cutoff))
+            .order_by(JobRow.created_at)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    # ---- bundles ---------------------------------------------------------------------------
+    def add_bundle(self, digest: str, size: int) -> None:
+        with self.session() as s:
+            if s.get(BundleRow, digest) is None:
+                s.add(BundleRow(digest=digest, size=size, created_at=now()))
+
+    def has_bundle(self, digest: str) -> bool:
+        with self.session() as s:
+            return s.get(BundleRow, digest) is not None
