@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reprotrain.cli import format_result, format_verdict
+from reprotrain.cli.output import format_result, format_verdict
 from reprotrain.compare import compare, state_file
 from reprotrain.spec import load_spec
 from worker.execute import execute

@@ -163,9 +163,7 @@ def state_file(result: Result, job_dir: Path | None) -> Path | None:
     return job_dir / rel if job_dir is not None and rel else None
 
 
-def compare(
-    a: Result, b: Result, a_state: Path | None = None, b_state: Path | None = None
-) -> dict[str, Any]:
+def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | None = None) -> dict[str, Any]:
     """The verdict of b (a re-run) against a (the original), with its explanation.
 
     a_state/b_state: the runs' final state files, for the max difference of the first

@@ -197,14 +197,16 @@ class Store:
         result: dict[str, Any] | None,
         error: dict[str, Any] | None,
         artifacts: list[tuple[str, str, int]],
+        verdict: dict[str, Any] | None = None,
     ) -> bool:
-        """Commit the final status together with its result and artifacts, or nothing."""
+        """Commit the final status with its result, artifacts and verdict, or nothing."""
         values: dict[str, Any] = {
             "status": status.value,
             "finished_at": now(),
             "lease_owner": None,
             "lease_expires_at": None,
             "error": clean_json(error),
+            "verdict": clean_json(verdict),
         }
         if result is not None:
             values |= {

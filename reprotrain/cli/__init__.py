@@ -1,0 +1,52 @@
+"""The `reprotrain` command line.
+
+Errors exit with status 2 and one line on stderr, never a traceback. `run` and `submit --wait`
+exit 0 when the job succeeded, 1 when not; `compare` and `rerun --wait` exit 0 for `identical`,
+1 for any other verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reprotrain.cli import local, remote, server
+from reprotrain.errors import ReprotrainError
+
+EPILOG = """examples:
+  reprotrain run examples/specs/mlp.yaml                 # run locally, no server
+  reprotrain compare runs/a runs/b                       # compare two local runs
+  reprotrain serve                                       # API + worker on this machine
+  reprotrain submit examples/specs/mlp.yaml --wait       # submit to a server
+  reprotrain rerun JOB_ID --wait                         # re-run by id, print the verdict
+  reprotrain submit examples/script/spec.yaml --bundle examples/script --wait
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reprotrain",
+        description="Run PyTorch training jobs reproducibly, and prove it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local.add_commands(sub)
+    remote.add_commands(sub)
+    server.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ReprotrainError as e:
+        print(f"reprotrain: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reprotrain: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,5 @@
+import sys
+
+from reprotrain.cli import main
+
+sys.exit(main())

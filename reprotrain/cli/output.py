@@ -1,0 +1,110 @@
+"""How the CLI prints results, jobs and verdicts for people (and as JSON for programs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _short(d: Any) -> str:
+    return f"{d[:16]}…" if isinstance(d, str) else "-"
+
+
+def _metrics(m: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()) or "-"
+
+
+def format_result(r: Any, out: Path) -> str:
+    dur = r.timing.get("duration_s")
+    lines = [
+        f"job       {r.name}  {r.status.value}" + (f" in {dur:.2f} s" if dur else ""),
+        f"metrics   {_metrics(r.metrics)}",
+        f"model     {_short((r.digests.get('model') or {}).get('overall'))}",
+        f"files     {len((r.digests.get('files') or {}).get('files') or {})} output file(s)",
+        f"policy    {r.determinism.get('policy', '-')}",
+        f"env       {_short(r.env_digest)}",
+    ]
+    if r.error:
+        lines.append(f"error     {r.error.get('message')}")
+    if r.nondeterministic_ops:
+        lines.append("nondet    " + ", ".join(f"{o['op']} ×{o['count']}" for o in r.nondeterministic_ops))
+    lines.append(f"result    {out / 'result.json'}")
+    return "\n".join(lines)
+
+
+def format_verdict(v: dict[str, Any]) -> str:
+    head = v["verdict"]
+    div = v.get("divergence") or {}
+    if head == "diverged":
+        if div.get("step") is not None:
+            head += f" at step {div['step']}"
+        if div.get("first"):
+            head += f" ({div['first']} first)"
+        if div.get("tensor"):
+            head += f", first differing tensor {div['tensor']}"
+        if "max_abs" in div:
+            head += f"; metrics differ by up to {div['max_abs']:.3g} abs, {div['max_rel']:.3g} rel"
+        if div.get("file") and not div.get("tensor"):
+            head += f"; first differing file {div['file']}"
+    elif v.get("reason"):
+        head += f" ({v['reason']})"
+    lines = [f"verdict   {head}"]
+    if "tensor_max_abs" in div:
+        lines.append(
+            f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
+            f"max rel {div['tensor_max_rel']:.3g} in the final state"
+        )
+    changed = {f: s for f, s in (v.get("files") or {}).items() if s != "same"}
+    if changed:
+        lines.append("files     " + ", ".join(f"{f} {s}" for f, s in list(changed.items())[:8]))
+    likely = [c for c in v["causes"] if c["likely_cause"]]
+    for i, c in enumerate(likely[:12]):
+        lines.append(
+            f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}"
+        )
+    if not likely and v["verdict"] != "identical":
+        lines.append("causes    no environment or spec difference found")
+    return "\n".join(lines)
+
+
+def _val(x: Any) -> str:
+    s = json.dumps(x, default=str)
+    return s if len(s) <= 40 else s[:37] + "…"
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def format_job(job: dict[str, Any]) -> str:
+    lines = [
+        f"job       {job['id']}  {job['name']}  {job['status']}",
+        f"spec      {_short(job['spec_digest'])}" + (f"  bundle {job['bundle']}" if job["bundle"] else ""),
+    ]
+    if job.get("rerun_of"):
+        lines.append(f"rerun of  {job['rerun_of']}")
+    if job.get("metrics"):
+        lines.append(f"metrics   {_metrics(job['metrics'])}")
+    model = ((job.get("digests") or {}).get("model") or {}).get("overall")
+    if model:
+        lines.append(f"model     {_short(model)}")
+    if job.get("env_digest"):
+        lines.append(f"env       {_short(job['env_digest'])}")
+    if job.get("error"):
+        lines.append(f"error     {job['error'].get('message')}")
+    if job.get("verdict"):
+        lines.append(format_verdict(job["verdict"]))
+    return "\n".join(lines)
+
+
+def format_jobs(page: dict[str, Any]) -> str:
+    rows = [f"{'ID':32}  {'STATUS':9}  {'CREATED':19}  {'NAME':20}  VERDICT"]
+    for j in page["data"]:
+        verdict = (j.get("verdict") or {}).get("verdict", "")
+        rows.append(
+            f"{j['id']:32}  {j['status']:9}  {j['created_at'][:19]:19}  {j['name'][:20]:20}  {verdict}"
+        )
+    shown = len(page["data"])
+    rows.append(f"({shown} of {page['count']}; offset {page['offset']})")
+    return "\n".join(rows)

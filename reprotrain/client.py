@@ -1,0 +1,162 @@
+"""Python SDK for the reprotrain REST API (httpx). The transport is injectable for tests.
+
+ReprotrainError
+└── ApiError          any non-2xx answer (status, code, field from the error body)
+    └── Unreachable   no answer at all: connection refused, DNS, timeout
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from reprotrain.errors import ReprotrainError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(ReprotrainError):
+    def __init__(
+        self, message: str, *, status: int = 0, code: str = "api_error", field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.status = status
+        self.code = code
+
+
+class Unreachable(ApiError):
+    pass
+
+
+class Client:
+    """One reprotrain server. `url` and `token` usually come from REPROTRAIN_URL / REPROTRAIN_TOKEN."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or DEFAULT_URL).rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach reprotrain at {self.url}: {e}") from e
+        if resp.status_code >= 400:
+            raise _error(resp)
+        return resp
+
+    # ---- jobs ------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/v1/jobs", json=spec).json()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def list(
+        self,
+        *,
+        status: list[str] | None = None,
+        name: str | None = None,
+        rerun_of: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        if name:
+            params["name"] = name
+        if rerun_of:
+            params["rerun_of"] = rerun_of
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/rerun").json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def trace(self, job_id: str, since: int = 0) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/trace", params={"since": since}).json()
+
+    def fingerprint(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/fingerprint").json()
+
+    def artifacts(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()
+
+    def download(self, job_id: str, name: str) -> bytes:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{a}/compare/{b}").json()
+
+    def logs(self, job_id: str, *, stream: str = "stdout", follow: bool = False) -> Iterator[bytes]:
+        params = {"stream": stream, "follow": str(follow).lower()}
+        try:
+            with self._http.stream(
+                "GET",
+                f"/v1/jobs/{job_id}/logs",
+                params=params,
+                timeout=None if follow else self._http.timeout,
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _error(resp)
+                yield from resp.iter_bytes()
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach reprotrain at {self.url}: {e}") from e
+
+    def upload_bundle(self, data: bytes) -> dict[str, Any]:
+        return self._request(
+            "POST", "/v1/bundles", content=data, headers={"Content-Type": "application/gzip"}
+        ).json()
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_trace: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends; `on_trace(new_entries, trace_page)` sees progress as it comes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = 0
+        while True:
+            page = self.trace(job_id, since=seen)
+            seen += len(page["data"])
+            if on_trace is not None:
+                on_trace(page["data"], page)
+            if page["status"] not in ("QUEUED", "RUNNING"):
+                return self.get(job_id)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(f"job {job_id} still {page['status']} after {timeout} s", code="timeout")
+            time.sleep(poll)
+
+
+def _error(resp: httpx.Response) -> ApiError:
+    try:
+        err = resp.json()["error"]
+        return ApiError(err["message"], status=resp.status_code, code=err["code"], field=err.get("field"))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(f"HTTP {resp.status_code}: {resp.text[:200]}", status=resp.status_code)

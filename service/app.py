@@ -1,0 +1,105 @@
+"""The FastAPI app factory: `create_app(settings)` builds everything from one settings object."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from celery import Celery
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+from reprotrain import __version__
+from reprotrain.artifacts import ArtifactStore
+from reprotrain.errors import ReprotrainError
+from reprotrain.result import Status
+from reprotrain.settings import Settings
+from reprotrain.store import Store
+from reprotrain.store.tables import JobRow
+from service import errors
+from service.maintenance import Maintenance
+from service.routes import router
+from worker.celery_app import create_celery
+
+DESCRIPTION = """Run PyTorch training jobs reproducibly, and prove it.
+
+Submit a job spec, re-run any job by id, and read the verdict: `identical`, or where the
+re-run diverged and which environment difference explains it. Every error has one shape:
+`{"error": {"code", "message", "field"}}`."""
+
+
+def create_app(settings: Settings, *, celery: Celery | None = None, maintenance: bool = True) -> FastAPI:
+    if settings.auth_required and not settings.api_tokens:
+        raise ReprotrainError(
+            f"listening on {settings.host} (beyond loopback) needs API tokens: set REPROTRAIN_API_TOKENS"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = Maintenance(app.state.store, app.state.celery, settings) if maintenance else None
+        if loop is not None:
+            loop.start()
+        yield
+        if loop is not None:
+            loop.stop()
+        app.state.store.close()
+
+    app = FastAPI(title="reprotrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = Store(settings.db_url)
+    app.state.celery = celery or create_celery(settings)
+    app.state.artifacts = ArtifactStore(settings.artifacts)
+    errors.install(app)
+    app.include_router(router)
+    _probes(app)
+    return app
+
+
+def _probes(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    jobs_by_status = Gauge("reprotrain_jobs", "jobs by status", ["status"], registry=registry)
+
+    @app.get("/healthz", tags=["probes"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    def readyz(request: Request, response: Response) -> dict[str, Any]:
+        """The database answers and the broker accepts connections."""
+        checks = {
+            "database": _check(lambda: _db_ping(request)),
+            "broker": _check(lambda: _broker_ping(request)),
+        }
+        ok = all(v == "ok" for v in checks.values())
+        response.status_code = 200 if ok else 503
+        return {"status": "ok" if ok else "unavailable", "checks": checks}
+
+    @app.get("/metrics", tags=["probes"])
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics: jobs by status."""
+        with request.app.state.store.session() as s:
+            counts = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
+        for status in Status:
+            jobs_by_status.labels(status.value).set(counts.get(status.value, 0))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check(fn: Any) -> str:
+    try:
+        fn()
+        return "ok"
+    except Exception as e:  # noqa: BLE001 - a probe reports, it does not raise
+        return f"failed: {type(e).__name__}"
+
+
+def _db_ping(request: Request) -> None:
+    with request.app.state.store.session() as s:
+        s.execute(text("SELECT 1"))
+
+
+def _broker_ping(request: Request) -> None:
+    with request.app.state.celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)

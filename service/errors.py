@@ -1,0 +1,65 @@
+"""One error shape for every failure: {"error": {"code", "message", "field"}}; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from reprotrain.bundles import BundleInvalid, BundleTooLarge
+from reprotrain.errors import (
+    Conflict,
+    InputError,
+    NotFound,
+    ReprotrainError,
+    SpecInvalid,
+    Unauthorized,
+)
+
+log = logging.getLogger("reprotrain.api")
+
+STATUS: list[tuple[type[ReprotrainError], int]] = [
+    (BundleTooLarge, 413),
+    (BundleInvalid, 422),
+    (SpecInvalid, 422),
+    (InputError, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unauthorized, 401),
+]
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ReprotrainError)
+    async def _ours(_: Request, e: ReprotrainError) -> JSONResponse:
+        status = next((s for cls, s in STATUS if isinstance(e, cls)), 500)
+        if status == 500:
+            log.error("unmapped error: %r", e)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, e.code, e.message, e.field, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        return error_response(422, "request_invalid", str(first.get("msg")), ".".join(loc) or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return error_response(e.status_code, code, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return error_response(500, "internal", "internal server error; see the server log")

@@ -1,0 +1,50 @@
+"""Reaper and reconciler: jobs whose worker died go back to the queue; lost messages are re-sent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+
+from reprotrain.settings import Settings
+from reprotrain.store import Store
+from worker.celery_app import send_job
+
+log = logging.getLogger("reprotrain.maintenance")
+
+
+def maintain_once(store: Store, celery: Celery, settings: Settings) -> dict[str, list[str]]:
+    """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost."""
+    requeued = store.reap(settings.max_attempts)
+    resent = []
+    for job_id in requeued + store.stale_queued(settings.resend_after_s):
+        job = store.get_job(job_id)
+        try:
+            send_job(celery, job_id, job.queue)
+        except Exception:
+            log.exception("re-sending job %s failed", job_id)
+            continue
+        store.mark_sent(job_id)
+        resent.append(job_id)
+    if requeued or resent:
+        log.info("maintenance: requeued %s, re-sent %s", requeued, resent)
+    return {"requeued": requeued, "resent": resent}
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, store: Store, celery: Celery, settings: Settings) -> None:
+        super().__init__(name="reprotrain-maintenance", daemon=True)
+        self.store, self.celery, self.settings = store, celery, settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.maintenance_s):
+            try:
+                maintain_once(self.store, self.celery, self.settings)
+            except Exception:
+                log.exception("maintenance pass failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)

@@ -1,0 +1,235 @@
+"""REST API v1 routes: parse, call one function, map the result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from reprotrain.bundles import BundleTooLarge, store_bundle
+from reprotrain.errors import NotFound, SpecInvalid
+from reprotrain.spec import JobSpec
+from reprotrain.verdicts import job_verdict
+from service import jobs
+from service.auth import Authorized
+from service.schemas import (
+    SPEC_EXAMPLE,
+    ArtifactPublic,
+    ArtifactsPublic,
+    BundlePublic,
+    CancelPublic,
+    ErrorBody,
+    JobPublic,
+    JobsPublic,
+    TracePublic,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+def _state(request: Request) -> Any:
+    return request.app.state
+
+
+SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": JobSpec.model_json_schema(),
+                "examples": {"mlp": {"value": SPEC_EXAMPLE}},
+            }
+        },
+    }
+}
+
+
+async def json_body(request: Request) -> Any:
+    """The body as JSON whatever its Content-Type says; a clear 422 when it is not JSON."""
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecInvalid(f"request body is not valid JSON: {e}") from None
+
+
+@router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"], openapi_extra=SPEC_BODY)
+async def submit_job(request: Request, _: Authorized) -> JobPublic:
+    """Submit a job spec: stored as QUEUED, then sent to the worker queue named by `spec.queue`."""
+    st = _state(request)
+    body = await json_body(request)
+    row = await run_in_threadpool(jobs.submit, st.store, st.celery, body)
+    return JobPublic.from_row(row)
+
+
+@router.get("/jobs", response_model=JobsPublic, tags=["jobs"])
+def list_jobs(
+    request: Request,
+    _: Authorized,
+    status: Annotated[list[str] | None, Query(description="filter; repeat or comma-separate")] = None,
+    name: str | None = None,
+    rerun_of: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    """Jobs, newest first, filtered by status, name or original job, one page at a time."""
+    rows, total = _state(request).store.list_jobs(
+        status=jobs.parse_status_filter(status), name=name, rerun_of=rerun_of, limit=limit, offset=offset
+    )
+    return JobsPublic(data=[JobPublic.from_row(r) for r in rows], count=total, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
+def get_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
+    """One job: status, metrics, digests, and for a re-run its verdict."""
+    return JobPublic.from_row(_state(request).store.get_job(job_id))
+
+
+@router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
+def rerun_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
+    """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
+    st = _state(request)
+    return JobPublic.from_row(jobs.rerun(st.store, st.celery, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=CancelPublic, tags=["jobs"])
+def cancel_job(request: Request, job_id: str, _: Authorized) -> CancelPublic:
+    """Cancel: a queued job at once, a running one by its worker (SIGTERM, then SIGKILL)."""
+    return CancelPublic(id=job_id, status=_state(request).store.request_cancel(job_id))
+
+
+@router.get("/jobs/{job_id}/logs", tags=["data"], response_class=StreamingResponse)
+async def job_logs(
+    request: Request,
+    job_id: str,
+    _: Authorized,
+    stream: Literal["stdout", "stderr"] = "stdout",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    follow: bool = False,
+) -> StreamingResponse:
+    """The job's stdout or stderr as text; with follow, streamed until the job ends."""
+    store = _state(request).store
+    await run_in_threadpool(store.get_job, job_id)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        pos = offset
+        while True:
+            row = await run_in_threadpool(store.get_job, job_id)
+            data = await run_in_threadpool(store.read_log, job_id, stream, pos)
+            if data:
+                pos += len(data)
+                yield data
+            if not follow or (jobs.is_final(row.status) and not data):
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/jobs/{job_id}/trace", response_model=TracePublic, tags=["data"])
+def job_trace(
+    request: Request,
+    job_id: str,
+    _: Authorized,
+    since: Annotated[int, Query(ge=0, description="skip this many entries")] = 0,
+) -> TracePublic:
+    """Per-step metrics (exact values), live while the job runs."""
+    st = _state(request)
+    row = st.store.get_job(job_id)
+    trace = jobs.live_trace(st.store, row)
+    return TracePublic(status=row.status, data=trace[since:], count=len(trace))
+
+
+@router.get("/jobs/{job_id}/fingerprint", tags=["data"])
+def job_fingerprint(request: Request, job_id: str, _: Authorized) -> dict[str, Any]:
+    """The environment fingerprint the job ran in, with its env_digest and determinism record."""
+    row = _state(request).store.get_job(job_id)
+    if row.result is None:
+        raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
+    r = row.result
+    return {
+        "env_digest": r.get("env_digest"),
+        "fingerprint": r.get("fingerprint"),
+        "determinism": r.get("determinism"),
+        "inputs": r.get("inputs"),
+    }
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=ArtifactsPublic, tags=["data"])
+def job_artifacts(request: Request, job_id: str, _: Authorized) -> ArtifactsPublic:
+    """Files the job produced (outputs, logs, final state), by name."""
+    st = _state(request)
+    st.store.get_job(job_id)
+    rows = st.store.artifacts(job_id)
+    return ArtifactsPublic(
+        data=[ArtifactPublic(name=a.name, digest=a.digest, size=a.size) for a in rows], count=len(rows)
+    )
+
+
+@router.get("/jobs/{job_id}/artifacts/{name:path}", tags=["data"], response_class=FileResponse)
+def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> FileResponse:
+    """Download one artifact by name."""
+    st = _state(request)
+    st.store.get_job(job_id)
+    match = next((a for a in st.store.artifacts(job_id) if a.name == name), None)
+    if match is None:
+        raise NotFound(f"job {job_id} has no artifact named {name!r}", field="name")
+    return FileResponse(
+        st.artifacts.open_path(match.digest),
+        filename=name.rsplit("/", 1)[-1],
+        media_type="application/octet-stream",
+    )
+
+
+@router.get("/jobs/{a}/compare/{b}", tags=["jobs"])
+def compare_jobs(request: Request, a: str, b: str, _: Authorized) -> dict[str, Any]:
+    """The verdict of job b against job a: identical, metrics_identical, diverged or incomparable."""
+    st = _state(request)
+    return job_verdict(st.store, st.artifacts, a, b)
+
+
+@router.post(
+    "/bundles",
+    status_code=201,
+    response_model=BundlePublic,
+    tags=["bundles"],
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
+)
+async def upload_bundle(request: Request, _: Authorized) -> BundlePublic:
+    """Upload code as a tar.gz body; stored by sha256. Unsafe or oversized archives are refused."""
+    st = _state(request)
+    limit = st.settings.max_bundle_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BundleTooLarge(f"bundle is {declared} bytes; the limit is {limit}")
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BundleTooLarge(f"bundle exceeds the limit of {limit} bytes")
+            spool.write(chunk)
+        spool.seek(0)
+        digest, size = await run_in_threadpool(
+            store_bundle,
+            iter(lambda: spool.read(1 << 20), b""),
+            st.settings.bundles,
+            max_bytes=limit,
+            max_unpacked_bytes=st.settings.max_bundle_unpacked_bytes,
+        )
+    await run_in_threadpool(st.store.add_bundle, digest, size)
+    return BundlePublic(digest=digest, size=size)

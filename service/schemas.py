@@ -1,0 +1,111 @@
+"""API schemas, named by role (JobPublic, JobsPublic, …); separate from rows and from the spec."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from reprotrain.store.tables import JobRow
+
+SPEC_EXAMPLE = {
+    "name": "mlp",
+    "entrypoint": "examples.mlp:train",
+    "params": {"epochs": 3, "lr": 0.01},
+    "seed": 1234,
+    "determinism": {"policy": "strict"},
+    "device": "cpu",
+    "track": {"digest_every": 1},
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["spec_invalid"])
+    message: str = Field(examples=["unknown field"])
+    field: str | None = Field(None, examples=["learning_rate"])
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    status: str
+    queue: str
+    spec: dict[str, Any]
+    spec_digest: str
+    bundle: str | None
+    rerun_of: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    error: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    env_digest: str | None
+    digests: dict[str, Any] | None = Field(None, description="model, optimizer, files, stdout")
+    verdict: dict[str, Any] | None = Field(None, description="for a re-run: its verdict against the original")
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> JobPublic:
+        def utc(t: datetime | None) -> datetime | None:
+            return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+        return cls(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            queue=row.queue,
+            spec=row.spec,
+            spec_digest=row.spec_digest,
+            bundle=row.bundle,
+            rerun_of=row.rerun_of,
+            created_at=utc(row.created_at),
+            started_at=utc(row.started_at),  # type: ignore[arg-type]
+            finished_at=utc(row.finished_at),
+            attempts=row.attempts,
+            cancel_requested=row.cancel_requested,
+            error=row.error,
+            metrics=row.metrics,
+            env_digest=row.env_digest,
+            digests=(row.result or {}).get("digests"),
+            verdict=row.verdict,
+        )
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filter, across all pages")
+    limit: int
+    offset: int
+
+
+class CancelPublic(BaseModel):
+    id: str
+    status: str = Field(description="CANCELED at once if queued; RUNNING until its worker stops it")
+
+
+class BundlePublic(BaseModel):
+    digest: str = Field(examples=["sha256:" + "0" * 64])
+    size: int
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    digest: str
+    size: int
+
+
+class ArtifactsPublic(BaseModel):
+    data: list[ArtifactPublic]
+    count: int
+
+
+class TracePublic(BaseModel):
+    status: str
+    data: list[dict[str, Any]]
+    count: int = Field(description="entries in the whole trace so far")

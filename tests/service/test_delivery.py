@@ -1,0 +1,108 @@
+"""Delivery: the database, not the broker, decides. Duplicates drop, lost work comes back."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from reprotrain.bundles import make_bundle
+from reprotrain.spec import parse_spec
+from reprotrain.store import Store
+from tests.conftest import base_spec
+from tests.service.conftest import start_stack, wait_for
+
+SLOW = "import time\nprint('working', flush=True)\ntime.sleep({s})\nopen('done.txt', 'w').write('ok')\n"
+
+
+@pytest.fixture(scope="module")
+def redis_stack(redis_server, tmp_path_factory):
+    """A SQLite-backed stack on Redis, for tests that break things on purpose."""
+    tmp = tmp_path_factory.mktemp("delivery")
+    s = start_stack(tmp, f"sqlite:///{tmp / 'db.sqlite'}", redis_server.url())
+    yield s
+    s.stop()
+
+
+def _celery_for(stack):
+    from reprotrain.settings import Settings
+    from worker.celery_app import create_celery
+
+    return create_celery(
+        Settings(
+            broker_url=stack.env["REPROTRAIN_BROKER_URL"], data_dir=Path(stack.env["REPROTRAIN_DATA_DIR"])
+        )
+    )
+
+
+def test_duplicate_delivery_runs_the_job_once(redis_stack) -> None:
+    """The same job id delivered three times: claimed once, run once, one attempt."""
+    from worker.celery_app import send_job
+
+    c = redis_stack.client()
+    job = c.submit(base_spec(name="dup", params={"epochs": 1, "samples": 32}))
+    app = _celery_for(redis_stack)
+    try:
+        for _ in range(2):
+            send_job(app, job["id"], "default")
+    finally:
+        app.pool.force_close_all()
+        app.close()
+    done = c.wait(job["id"], timeout=120)
+    assert done["status"] == "SUCCEEDED" and done["attempts"] == 1
+    time.sleep(1.0)  # let the duplicates arrive and be dropped
+    assert c.get(job["id"])["attempts"] == 1
+
+
+def test_reconciler_sends_a_job_the_broker_never_got(redis_stack) -> None:
+    """A QUEUED row whose message was lost is re-sent by the API's reconciler and runs."""
+    store = Store(redis_stack.env["REPROTRAIN_DATABASE_URL"])
+    try:
+        with store.session() as s:  # as if the API died between commit and send
+            row = store.create_job(parse_spec(base_spec(name="lost", params={"epochs": 1, "samples": 32})))
+            del s
+        store.mark_sent(row.id)  # and as if the broker lost it after: only the reconciler can help
+    finally:
+        store.close()
+    done = redis_stack.client().wait(row.id, timeout=120)
+    assert done["status"] == "SUCCEEDED"
+
+
+def test_worker_killed_mid_job_is_requeued_and_finished(redis_stack, tmp_path: Path) -> None:
+    """SIGKILL the worker during a job: the lease expires, the job is re-run elsewhere, nothing lost."""
+    c = redis_stack.client()
+    (tmp_path / "slow.py").write_text(SLOW.format(s=4))
+    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
+    job = c.submit(
+        {
+            "name": "crash",
+            "command": ["python", "slow.py"],
+            "bundle": digest,
+            "seed": 1,
+            "determinism": {"policy": "seeded"},
+            "device": "cpu",
+        }
+    )
+    wait_for(lambda: c.get(job["id"])["status"] == "RUNNING", 60, "job start")
+    victim = redis_stack.workers[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    redis_stack.start_worker()
+    done = c.wait(job["id"], timeout=120)
+    assert done["status"] == "SUCCEEDED", done["error"]
+    assert done["attempts"] == 2
+    assert "done.txt" in {a["name"] for a in c.artifacts(job["id"])["data"]}
+
+
+def test_cancel_of_a_queued_job_is_immediate(redis_stack) -> None:
+    """A job cancelled before any worker claims it is CANCELED at once and never runs."""
+    store = Store(redis_stack.env["REPROTRAIN_DATABASE_URL"])
+    try:
+        row = store.create_job(parse_spec(base_spec(name="never", queue="nobody-listens")))
+    finally:
+        store.close()
+    c = redis_stack.client()
+    assert c.cancel(row.id)["status"] == "CANCELED"
+    assert c.get(row.id)["status"] == "CANCELED"

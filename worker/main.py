@@ -1,0 +1,69 @@
+"""Worker entry point: `python -m worker.main` (or `celery -A worker.main worker`).
+
+Runs one job at a time (solo pool: one worker process per GPU), consuming the queues in
+REPROTRAIN_QUEUES. Reads the environment here, at the edge, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from celery import Celery
+from celery.signals import worker_shutdown
+
+from reprotrain.settings import Settings, load_settings
+from worker.celery_app import TASK, create_celery
+from worker.runjob import Runtime, handle, make_runtime
+
+
+def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:
+    app = create_celery(settings)
+    holder: dict[str, Runtime] = {}
+
+    def runtime() -> Runtime:
+        if "rt" not in holder:
+            holder["rt"] = make_runtime(settings)
+        return holder["rt"]
+
+    @app.task(name=TASK)
+    def run_job(job_id: str) -> str:
+        return handle(runtime(), job_id)
+
+    @worker_shutdown.connect(weak=False)
+    def _close(**_: object) -> None:
+        if "rt" in holder:
+            holder.pop("rt").close()
+
+    return app, holder
+
+
+settings = load_settings()
+app, _runtime = build(settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    app.worker_main(
+        [
+            "worker",
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "-Q",
+            ",".join(settings.queues),
+            "-n",
+            f"reprotrain-{os.getpid()}@{socket.gethostname()}",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            *args,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

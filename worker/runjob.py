@@ -1,0 +1,213 @@
+"""One job on a worker, in named phases: claim → prepare → run (with heartbeat) → collect → finish.
+
+The Celery task is a thin edge over `handle`; everything here is plain functions over a
+`Runtime` (settings, store, artifact store, the fork runner), so it can be tested alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reprotrain.artifacts import ArtifactStore
+from reprotrain.bundles import bundle_path, extract_bundle
+from reprotrain.result import Result, Status
+from reprotrain.settings import Settings
+from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.store import Store
+from reprotrain.verdicts import rerun_verdict
+from worker.execute import execute
+from worker.request import JobFiles
+
+log = logging.getLogger("reprotrain.worker")
+STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    artifacts: ArtifactStore
+    runner: Any = None
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+
+    def get_runner(self) -> Any:
+        if self.runner is None:
+            from worker.launcher import ForkRunner
+
+            self.runner = ForkRunner()
+        return self.runner
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        self.store.close()
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    return Runtime(
+        settings=settings, store=Store(settings.db_url), artifacts=ArtifactStore(settings.artifacts)
+    )
+
+
+class LogShipper:
+    """Copies what a job appends to its log and event files into the store."""
+
+    def __init__(self, store: Store, job_id: str, job_dir: Path) -> None:
+        self.store, self.job_id, self.job_dir = store, job_id, job_dir
+        self.offsets = dict.fromkeys(STREAMS, 0)
+
+    def ship(self) -> None:
+        for stream, name in STREAMS.items():
+            path = self.job_dir / name
+            if not path.exists():
+                continue
+            with open(path, "rb") as f:
+                f.seek(self.offsets[stream])
+                data = f.read(4 << 20)
+            if stream == "events" and b"\n" in data:  # whole lines only
+                data = data[: data.rindex(b"\n") + 1]
+            elif stream == "events":
+                data = b""
+            if data:
+                self.store.append_log(self.job_id, stream, self.offsets[stream], data)
+                self.offsets[stream] += len(data)
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease, ships logs, and turns a cancel request or a lost lease into `cancel`."""
+
+    def __init__(self, rt: Runtime, job_id: str, shipper: LogShipper) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.rt, self.job_id, self.shipper = rt, job_id, shipper
+        self.cancel = threading.Event()
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rt.settings.heartbeat_s):
+            try:
+                ours, cancel = self.rt.store.heartbeat(self.job_id, self.rt.owner, self.rt.settings.lease_s)
+                self.shipper.ship()
+            except Exception:
+                log.exception("heartbeat for %s failed", self.job_id)
+                continue
+            if not ours:
+                self.lost = True
+            if cancel or not ours:
+                self.cancel.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=30)
+
+
+def handle(rt: Runtime, job_id: str) -> str:
+    """Run one delivered job id. Returns what happened: a final status, or 'dropped'."""
+    if not rt.store.claim(job_id, rt.owner, rt.settings.lease_s):
+        log.info("job %s not claimable (duplicate delivery or already done); dropped", job_id)
+        return "dropped"
+    job = rt.store.get_job(job_id)
+    spec = parse_spec(job.spec)
+    job_dir = rt.settings.jobs / job_id / f"attempt-{job.attempts}"
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    try:
+        code_dir = prepare_code(rt, spec)
+    except Exception as e:  # noqa: BLE001 - a bad bundle fails the job, it does not crash the worker
+        rt.store.finish(
+            job_id,
+            rt.owner,
+            Status.FAILED,
+            result=None,
+            artifacts=[],
+            error={"type": type(e).__name__, "message": str(e)},
+        )
+        return Status.FAILED.value
+    result = run_with_heartbeat(rt, job_id, spec, job_dir, code_dir)
+    artifacts = collect_artifacts(rt, result, job_dir)
+    verdict = None
+    if job.rerun_of:  # committed with the status, so a finished re-run always shows its verdict
+        verdict = rerun_verdict(rt.store, rt.artifacts, job.rerun_of, result, job_dir / JobFiles.STATE)
+    stored = rt.store.finish(
+        job_id,
+        rt.owner,
+        result.status,
+        result=result.model_dump(mode="json"),
+        error=result.error,
+        artifacts=artifacts,
+        verdict=verdict,
+    )
+    if not stored:
+        log.warning("job %s: lease lost before finishing; result not stored", job_id)
+        return "lost"
+    shutil.rmtree(job_dir, ignore_errors=True)
+    return result.status.value
+
+
+def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
+    """The job's code directory: its bundle, extracted once per worker and kept read-only."""
+    if spec.bundle is None:
+        return None
+    src = bundle_path(rt.settings.bundles, spec.bundle)
+    dest = rt.settings.jobs / "_bundles" / spec.bundle.removeprefix("sha256:")
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + f".{uuid.uuid4().hex}")
+        tmp.mkdir(parents=True)
+        extract_bundle(src, tmp, max_unpacked_bytes=rt.settings.max_bundle_unpacked_bytes)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another job extracted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def run_with_heartbeat(
+    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None
+) -> Result:
+    shipper = LogShipper(rt.store, job_id, job_dir)
+    beat = Heartbeat(rt, job_id, shipper)
+    beat.start()
+    try:
+        return execute(
+            rt.get_runner(),
+            spec,
+            job_dir,
+            job_id=job_id,
+            code_dir=code_dir,
+            copy_code=code_dir is not None,
+            bundle=spec.bundle,
+            cancel=beat.cancel,
+            input_cache=rt.settings.data_dir / "input-digests.sqlite",
+        )
+    finally:
+        beat.stop()
+        shipper.ship()
+
+
+def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[str, str, int]]:
+    """Output files, logs and the final state into the artifact store: (name, digest, size)."""
+    from reprotrain.files import file_entry
+
+    out = []
+    for rel, entry in (result.digests.get("files") or {}).get("files", {}).items():
+        path = job_dir / JobFiles.WORK / rel
+        if "symlink" in entry or not path.is_file():
+            continue
+        rt.artifacts.put(path, entry["digest"])
+        out.append((rel, entry["digest"], entry["size"]))
+    for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE):
+        path = job_dir / name
+        if path.is_file():
+            entry = file_entry(path)
+            rt.artifacts.put(path, str(entry["digest"]))
+            out.append((f"_job/{name}", str(entry["digest"]), int(entry["size"])))  # type: ignore[call-overload]
+    return out
