@@ -19,6 +19,7 @@ from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
 from service import errors
+from service.dispatch import Dispatcher
 from service.maintenance import Maintenance
 from service.routes import router
 from worker.celery_app import create_celery
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
         yield
         if loop is not None:
             loop.stop()
+        app.state.dispatch.stop()
         app.state.store.close()
 
     app = FastAPI(title="reprotrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -51,6 +53,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
+    app.state.dispatch = Dispatcher(app.state.celery)
+    app.state.dispatch.start()
     errors.install(app)
     app.include_router(router)
     _probes(app)

@@ -3,43 +3,30 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
-
-from celery import Celery
 
 from reprotrain.errors import NotFound, SpecInvalid
 from reprotrain.result import Status
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
-from worker.celery_app import send_job
-
-log = logging.getLogger("reprotrain.api")
+from service.dispatch import Dispatcher
 
 
-def enqueue(celery: Celery, row: JobRow) -> None:
-    """Send after the row committed; if the broker is down the reconciler sends it later."""
-    try:
-        send_job(celery, row.id, row.queue)
-    except Exception:
-        log.exception("could not send job %s to the broker; the reconciler will retry", row.id)
-
-
-def submit(store: Store, celery: Celery, body: Any) -> JobRow:
+def submit(store: Store, dispatch: Dispatcher, body: Any) -> JobRow:
     spec = parse_spec(body)
     if spec.bundle is not None and not store.has_bundle(spec.bundle):
         raise NotFound(f"unknown bundle {spec.bundle}; upload it with POST /v1/bundles first", field="bundle")
     row = store.create_job(spec)
-    enqueue(celery, row)
+    dispatch.submit(row.id, row.queue)  # after the commit: a lost send is re-sent by the reconciler
     return row
 
 
-def rerun(store: Store, celery: Celery, job_id: str) -> JobRow:
+def rerun(store: Store, dispatch: Dispatcher, job_id: str) -> JobRow:
     """A new job with the original's exact spec (bundle and seed included), linked to it."""
     original = store.get_job(job_id)
     row = store.create_job(parse_spec(original.spec), rerun_of=original.id)
-    enqueue(celery, row)
+    dispatch.submit(row.id, row.queue)
     return row
 
 

@@ -65,7 +65,7 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
     """Submit a job spec: stored as QUEUED, then sent to the worker queue named by `spec.queue`."""
     st = _state(request)
     body = await json_body(request)
-    row = await run_in_threadpool(jobs.submit, st.store, st.celery, body)
+    row = await run_in_threadpool(jobs.submit, st.store, st.dispatch, body)
     return JobPublic.from_row(row)
 
 
@@ -96,7 +96,7 @@ def get_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
 def rerun_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
     """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
     st = _state(request)
-    return JobPublic.from_row(jobs.rerun(st.store, st.celery, job_id))
+    return JobPublic.from_row(jobs.rerun(st.store, st.dispatch, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=CancelPublic, tags=["jobs"])

@@ -48,6 +48,7 @@ class JobPublic(BaseModel):
     metrics: dict[str, Any] | None
     env_digest: str | None
     digests: dict[str, Any] | None = Field(None, description="model, optimizer, files, stdout")
+    timing: dict[str, Any] | None = Field(None, description="user_s (the job's own run time), duration_s, …")
     verdict: dict[str, Any] | None = Field(None, description="for a re-run: its verdict against the original")
 
     @classmethod
@@ -73,6 +74,7 @@ class JobPublic(BaseModel):
             metrics=row.metrics,
             env_digest=row.env_digest,
             digests=(row.result or {}).get("digests"),
+            timing=(row.result or {}).get("timing"),
             verdict=row.verdict,
         )
 

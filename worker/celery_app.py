@@ -6,6 +6,8 @@ JSON only. The database, not the broker, says what a job is: the task carries on
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from reprotrain.settings import Settings
@@ -17,12 +19,14 @@ def broker_options(settings: Settings) -> dict[str, object]:
     if settings.broker.startswith("filesystem"):
         queue = settings.broker_dir / "queue"
         processed = settings.broker_dir / "processed"
-        for d in (queue, processed):
+        control = settings.broker_dir / "control"  # kombu's default is ./control in the cwd
+        for d in (queue, processed, control):
             d.mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
+            "control_folder": str(control),
             "store_processed": False,
         }
     # a message not acked within this time is re-delivered; a duplicate cannot claim the job
@@ -49,5 +53,5 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, job_id: str, queue: str) -> None:
-    app.send_task(TASK, args=[job_id], queue=queue)
+def send_job(app: Celery, job_id: str, queue: str, producer: Any = None) -> None:
+    app.send_task(TASK, args=[job_id], queue=queue, producer=producer)

@@ -1,0 +1,215 @@
+"""Service benchmarks on a real stack (uvicorn + Celery worker + redis-server + SQLite/PostgreSQL).
+
+1. submit rate: job submissions per second through the API (validation, store, enqueue) against
+   a bare FastAPI endpoint validating the same body, same machine, same run;
+2. end-to-end overhead: submit → SUCCEEDED minus the job's own run time, for a trivial job.
+
+    python -m bench.service [--db sqlite|postgres] [--seconds 5] [--clients 8] [--jobs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = {
+    "name": "bench",
+    "entrypoint": "bench.jobs:noop",
+    "seed": 1,
+    "determinism": {"policy": "strict"},
+    "device": "cpu",
+    "params": {"lr": 0.1, "epochs": 1},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if httpx.get(url).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready")
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(30)
+
+
+def database(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'bench.db'}"
+    name = f"reprotrain_bench_{os.getpid()}"
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"], check=True
+    )
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
+    )
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def hammer(url: str, seconds: float, clients: int) -> float:
+    """Requests per second from `clients` threads posting the spec for `seconds`."""
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        with httpx.Client() as c:
+            while time.monotonic() < stop:
+                r = c.post(f"{url}/v1/jobs", json=SPEC)
+                assert r.status_code == 201, r.text
+                counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - t0)
+
+
+def overhead(url: str, jobs: int) -> tuple[list[float], list[float]]:
+    """Per job: finished_at − created_at − user time (server clock), and client-observed latency."""
+    spec = {**SPEC, "queue": "bench"}  # its own queue: the submit-rate backlog waits elsewhere
+    server, client = [], []
+    with httpx.Client(base_url=url) as c:
+        for _ in range(jobs):
+            t0 = time.monotonic()
+            job = c.post("/v1/jobs", json=spec).json()
+            while (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] in ("QUEUED", "RUNNING"):
+                time.sleep(0.002)
+            seen = time.monotonic() - t0
+            assert j["status"] == "SUCCEEDED", j["error"]
+            user_s = float(j["timing"]["user_s"])
+            span = datetime.fromisoformat(j["finished_at"]) - datetime.fromisoformat(j["created_at"])
+            server.append(span.total_seconds() - user_s)
+            client.append(seen - user_s)
+    return server, client
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each submit run")
+    ap.add_argument("--clients", type=int, default=8, help="concurrent submitting clients")
+    ap.add_argument("--jobs", type=int, default=30, help="trivial jobs for the overhead measurement")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="reprotrain-bench-"))
+    procs = Procs()
+    try:
+        redis_port = free_port()
+        procs.start(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            dict(os.environ),
+        )
+        api_port, bare_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "REPROTRAIN_DATA_DIR": str(tmp / "data"),
+            "REPROTRAIN_DATABASE_URL": database(args.db, tmp),
+            "REPROTRAIN_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "REPROTRAIN_PORT": str(api_port),
+        }
+        subprocess.run(
+            [sys.executable, "-m", "reprotrain.cli", "db", "upgrade"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        api = f"http://127.0.0.1:{api_port}"
+        bare = f"http://127.0.0.1:{bare_port}"
+        procs.start([sys.executable, "-m", "reprotrain.cli", "api"], env)
+        procs.start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_app:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
+        wait_http(f"{api}/readyz")
+        wait_http(f"{bare}/docs")
+        bare_rate = hammer(bare, args.seconds, args.clients)
+        api_rate = hammer(api, args.seconds, args.clients)
+        procs.start([sys.executable, "-m", "reprotrain.cli", "worker", "--queues", "bench"], env)
+        overhead(api, 3)  # warm: fork server started, imports done
+        server, client = overhead(api, args.jobs)
+    finally:
+        procs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"service benchmarks ({args.db}, Redis broker, {args.clients} clients, {os.cpu_count()} cores)\n")
+    print("| submit endpoint                          | requests/s |")
+    print("|------------------------------------------|------------|")
+    print(f"| bare FastAPI, same validation            | {bare_rate:>10.0f} |")
+    print(f"| reprotrain POST /v1/jobs (store+enqueue) | {api_rate:>10.0f} |")
+    print(f"\nratio: {api_rate / bare_rate:.2f} of the bare endpoint\n")
+    print("| end-to-end overhead, trivial job (ms)    |   p50 |   p90 |   max |")
+    print("|------------------------------------------|-------|-------|-------|")
+    for name, xs in (
+        ("server clock: finished − created − user", server),
+        ("client: submit → SUCCEEDED seen − user", client),
+    ):
+        print(
+            f"| {name:<40} | {1000 * statistics.median(xs):5.0f} | {1000 * pct(xs, 0.9):5.0f} |"
+            f" {1000 * max(xs):5.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

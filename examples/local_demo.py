@@ -1,0 +1,38 @@
+"""Local demo without a server: run an example job, re-run it, print the verdict.
+
+python -m examples.demo [SPEC]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from reprotrain.cli.output import format_result, format_verdict
+from reprotrain.compare import compare, state_file
+from reprotrain.spec import load_spec
+from worker.execute import execute
+from worker.launcher import ForkRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    spec_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "examples/specs/tiny_cnn.yaml"
+    spec = load_spec(spec_path)
+    out = Path(tempfile.mkdtemp(prefix="reprotrain-demo-"))
+    with ForkRunner() as runner:
+        print(f"== original run of {spec_path.name}")
+        a = execute(runner, spec, out / "original", code_dir=ROOT)
+        print(format_result(a, out / "original"))
+        print("\n== re-run")
+        b = execute(runner, spec, out / "rerun", code_dir=ROOT)
+        print(format_result(b, out / "rerun"))
+    print("\n== verdict")
+    print(format_verdict(compare(a, b, state_file(a, out / "original"), state_file(b, out / "rerun"))))
+    return 0 if a.status == b.status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
