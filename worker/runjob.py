@@ -58,25 +58,34 @@ def make_runtime(settings: Settings) -> Runtime:
     )
 
 
-class LogShipper:
-    """Copies what a job appends to its log and event files into the store."""
+TRUNCATED = b"\n[reprotrain: live log truncated here; the whole log is the artifact _job/%s]\n"
 
-    def __init__(self, store: Store, job_id: str, job_dir: Path) -> None:
-        self.store, self.job_id, self.job_dir = store, job_id, job_dir
+
+class LogShipper:
+    """Copies what a job appends to its log and event files into the store, up to a limit.
+
+    The database holds the live view; past `limit` bytes a stream is cut with a marker (the whole
+    file is stored as an artifact when the job ends), so a chatty job cannot fill the database.
+    """
+
+    def __init__(self, store: Store, job_id: str, job_dir: Path, limit: int) -> None:
+        self.store, self.job_id, self.job_dir, self.limit = store, job_id, job_dir, limit
         self.offsets = dict.fromkeys(STREAMS, 0)
+        self.cut: set[str] = set()
 
     def ship(self) -> None:
         for stream, name in STREAMS.items():
             path = self.job_dir / name
-            if not path.exists():
+            if stream in self.cut or not path.exists():
                 continue
             with open(path, "rb") as f:
                 f.seek(self.offsets[stream])
-                data = f.read(4 << 20)
-            if stream == "events" and b"\n" in data:  # whole lines only
-                data = data[: data.rindex(b"\n") + 1]
-            elif stream == "events":
-                data = b""
+                data = f.read(min(4 << 20, self.limit - self.offsets[stream] + 1))
+            if stream == "events":  # whole lines only
+                data = data[: data.rindex(b"\n") + 1] if b"\n" in data else b""
+            if self.offsets[stream] + len(data) > self.limit:
+                data = data[: self.limit - self.offsets[stream]] + TRUNCATED % name.encode()
+                self.cut.add(stream)
             if data:
                 self.store.append_log(self.job_id, stream, self.offsets[stream], data)
                 self.offsets[stream] += len(data)
@@ -173,7 +182,7 @@ def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
 def run_with_heartbeat(
     rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None
 ) -> Result:
-    shipper = LogShipper(rt.store, job_id, job_dir)
+    shipper = LogShipper(rt.store, job_id, job_dir, rt.settings.max_live_log_bytes)
     beat = Heartbeat(rt, job_id, shipper)
     beat.start()
     try:
