@@ -26,7 +26,7 @@ from reprotrain.spec import JobSpec
 from worker.launcher import JobHandle
 from worker.request import JobFiles, LaunchRequest
 
-POLL_S = 0.05
+POLL_S = 0.2  # how often cancel and timeout are checked; exits wake at once
 CANCEL_GRACE_S = 10.0
 COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "runs")
 
@@ -64,6 +64,7 @@ def execute(
     bundle: str | None = None,
     input_cache: Path | None = None,
     cancel: threading.Event | None = None,
+    cancel_grace_s: float = CANCEL_GRACE_S,
     on_start: Any = None,
 ) -> Result:
     """Run `spec` once in a fresh job process and store its result under `job_dir`."""
@@ -93,34 +94,28 @@ def execute(
     if on_start is not None:
         on_start(handle)
     try:
-        status, exit_code = supervise(handle, spec.timeout_s, cancel)
+        status, exit_code = supervise(handle, spec.timeout_s, cancel, cancel_grace_s)
     finally:
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
     result = assemble(base, job_dir, status, exit_code, inputs, manifest)
-    result.timing.update(
-        started_at=started.isoformat(),
-        finished_at=datetime.now(UTC).isoformat(),
-        duration_s=time.monotonic() - t0,
-    )
-    if "user_start" in result.timing:
-        result.timing["start_latency_s"] = result.timing.pop("user_start") - t0
+    result.timing = timing(_read_child(job_dir), started, t0)
     result.save(job_dir)
     return result
 
 
 def supervise(
-    handle: JobHandle, timeout_s: float, cancel: threading.Event | None
+    handle: JobHandle, timeout_s: float, cancel: threading.Event | None, grace_s: float = CANCEL_GRACE_S
 ) -> tuple[Status, int | None]:
     """Wait for the job; on timeout kill its group, on cancel SIGTERM then SIGKILL."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code = handle.wait(min(POLL_S * 4, max(0.0, deadline - time.monotonic())))
+        code = handle.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
         if code is not None:
             return (Status.SUCCEEDED if code == 0 else Status.FAILED), code
         if cancel is not None and cancel.is_set():
             handle.signal(signal.SIGTERM)
-            code = handle.wait(CANCEL_GRACE_S)
+            code = handle.wait(grace_s)  # then the caller's SIGKILL takes the whole group
             return Status.CANCELED, code
         if time.monotonic() >= deadline:
             handle.signal(signal.SIGKILL)
@@ -173,8 +168,6 @@ def assemble(
         fingerprint=fingerprint,
         env_digest=env_digest(fingerprint) if fingerprint else None,
         inputs=inputs,
-        timing={k: v for k, v in (child.get("timing") or {}).items() if k == "user_start"}
-        | _user_seconds(child),
         artifacts={"state": child["state_file"]} if child.get("state_file") else {},
     )
 
@@ -186,11 +179,19 @@ def _read_child(job_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _user_seconds(child: dict[str, Any]) -> dict[str, float]:
+def timing(child: dict[str, Any], started: datetime, launched: float) -> dict[str, Any]:
+    """Wall times of a run; start latency is launch request → user code running (monotonic)."""
     t = child.get("timing") or {}
-    if "user_start" in t and "user_end" in t:
-        return {"user_s": t["user_end"] - t["user_start"]}
-    return {}
+    out: dict[str, Any] = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_s": time.monotonic() - launched,
+    }
+    if "user_start" in t:
+        out["start_latency_s"] = t["user_start"] - launched
+        if "user_end" in t:
+            out["user_s"] = t["user_end"] - t["user_start"]
+    return out
 
 
 def _nondet(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

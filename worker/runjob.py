@@ -195,6 +195,7 @@ def run_with_heartbeat(
             copy_code=code_dir is not None,
             bundle=spec.bundle,
             cancel=beat.cancel,
+            cancel_grace_s=rt.settings.cancel_grace_s,
             input_cache=rt.settings.data_dir / "input-digests.sqlite",
         )
     finally:
