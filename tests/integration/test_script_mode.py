@@ -83,3 +83,18 @@ def test_failing_script_and_missing_command_fail_clearly(run_job, tmp_path: Path
     assert r.status == "FAILED" and r.error["message"] == "script exited with status 3"
     r, _ = run_job(script_spec(["no-such-program-xyz"]), code_dir=tmp_path)
     assert r.status == "FAILED" and "command not found: no-such-program-xyz" in r.error["message"]
+
+
+def test_python_dash_m_runs_a_module_in_the_workspace(run_job, tmp_path: Path) -> None:
+    """`python -m pkg.tool arg` runs the module as __main__ with its argv, seeded."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "tool.py").write_text(
+        "import random, sys\nif __name__ == '__main__':\n"
+        "    open('out.txt', 'w').write(f'{sys.argv[1:]} {random.random()}')\n"
+    )
+    a, a_dir = run_job(script_spec(["python", "-m", "pkg.tool", "x"]), code_dir=tmp_path)
+    b, _ = run_job(script_spec(["python", "-m", "pkg.tool", "x"]), code_dir=tmp_path)
+    assert a.status == "SUCCEEDED", a.error
+    assert (a_dir / "work" / "out.txt").read_text().startswith("['x'] 0.")
+    assert a.digests["files"] == b.digests["files"]
