@@ -1,9 +1,9 @@
 """Sending job ids to the broker off the request path.
 
 A submit returns once the job row is committed (the durable point: DESIGN's "the database is the
-source of truth"); one thread per API process then publishes the message. If the process dies
-first, the reconciler re-sends the still-QUEUED job. Measured on this machine: the Redis publish
-was ~0.5 ms of a ~3 ms submit, waiting on a round trip the client need not wait for.
+source of truth"); one thread per API process then publishes the message, a burst through one
+producer. If the process dies first, the reconciler re-sends the still-QUEUED job. So a slow or
+unreachable broker (Celery retries a publish for seconds) never stalls a submit.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from reprotrain.spec import JobSpec
 from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow
 
 FINAL = tuple(s.value for s in Status if s.final)
+_INSERT_JOB = insert(JobRow)
 UNSENT_GRACE_S = 10  # a job is sent right after its row commits; give that moment to happen
 
 
@@ -100,11 +101,9 @@ class Store:
             attempts=0,
             cancel_requested=False,
         )
-        values = {
-            c.key: getattr(row, c.key) for c in JobRow.__table__.columns if getattr(row, c.key) is not None
-        }
-        with self.session() as s:
-            s.execute(insert(JobRow).values(**values))  # Core insert: a third of the ORM's cost
+        values = {c.key: getattr(row, c.key) for c in JobRow.__table__.columns}
+        with self._lock, self.engine.begin() as conn:  # Core, no Session: half the ORM path's CPU
+            conn.execute(_INSERT_JOB, values)
         return row
 
     def get_job(self, job_id: str) -> JobRow:
