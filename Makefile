@@ -31,6 +31,39 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks: print tables, pass/fail nothing
 	$(BIN)/python -m bench.start_latency
+	$(BIN)/python -m bench.service --db sqlite
+	$(BIN)/python -m bench.service --db postgres
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+# --- deployment (Dockerfile, docker-compose.yml; docs/self-hosting.md) -------------------------
+# The deploy tools live in their own virtualenv (hash-pinned), not in the project's.
+DEPLOY_TOOLS ?= build/deploy-tools
+TOOLS_STAMP  := $(DEPLOY_TOOLS)/.installed
+PIP_COMPILE  := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(DEPLOY_TOOLS)/bin/pip-compile -q \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --index-url https://pypi.org/simple
+
+.PHONY: deploy-tools deploy-check image-lock images
+
+$(TOOLS_STAMP): deploy/requirements-tools.lock
+	test -x $(DEPLOY_TOOLS)/bin/python || $(PY) -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/pip install -q --require-hashes -r deploy/requirements-tools.lock
+	touch $(TOOLS_STAMP)
+
+deploy-tools: $(TOOLS_STAMP)  ## hadolint and pip-tools, in their own virtualenv
+
+deploy-check: $(TOOLS_STAMP)  ## lint the Dockerfile, validate docker-compose.yml (no Docker engine needed)
+	$(DEPLOY_TOOLS)/bin/hadolint Dockerfile
+	deploy/check-compose.sh
+
+image-lock: $(TOOLS_STAMP)  ## regenerate the hashed image locks from requirements.lock (needs PyPI)
+	$(PIP_COMPILE) -o requirements-image.lock deploy/requirements-image.in
+	$(PIP_COMPILE) -o requirements-worker.lock deploy/requirements-worker.in
+	$(PIP_COMPILE) -o deploy/requirements-build.lock deploy/requirements-build.in
+
+images:  ## build both images with reproducible build facts (needs Docker with BuildKit)
+	docker build --target api -t reprotrain-api:local .
+	docker build --target worker -t reprotrain-worker:local \
+		--build-arg VCS_REF=$$(git rev-parse HEAD) \
+		--build-arg SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) .

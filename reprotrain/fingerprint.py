@@ -34,11 +34,14 @@ _LABELS: tuple[tuple[str, str, bool], ...] = (
     ("packages.list.", "installed package", True),
     ("inputs.", "input data", True),
     ("bundle", "code bundle", True),
+    ("image.build_date", "image build date", False),
     ("image", "container image", True),
     ("env.", "environment variable", True),
     ("os.", "operating system", False),
 )
-_IGNORED_PREFIXES = ("host.", "cpu.count")
+# names a machine or a moment without changing bits: the build date of an image built twice from
+# the same locks and base is not a cause (its locks, base digest and OS packages are)
+_IGNORED_PREFIXES = ("host.", "cpu.count", "image.build_date")
 _IGNORED_SUFFIXES = (".uuid",)
 
 

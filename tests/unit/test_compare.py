@@ -114,3 +114,16 @@ def test_float_equality_is_bitwise() -> None:
     assert not same_value(0.0, -0.0)
     assert same_value(float("nan"), float("nan"))
     assert not same_value(1, 1.0)
+
+
+def test_image_build_date_alone_is_not_a_cause() -> None:
+    """Two builds of the same image differ only in build date: not a likely cause, same env digest."""
+    from reprotrain.fingerprint import env_digest
+
+    fa = {**result().fingerprint, "image": {"locks": {"requirements.lock": "x"}, "build_date": "2026-01-01"}}
+    fb = {**fa, "image": {**fa["image"], "build_date": "2026-02-02"}}
+    v = compare(result(fingerprint=fa), result(fingerprint=fb))
+    assert v["likely_causes"] == [] and v["verdict"] == "identical"
+    assert env_digest(fa) == env_digest(fb)
+    fc = {**fa, "image": {**fa["image"], "locks": {"requirements.lock": "y"}}}
+    assert "container image" in compare(result(fingerprint=fa), result(fingerprint=fc))["likely_causes"]
