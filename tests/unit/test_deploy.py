@@ -233,3 +233,23 @@ def test_fingerprint_records_build_facts(tmp_path: Path) -> None:
     assert image["requirements_lock_sha256"].startswith("sha256:")
     assert image["build_date"] == "2023-11-14T22:13:20Z"
     assert image["vcs_ref"] == "abc123"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)", line)
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
+
+
+def test_image_locks_pin_the_versions_of_the_install_lock() -> None:
+    """The images and a `make` install resolve the same versions: image locks agree with requirements.lock."""
+    main = _pins(ROOT / "requirements.lock")
+    for lock in ("requirements-image.lock", "requirements-worker.lock"):
+        pins = _pins(ROOT / lock)
+        assert pins, lock
+        shared = {name: v for name, v in pins.items() if name in main}
+        assert shared == {name: main[name] for name in shared}, lock
+        assert "torch" not in pins  # installed by its own pinned line from the CUDA index
