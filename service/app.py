@@ -22,6 +22,7 @@ from service import errors
 from service.dispatch import Dispatcher
 from service.maintenance import Maintenance
 from service.routes import router
+from service.writer import JobWriter
 from worker.celery_app import create_celery
 
 DESCRIPTION = """Run PyTorch training jobs reproducibly, and prove it.
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
         yield
         if loop is not None:
             loop.stop()
+        app.state.writer.stop()
         app.state.dispatch.stop()
         app.state.store.close()
 
@@ -55,6 +57,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.artifacts = ArtifactStore(settings.artifacts)
     app.state.dispatch = Dispatcher(app.state.celery)
     app.state.dispatch.start()
+    app.state.writer = JobWriter(app.state.store, app.state.dispatch)
+    app.state.writer.start()
     errors.install(app)
     app.include_router(router)
     _probes(app)

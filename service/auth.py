@@ -11,7 +11,7 @@ from reprotrain.errors import Unauthorized
 from reprotrain.settings import Settings
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:  # async: no I/O, so no threadpool hop
     settings: Settings = request.app.state.settings
     if not settings.auth_required:
         return

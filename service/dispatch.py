@@ -30,11 +30,19 @@ class Dispatcher(threading.Thread):
         self.queue.put((job_id, job_queue))
 
     def run(self) -> None:
+        producer = None
         while (item := self.queue.get()) != _STOP:
             try:
-                send_job(self.celery, *item)
+                if producer is None:  # one producer for the thread's life: acquiring costs more than sending
+                    producer = self.celery.producer_pool.acquire(block=True)
+                send_job(self.celery, *item, producer=producer)
             except Exception:
                 log.exception("could not send job %s to the broker; the reconciler will retry", item[0])
+                if producer is not None:
+                    producer.release()
+                    producer = None
+        if producer is not None:
+            producer.release()
 
     def stop(self) -> None:
         """Send what is queued, then end."""

@@ -7,27 +7,17 @@ from typing import Any
 
 from reprotrain.errors import NotFound, SpecInvalid
 from reprotrain.result import Status
-from reprotrain.spec import parse_spec
+from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
-from service.dispatch import Dispatcher
 
 
-def submit(store: Store, dispatch: Dispatcher, body: Any) -> JobRow:
+def validate(store: Store, body: Any) -> JobSpec:
+    """A submitted body as a spec whose bundle, if it names one, is stored here."""
     spec = parse_spec(body)
     if spec.bundle is not None and not store.has_bundle(spec.bundle):
         raise NotFound(f"unknown bundle {spec.bundle}; upload it with POST /v1/bundles first", field="bundle")
-    row = store.create_job(spec)
-    dispatch.submit(row.id, row.queue)  # after the commit: a lost send is re-sent by the reconciler
-    return row
-
-
-def rerun(store: Store, dispatch: Dispatcher, job_id: str) -> JobRow:
-    """A new job with the original's exact spec (bundle and seed included), linked to it."""
-    original = store.get_job(job_id)
-    row = store.create_job(parse_spec(original.spec), rerun_of=original.id)
-    dispatch.submit(row.id, row.queue)
-    return row
+    return spec
 
 
 def live_trace(store: Store, row: JobRow) -> list[dict[str, Any]]:

@@ -8,13 +8,13 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import BundleTooLarge, store_bundle
 from reprotrain.errors import NotFound, SpecInvalid
-from reprotrain.spec import JobSpec
+from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.verdicts import job_verdict
 from service import jobs
 from service.auth import Authorized
@@ -32,6 +32,11 @@ from service.schemas import (
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
 router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+def _created(job: JobPublic) -> Any:
+    """201 with the job, serialized once (a returned model would be validated again)."""
+    return Response(job.model_dump_json(), status_code=201, media_type="application/json")
 
 
 def _state(request: Request) -> Any:
@@ -65,8 +70,11 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
     """Submit a job spec: stored as QUEUED, then sent to the worker queue named by `spec.queue`."""
     st = _state(request)
     body = await json_body(request)
-    row = await run_in_threadpool(jobs.submit, st.store, st.dispatch, body)
-    return JobPublic.from_row(row)
+    if isinstance(body, dict) and body.get("bundle"):  # only a bundle check reads the database
+        spec = await run_in_threadpool(jobs.validate, st.store, body)
+    else:
+        spec = jobs.validate(st.store, body)
+    return _created(JobPublic.from_row(await st.writer.create(spec)))
 
 
 @router.get("/jobs", response_model=JobsPublic, tags=["jobs"])
@@ -93,10 +101,13 @@ def get_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
-def rerun_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
+async def rerun_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
     """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
     st = _state(request)
-    return JobPublic.from_row(jobs.rerun(st.store, st.dispatch, job_id))
+    original = await run_in_threadpool(st.store.get_job, job_id)
+    return _created(
+        JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=CancelPublic, tags=["jobs"])

@@ -1,0 +1,76 @@
+"""Group commit for submissions: one thread inserts every pending job in one transaction.
+
+Under concurrent submits, threads that each insert and commit queue on SQLite's single writer
+and on the GIL; one writer thread draining a queue commits a whole burst at once instead. A
+submit still answers only after its row is committed, then its id goes to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any
+
+from reprotrain.spec import JobSpec
+from reprotrain.store import Store
+from reprotrain.store.tables import JobRow
+from service.dispatch import Dispatcher
+
+log = logging.getLogger("reprotrain.api")
+MAX_BATCH = 256
+_STOP: Any = None
+
+
+def _resolve(fut: asyncio.Future[JobRow], outcome: JobRow | BaseException) -> None:
+    if fut.done():  # the client went away
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
+
+
+class JobWriter(threading.Thread):
+    def __init__(self, store: Store, dispatch: Dispatcher) -> None:
+        super().__init__(name="reprotrain-writer", daemon=True)
+        self.store, self.dispatch = store, dispatch
+        self.queue: queue.Queue[Any] = queue.Queue()
+
+    async def create(self, spec: JobSpec, rerun_of: str | None = None) -> JobRow:
+        """Store one job (committed when this returns) and hand it to the dispatcher."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[JobRow] = loop.create_future()
+        self.queue.put((spec, rerun_of, loop, fut))
+        return await fut
+
+    def run(self) -> None:
+        while (first := self.queue.get()) is not _STOP:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self.queue.put(_STOP)
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[Any]) -> None:
+        outcomes: list[Any]
+        try:
+            outcomes = self.store.create_jobs([(spec, rerun_of) for spec, rerun_of, _, _ in batch])
+        except Exception as e:
+            log.exception("storing %d job(s) failed", len(batch))
+            outcomes = [e] * len(batch)
+        for (_, _, loop, fut), outcome in zip(batch, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                self.dispatch.submit(outcome.id, outcome.queue)
+            loop.call_soon_threadsafe(_resolve, fut, outcome)
+
+    def stop(self) -> None:
+        self.queue.put(_STOP)
+        self.join(timeout=30)
