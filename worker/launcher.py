@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -195,7 +194,3 @@ class SpawnRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def kill_group(handle: JobHandle) -> None:
-    handle.signal(signal.SIGKILL)

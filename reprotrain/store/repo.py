@@ -242,10 +242,6 @@ class Store:
             s.add_all(ArtifactRow(job_id=job_id, name=n, digest=d, size=z) for n, d, z in artifacts)
         return True
 
-    def set_verdict(self, job_id: str, verdict: dict[str, Any]) -> None:
-        with self.session() as s:
-            s.execute(update(JobRow).where(JobRow.id == job_id).values(verdict=clean_json(verdict)))
-
     def artifacts(self, job_id: str) -> list[ArtifactRow]:
         with self.session() as s:
             return list(
