@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import Any
 
 from celery import Celery
 
@@ -18,6 +19,7 @@ from worker.celery_app import send_job
 
 log = logging.getLogger("reprotrain.api")
 _STOP = ("", "")
+MAX_BURST = 256
 
 
 class Dispatcher(threading.Thread):
@@ -30,19 +32,32 @@ class Dispatcher(threading.Thread):
         self.queue.put((job_id, job_queue))
 
     def run(self) -> None:
-        producer = None
-        while (item := self.queue.get()) != _STOP:
-            try:
-                if producer is None:  # one producer for the thread's life: acquiring costs more than sending
-                    producer = self.celery.producer_pool.acquire(block=True)
-                send_job(self.celery, *item, producer=producer)
-            except Exception:
-                log.exception("could not send job %s to the broker; the reconciler will retry", item[0])
-                if producer is not None:
-                    producer.release()
-                    producer = None
-        if producer is not None:
-            producer.release()
+        self._producer: Any = None
+        stopping = False
+        while not stopping:
+            burst = [self.queue.get()]
+            while len(burst) < MAX_BURST and not self.queue.empty():
+                burst.append(self.queue.get_nowait())
+            stopping = _STOP in burst
+            self._send([item for item in burst if item != _STOP])
+        if self._producer is not None:
+            self._producer.release()
+
+    def _send(self, burst: list[tuple[str, str]]) -> None:
+        """Publish a burst through one long-lived producer, pipelined where the transport can."""
+        if not burst:
+            return
+        try:
+            if self._producer is None:  # acquiring a producer costs more than a publish
+                self._producer = self.celery.producer_pool.acquire(block=True)
+            with self._producer.batch():  # Redis: one pipeline; others publish one by one
+                for job_id, job_queue in burst:
+                    send_job(self.celery, job_id, job_queue, producer=self._producer)
+        except Exception:
+            log.exception("could not send %d job(s) to the broker; the reconciler will retry", len(burst))
+            if self._producer is not None:
+                self._producer.release()
+                self._producer = None
 
     def stop(self) -> None:
         """Send what is queued, then end."""
