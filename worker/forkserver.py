@@ -12,7 +12,6 @@ PYTHONHASHSEED, which every child inherits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import selectors
@@ -22,8 +21,7 @@ import sys
 from typing import Any
 
 from reprotrain.policy import PYTHON_HASH_SEED
-
-PR_SET_PDEATHSIG = 1
+from reprotrain.procs import die_with_parent
 
 
 def preload() -> None:
@@ -45,13 +43,6 @@ def preload() -> None:
     from worker import fingerprint
 
     fingerprint.static_facts()
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the server's cleanup still kills groups
-        pass
 
 
 class Server:
@@ -114,7 +105,7 @@ class Server:
         code = 70
         try:
             os.setpgid(0, 0)
-            _die_with_parent()
+            die_with_parent(signal.SIGKILL)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)

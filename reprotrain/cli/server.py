@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 from typing import Any
 
+from reprotrain.procs import die_with_parent
 from reprotrain.settings import Settings, load_settings
 
 
@@ -56,13 +56,6 @@ def settings_env(s: Settings) -> dict[str, str]:
     }
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -77,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_worker:
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker.main"],
-            preexec_fn=_die_with_parent,
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
             env={**os.environ, **settings_env(settings)},
         )
     try:

@@ -19,6 +19,17 @@ time.sleep(300)
 """
 
 
+def sleeper_spec(timeout_s: float) -> dict:
+    return {
+        "name": "sleepy",
+        "command": ["python", "sleeper.py"],
+        "seed": 1,
+        "determinism": {"policy": "seeded"},
+        "device": "cpu",
+        "timeout_s": timeout_s,
+    }
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -41,14 +52,7 @@ def _wait_dead(pid: int, seconds: float = 10) -> bool:
 def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None:
     """A job sleeping past timeout_s ends TIMED_OUT, and the process it started dies too."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    spec = {
-        "name": "sleepy",
-        "command": ["python", "sleeper.py"],
-        "seed": 1,
-        "determinism": {"policy": "seeded"},
-        "device": "cpu",
-        "timeout_s": 3,
-    }
+    spec = sleeper_spec(timeout_s=3)
     r, job_dir = run_job(spec, code_dir=tmp_path)
     assert r.status == "TIMED_OUT"
     assert "timeout" in r.error["message"]
@@ -62,14 +66,7 @@ def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None
 def test_cancel_terminates_the_job(run_job, tmp_path: Path) -> None:
     """Setting the cancel event stops a running job with SIGTERM: status CANCELED."""
     (tmp_path / "sleeper.py").write_text(SLEEPER)
-    spec = {
-        "name": "sleepy",
-        "command": ["python", "sleeper.py"],
-        "seed": 1,
-        "determinism": {"policy": "seeded"},
-        "device": "cpu",
-        "timeout_s": 60,
-    }
+    spec = sleeper_spec(timeout_s=60)
     cancel = threading.Event()
     started: list[int] = []
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reprotrain.bundles import make_bundle
 from reprotrain.client import Client
 from tests.conftest import ROOT
 
@@ -232,3 +233,18 @@ def stack(
     s = start_stack(tmp, make_database(request.param, tmp, request), redis_server.url())
     yield s
     s.stop()
+
+
+def submit_script(client: Client, code_dir: Path, name: str, script: str) -> dict[str, Any]:
+    """Upload code_dir as a bundle and submit `python script` from it under the seeded policy."""
+    digest = client.upload_bundle(make_bundle(code_dir))["digest"]
+    return client.submit(
+        {
+            "name": name,
+            "command": ["python", script],
+            "bundle": digest,
+            "seed": 1,
+            "determinism": {"policy": "seeded"},
+            "device": "cpu",
+        }
+    )

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reprotrain.bundles import make_bundle
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from tests.conftest import base_spec
-from tests.service.conftest import start_stack, wait_for
+from tests.service.conftest import start_stack, submit_script, wait_for
 
 SLOW = "import time\nprint('working', flush=True)\ntime.sleep({s})\nopen('done.txt', 'w').write('ok')\n"
 
@@ -73,17 +72,7 @@ def test_worker_killed_mid_job_is_requeued_and_finished(redis_stack, tmp_path: P
     """SIGKILL the worker during a job: the lease expires, the job is re-run elsewhere, nothing lost."""
     c = redis_stack.client()
     (tmp_path / "slow.py").write_text(SLOW.format(s=4))
-    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
-    job = c.submit(
-        {
-            "name": "crash",
-            "command": ["python", "slow.py"],
-            "bundle": digest,
-            "seed": 1,
-            "determinism": {"policy": "seeded"},
-            "device": "cpu",
-        }
-    )
+    job = submit_script(c, tmp_path, "crash", "slow.py")
     wait_for(lambda: c.get(job["id"])["status"] == "RUNNING", 60, "job start")
     victim = redis_stack.workers[0]
     victim.send_signal(signal.SIGKILL)

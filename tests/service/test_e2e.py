@@ -12,6 +12,7 @@ import pytest
 from reprotrain.bundles import make_bundle
 from reprotrain.client import ApiError
 from tests.conftest import ROOT, base_spec
+from tests.service.conftest import submit_script
 
 TIMEOUT = 180
 
@@ -85,17 +86,7 @@ def test_cancel_running_job(stack, tmp_path: Path) -> None:
     """Cancelling a running job stops it: CANCELED; cancelling again is a 409."""
     (tmp_path / "sleep.py").write_text("import time\nprint('start', flush=True)\ntime.sleep(120)\n")
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
-    job = c.submit(
-        {
-            "name": "e2e-sleep",
-            "command": ["python", "sleep.py"],
-            "bundle": digest,
-            "seed": 1,
-            "determinism": {"policy": "seeded"},
-            "device": "cpu",
-        }
-    )
+    job = submit_script(c, tmp_path, "e2e-sleep", "sleep.py")
     follow = c.logs(job["id"], follow=True)
     assert b"start" in next(iter(follow))  # the job is running and its output streams live
     assert c.cancel(job["id"])["status"] == "RUNNING"
