@@ -190,6 +190,7 @@ def main() -> None:
             "REPROTRAIN_DATABASE_URL": database(args.db, tmp),
             "REPROTRAIN_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
             "REPROTRAIN_PORT": str(api_port),
+            "REPROTRAIN_ACCESS_LOG": "false",  # as the bare endpoint, which runs at log level warning
         }
         subprocess.run(
             [sys.executable, "-m", "reprotrain.cli", "db", "upgrade"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ class Settings(BaseSettings):
     jobs_dir: Path | None = Field(None, description="worker-local job directories")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    access_log: bool = Field(True, description="log one line per HTTP request")
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="comma-separated"
     )
@@ -68,7 +70,7 @@ class Settings(BaseSettings):
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
-    @property
+    @cached_property  # read on every request; the settings are frozen
     def loopback_only(self) -> bool:
         if self.host == "localhost":
             return True
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
-    @property
+    @cached_property  # read on every request; the settings are frozen
     def auth_required(self) -> bool:
         """Tokens are required when any are configured, and always beyond loopback."""
         return bool(self.api_tokens) or not self.loopback_only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,7 +102,7 @@ class JobSpec(_Frozen):
         """The spec with every default filled in: what the digest is taken of."""
         return self.model_dump(mode="json")
 
-    @property
+    @cached_property  # the spec is frozen; a submit reads the digest more than once
     def digest(self) -> str:
         return digest_bytes(canonical_json(self.canonical()))
 

@@ -9,19 +9,19 @@ from celery import Celery
 
 from reprotrain.settings import Settings
 from reprotrain.store import Store
-from worker.celery_app import send_job
+from worker.celery_app import JobSender
 
 log = logging.getLogger("reprotrain.maintenance")
 
 
-def maintain_once(store: Store, celery: Celery, settings: Settings) -> dict[str, list[str]]:
+def maintain_once(store: Store, sender: JobSender, settings: Settings) -> dict[str, list[str]]:
     """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost."""
     requeued = store.reap(settings.max_attempts)
     resent = []
     for job_id in requeued + store.stale_queued(settings.resend_after_s):
         job = store.get_job(job_id)
         try:
-            send_job(celery, job_id, job.queue)
+            sender.send([(job_id, job.queue)])
         except Exception:
             log.exception("re-sending job %s failed", job_id)
             continue
@@ -39,11 +39,13 @@ class Maintenance(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        sender = JobSender(self.celery)
         while not self.stopped.wait(self.settings.maintenance_s):
             try:
-                maintain_once(self.store, self.celery, self.settings)
+                maintain_once(self.store, sender, self.settings)
             except Exception:
                 log.exception("maintenance pass failed")
+        sender.close()
 
     def stop(self) -> None:
         self.stopped.set()

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from reprotrain.store.repo import NewJob
 from reprotrain.store.tables import JobRow
 
 SPEC_EXAMPLE = {
@@ -52,7 +53,7 @@ class JobPublic(BaseModel):
     verdict: dict[str, Any] | None = Field(None, description="for a re-run: its verdict against the original")
 
     @classmethod
-    def from_row(cls, row: JobRow) -> JobPublic:
+    def from_row(cls, row: JobRow | NewJob) -> JobPublic:
         def utc(t: datetime | None) -> datetime | None:
             return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 

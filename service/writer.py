@@ -15,7 +15,7 @@ from typing import Any
 
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
-from reprotrain.store.tables import JobRow
+from reprotrain.store.repo import NewJob
 from service.dispatch import Dispatcher
 
 log = logging.getLogger("reprotrain.api")
@@ -23,13 +23,14 @@ MAX_BATCH = 256
 _STOP: Any = None
 
 
-def _resolve(fut: asyncio.Future[JobRow], outcome: JobRow | BaseException) -> None:
-    if fut.done():  # the client went away
-        return
-    if isinstance(outcome, BaseException):
-        fut.set_exception(outcome)
-    else:
-        fut.set_result(outcome)
+def _resolve(done: list[tuple[asyncio.Future[NewJob], NewJob | BaseException]]) -> None:
+    for fut, outcome in done:
+        if fut.done():  # the client went away
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 class JobWriter(threading.Thread):
@@ -38,10 +39,10 @@ class JobWriter(threading.Thread):
         self.store, self.dispatch = store, dispatch
         self.queue: queue.Queue[Any] = queue.Queue()
 
-    async def create(self, spec: JobSpec, rerun_of: str | None = None) -> JobRow:
+    async def create(self, spec: JobSpec, rerun_of: str | None = None) -> NewJob:
         """Store one job (committed when this returns) and hand it to the dispatcher."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[JobRow] = loop.create_future()
+        fut: asyncio.Future[NewJob] = loop.create_future()
         self.queue.put((spec, rerun_of, loop, fut))
         return await fut
 
@@ -66,10 +67,13 @@ class JobWriter(threading.Thread):
         except Exception as e:
             log.exception("storing %d job(s) failed", len(batch))
             outcomes = [e] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, _, loop, fut), outcome in zip(batch, outcomes, strict=True):
-            if not isinstance(outcome, BaseException):
-                self.dispatch.submit(outcome.id, outcome.queue)
-            loop.call_soon_threadsafe(_resolve, fut, outcome)
+            by_loop.setdefault(loop, []).append((fut, outcome))
+        for loop, done in by_loop.items():  # one wake-up of each event loop per batch
+            loop.call_soon_threadsafe(_resolve, done)
+        # the whole burst in one hand-over, so the dispatcher wakes once and sends it as one
+        self.dispatch.submit([(o.id, o.queue) for o in outcomes if not isinstance(o, BaseException)])
 
     def stop(self) -> None:
         self.queue.put(_STOP)

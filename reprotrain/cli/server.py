@@ -74,7 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             env={**os.environ, **settings_env(settings)},
         )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
+        )
     finally:
         if worker is not None:
             worker.terminate()

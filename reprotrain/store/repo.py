@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,36 @@ from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow
 FINAL = tuple(s.value for s in Status if s.final)
 _INSERT_JOB = insert(JobRow)
 UNSENT_GRACE_S = 10  # a job is sent right after its row commits; give that moment to happen
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job as `create_jobs` inserted it: what JobRow holds for a QUEUED job, without the ORM."""
+
+    id: str
+    name: str
+    queue: str
+    spec: dict[str, Any]
+    spec_digest: str
+    bundle: str | None
+    rerun_of: str | None
+    created_at: datetime
+    sent_at: datetime
+    status: str = Status.QUEUED.value
+    attempts: int = 0
+    cancel_requested: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    env_digest: str | None = None
+    result: dict[str, Any] | None = None
+    verdict: dict[str, Any] | None = None
+
+
+# what a new job sets; the other columns stay SQL NULL (not JSON 'null', which costs an encode each)
+_NEW_COLUMNS = ("id", "name", "queue", "spec", "spec_digest", "bundle", "rerun_of")
+_NEW_COLUMNS += ("created_at", "sent_at", "status", "attempts", "cancel_requested")
 
 
 def now() -> datetime:
@@ -86,17 +117,20 @@ class Store:
         self.engine.dispose()
 
     # ---- jobs: create and read -------------------------------------------------------------
-    def create_job(self, spec: JobSpec, *, rerun_of: str | None = None) -> JobRow:
+    def create_job(self, spec: JobSpec, *, rerun_of: str | None = None) -> NewJob:
         return self.create_jobs([(spec, rerun_of)])[0]
 
-    def create_jobs(self, items: list[tuple[JobSpec, str | None]]) -> list[JobRow]:
-        """Insert QUEUED jobs in one transaction (group commit: one commit for a burst)."""
+    def create_jobs(self, items: list[tuple[JobSpec, str | None]]) -> list[NewJob]:
+        """Insert QUEUED jobs in one transaction (group commit: one commit for a burst).
+
+        Core insert of only the columns a new job has (the rest are NULL or their defaults), and
+        plain records back instead of ORM rows: together a third of the per-submit cost before.
+        """
         t = now()
-        rows = [
-            JobRow(
+        jobs = [
+            NewJob(
                 id=uuid.uuid4().hex,
                 name=spec.name,
-                status=Status.QUEUED.value,
                 queue=spec.queue,
                 spec=spec.canonical(),
                 spec_digest=spec.digest,
@@ -104,16 +138,13 @@ class Store:
                 rerun_of=rerun_of,
                 created_at=t,
                 sent_at=t,  # the API sends right after this commit; the reconciler covers a crash
-                attempts=0,
-                cancel_requested=False,
             )
             for spec, rerun_of in items
         ]
-        columns = JobRow.__table__.columns
-        values = [{c.key: getattr(row, c.key) for c in columns} for row in rows]
+        values = [{k: getattr(job, k) for k in _NEW_COLUMNS} for job in jobs]
         with self._lock, self.engine.begin() as conn:  # Core, no Session: half the ORM path's CPU
             conn.execute(_INSERT_JOB, values)
-        return rows
+        return jobs
 
     def get_job(self, job_id: str) -> JobRow:
         with self.session() as s:

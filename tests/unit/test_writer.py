@@ -21,8 +21,8 @@ class RecordingDispatch:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def submit(self, job_id: str, queue: str) -> None:
-        self.sent.append((job_id, queue))
+    def submit(self, jobs: list[tuple[str, str]]) -> None:
+        self.sent.extend(jobs)
 
 
 class CountingStore(Store):

@@ -1,0 +1,78 @@
+"""The Redis fast path sends exactly what Celery would, and a real worker consumes it in order."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reprotrain.settings import Settings
+from worker.celery_app import JobSender, create_celery, send_job
+
+# fields that are fresh per message (ids) or per process (origin, reply_to)
+VARYING = {
+    ("headers", "id"),
+    ("headers", "root_id"),
+    ("headers", "origin"),
+    ("properties", "correlation_id"),
+    ("properties", "reply_to"),
+    ("properties", "delivery_tag"),
+}
+
+
+def _shape(message: bytes) -> dict[str, Any]:
+    m = json.loads(message)
+    m["body"] = json.loads(base64.b64decode(m["body"]))
+    for part, key in VARYING:
+        assert m[part][key], f"{part}.{key} is empty"
+        m[part][key] = "<varies>"
+    return m
+
+
+@pytest.fixture
+def celery_on_redis(redis_server: Any, tmp_path: Path) -> Any:
+    app = create_celery(Settings(broker_url=redis_server.url(), data_dir=tmp_path))
+    yield app
+    app.pool.force_close_all()
+    app.close()
+
+
+def test_fast_path_message_equals_celerys_own(celery_on_redis: Any) -> None:
+    """Same job, same queue: our LPUSHed message and send_task's differ only in fresh ids."""
+    import redis
+
+    r = redis.Redis.from_url(celery_on_redis.conf.broker_url)
+    send_job(celery_on_redis, "0123456789abcdef0123456789abcdef", "gpu-a")
+    (theirs,) = r.lrange("gpu-a", 0, -1)
+    r.delete("gpu-a")
+    sender = JobSender(celery_on_redis)
+    try:
+        sender.send([("0123456789abcdef0123456789abcdef", "gpu-a")])
+    finally:
+        sender.close()
+    (ours,) = r.lrange("gpu-a", 0, -1)
+    assert _shape(ours) == _shape(theirs)
+    mine, celerys = json.loads(ours), json.loads(theirs)
+    assert mine["headers"]["id"] == mine["headers"]["root_id"] == mine["properties"]["correlation_id"]
+    assert mine["headers"]["id"] != celerys["headers"]["id"]
+
+
+def test_a_burst_keeps_order_per_queue(celery_on_redis: Any) -> None:
+    """Jobs sent in one burst over two queues come out of each queue first-in, first-out."""
+    import redis
+
+    r = redis.Redis.from_url(celery_on_redis.conf.broker_url)
+    jobs = [(f"job{i:02d}", "even" if i % 2 == 0 else "odd") for i in range(10)]
+    sender = JobSender(celery_on_redis)
+    try:
+        sender.send(jobs)
+    finally:
+        sender.close()
+    for queue in ("even", "odd"):
+        popped = []
+        while (m := r.rpop(queue)) is not None:  # workers take from the right (BRPOP)
+            popped.append(json.loads(base64.b64decode(json.loads(m)["body"]))[0][0])
+        assert popped == [j for j, q in jobs if q == queue]
