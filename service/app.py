@@ -10,6 +10,7 @@ from celery import Celery
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
+from starlette.concurrency import run_in_threadpool
 
 from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
@@ -19,7 +20,7 @@ from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
 from service import errors
-from service.dispatch import Dispatcher
+from service.dispatch import make_dispatcher
 from service.maintenance import Maintenance
 from service.routes import router
 from service.writer import JobWriter
@@ -46,8 +47,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
         yield
         if loop is not None:
             loop.stop()
-        app.state.writer.stop()
-        app.state.dispatch.stop()
+        await run_in_threadpool(app.state.writer.stop)  # the loop runs on: stored jobs reach dispatch
+        await app.state.dispatch.aclose()
         app.state.store.close()
 
     app = FastAPI(title="reprotrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -55,7 +56,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
-    app.state.dispatch = Dispatcher(app.state.celery)
+    app.state.dispatch = make_dispatcher(app.state.celery)
     app.state.dispatch.start()
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
     app.state.writer.start()

@@ -16,25 +16,27 @@ from typing import Any
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
 from reprotrain.store.repo import NewJob
-from service.dispatch import Dispatcher
+from service.dispatch import Dispatch
 
 log = logging.getLogger("reprotrain.api")
 MAX_BATCH = 256
 _STOP: Any = None
 
 
-def _resolve(done: list[tuple[asyncio.Future[NewJob], NewJob | BaseException]]) -> None:
+def _resolve(done: list[tuple[asyncio.Future[NewJob], NewJob | BaseException]], dispatch: Dispatch) -> None:
+    """On the event loop: answer the waiting submits, then hand the stored jobs to the dispatcher."""
     for fut, outcome in done:
-        if fut.done():  # the client went away
+        if fut.done():  # the client went away; its job is stored and is sent all the same
             continue
         if isinstance(outcome, BaseException):
             fut.set_exception(outcome)
         else:
             fut.set_result(outcome)
+    dispatch.submit([(o.id, o.queue) for _, o in done if not isinstance(o, BaseException)])
 
 
 class JobWriter(threading.Thread):
-    def __init__(self, store: Store, dispatch: Dispatcher) -> None:
+    def __init__(self, store: Store, dispatch: Dispatch) -> None:
         super().__init__(name="reprotrain-writer", daemon=True)
         self.store, self.dispatch = store, dispatch
         self.queue: queue.Queue[Any] = queue.Queue()
@@ -71,9 +73,10 @@ class JobWriter(threading.Thread):
         for (_, _, loop, fut), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, outcome))
         for loop, done in by_loop.items():  # one wake-up of each event loop per batch
-            loop.call_soon_threadsafe(_resolve, done)
-        # the whole burst in one hand-over, so the dispatcher wakes once and sends it as one
-        self.dispatch.submit([(o.id, o.queue) for o in outcomes if not isinstance(o, BaseException)])
+            try:
+                loop.call_soon_threadsafe(_resolve, done, self.dispatch)
+            except RuntimeError:  # that loop is closed: nobody waits; the reconciler sends the jobs
+                log.warning("event loop closed; %d stored job(s) left to the reconciler", len(done))
 
     def stop(self) -> None:
         self.queue.put(_STOP)
