@@ -56,7 +56,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
-    app.state.dispatch = make_dispatcher(app.state.celery)
+    app.state.dispatch = make_dispatcher(app.state.celery, app.state.store)
     app.state.dispatch.start()
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
     app.state.writer.start()

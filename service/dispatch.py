@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
+from reprotrain.store import Store
 from worker.celery_app import JobSender, Messages, redis_broker, redis_options
 
 log = logging.getLogger("reprotrain.api")
@@ -38,15 +39,23 @@ class Dispatch(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_dispatcher(celery: Celery) -> Dispatch:
-    return LoopDispatcher(celery) if redis_broker(celery) else Dispatcher(celery)
+def make_dispatcher(celery: Celery, store: Store) -> Dispatch:
+    return LoopDispatcher(celery, store) if redis_broker(celery) else Dispatcher(celery, store)
+
+
+def _unsent(store: Store, burst: list[tuple[str, str]]) -> None:
+    """Clear the jobs' sent time after a failed send: the reconciler's next pass sends them."""
+    try:
+        store.mark_unsent([job_id for job_id, _ in burst])
+    except Exception:  # the reconciler still re-sends them, only later (resend_after_s)
+        log.exception("could not mark %d job(s) unsent", len(burst))
 
 
 class LoopDispatcher:
     """Publishes on the event loop that calls `submit`; one publish in flight, the next burst waits."""
 
-    def __init__(self, celery: Celery) -> None:
-        self.url = redis_broker(celery)
+    def __init__(self, celery: Celery, store: Store) -> None:
+        self.url, self.store = redis_broker(celery), store
         self.messages = Messages(celery)
         self._pending: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
@@ -67,9 +76,8 @@ class LoopDispatcher:
                 try:
                     await self._publish(burst)
                 except Exception:
-                    log.exception(
-                        "could not send %d job(s) to the broker; the reconciler will retry", len(burst)
-                    )
+                    log.exception(SEND_FAILED, len(burst))
+                    await run_in_threadpool(_unsent, self.store, burst)
         finally:
             self._task = None
 
@@ -94,9 +102,9 @@ class LoopDispatcher:
 class Dispatcher(threading.Thread):
     """Publishes through Celery from one thread; `submit` may be called from any thread."""
 
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, store: Store) -> None:
         super().__init__(name="reprotrain-dispatch", daemon=True)
-        self.celery = celery
+        self.celery, self.store = celery, store
         self.queue: queue.Queue[list[tuple[str, str]] | None] = queue.Queue()
 
     def submit(self, jobs: list[tuple[str, str]]) -> None:
@@ -122,6 +130,7 @@ class Dispatcher(threading.Thread):
                 sender.send(burst)
             except Exception:
                 log.exception(SEND_FAILED, len(burst))
+                _unsent(self.store, burst)
         sender.close()
 
     def stop(self) -> None:

@@ -15,12 +15,21 @@ log = logging.getLogger("reprotrain.maintenance")
 
 
 def maintain_once(store: Store, sender: JobSender, settings: Settings) -> dict[str, list[str]]:
-    """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost."""
+    """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost.
+
+    A job sent long ago whose queue still holds messages is waiting behind a backlog, not lost:
+    re-sending it every pass would pile up duplicates. It is re-sent once its queue has drained.
+    """
     requeued = store.reap(settings.max_attempts)
-    resent = []
-    for job_id in requeued + store.stale_queued(settings.resend_after_s):
+    resent, depth = [], {}
+    for job_id in requeued + [j for j in store.stale_queued(settings.resend_after_s) if j not in requeued]:
         job = store.get_job(job_id)
         try:
+            if job_id not in requeued and job.sent_at is not None:
+                if job.queue not in depth:
+                    depth[job.queue] = sender.queue_depth(job.queue)
+                if depth[job.queue]:
+                    continue
             sender.send([(job_id, job.queue)])
         except Exception:
             log.exception("re-sending job %s failed", job_id)

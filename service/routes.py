@@ -32,6 +32,7 @@ from service.schemas import (
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
 router = APIRouter(prefix="/v1", responses=ERRORS)
+MAX_OFFSET = 2**53  # beyond any table; larger ints overflow the databases' 64-bit integers
 
 
 def _created(job: JobPublic) -> Any:
@@ -85,7 +86,7 @@ def list_jobs(
     name: str | None = None,
     rerun_of: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobsPublic:
     """Jobs, newest first, filtered by status, name or original job, one page at a time."""
     rows, total = _state(request).store.list_jobs(
@@ -122,7 +123,7 @@ async def job_logs(
     job_id: str,
     _: Authorized,
     stream: Literal["stdout", "stderr"] = "stdout",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     follow: bool = False,
 ) -> StreamingResponse:
     """The job's stdout or stderr as text; with follow, streamed until the job ends."""

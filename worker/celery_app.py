@@ -221,6 +221,10 @@ class JobSender:
             self._release()
             raise
 
+    def queue_depth(self, queue: str) -> int | None:
+        """Messages waiting in `queue`, where the broker can tell cheaply (Redis); else None."""
+        return int(self._redis.llen(queue)) if self._redis is not None else None
+
     def _release(self) -> None:
         if self._producer is not None:
             self._producer.release()

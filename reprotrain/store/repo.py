@@ -179,6 +179,11 @@ class Store:
         with self.session() as s:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=now()))
 
+    def mark_unsent(self, job_ids: list[str]) -> None:
+        """The broker did not take these: the reconciler's next pass sends the QUEUED ones."""
+        with self.session() as s:
+            s.execute(update(JobRow).where(JobRow.id.in_(job_ids)).values(sent_at=None))
+
     # ---- the worker's side -----------------------------------------------------------------
     def claim(self, job_id: str, owner: str, lease_s: float) -> bool:
         """QUEUED, or RUNNING with an expired lease → RUNNING for `owner`. False: not ours."""
@@ -330,11 +335,13 @@ class Store:
             del failed
         return ids
 
-    def stale_queued(self, older_than_s: float, limit: int = 500) -> list[str]:
-        """QUEUED jobs never sent, or sent long ago: the broker may have lost them."""
+    def stale_queued(
+        self, older_than_s: float, limit: int = 500, grace_s: float = UNSENT_GRACE_S
+    ) -> list[str]:
+        """QUEUED jobs never sent (created over grace_s ago), or sent long ago: maybe lost."""
         t = now()
         cutoff = t - timedelta(seconds=older_than_s)
-        unsent = JobRow.sent_at.is_(None) & (JobRow.created_at < t - timedelta(seconds=UNSENT_GRACE_S))
+        unsent = JobRow.sent_at.is_(None) & (JobRow.created_at < t - timedelta(seconds=grace_s))
         q = (
             select(JobRow.id)
             .where(JobRow.status == Status.QUEUED.value, or_(unsent, JobRow.sent_at < cutoff))

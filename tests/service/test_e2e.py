@@ -80,6 +80,8 @@ def test_list_filters_and_paginates(stack) -> None:
     assert {j["id"] for j in first["data"] + second["data"]} == set(ids)
     assert c.list(name="e2e-page", status=["FAILED"])["count"] == 0
     assert c.list(name="e2e-page", status=["SUCCEEDED,FAILED"])["count"] == 3
+    huge = httpx.get(f"{stack.url}/v1/jobs", params={"offset": 2**70})  # overflowed SQLite: was a 500
+    assert huge.status_code == 422 and huge.json()["error"]["field"] == "offset", huge.text
 
 
 def test_cancel_running_job(stack, tmp_path: Path) -> None:

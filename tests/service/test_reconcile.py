@@ -1,0 +1,75 @@
+"""The reconciler against a real Redis: lost messages come back, a waiting backlog is not duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import update
+
+from reprotrain.settings import Settings
+from reprotrain.spec import parse_spec
+from reprotrain.store import Store
+from reprotrain.store.migrate import upgrade
+from reprotrain.store.repo import now
+from reprotrain.store.tables import JobRow
+from service.dispatch import LoopDispatcher
+from service.maintenance import maintain_once
+from tests.conftest import base_spec
+from tests.service.conftest import free_port
+from worker.celery_app import JobSender, create_celery
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def _sent_long_ago(store: Store, job_id: str) -> None:
+    with store.session() as s:
+        s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=now() - timedelta(hours=1)))
+
+
+def test_backlog_is_not_resent_until_its_queue_drains(
+    store: Store, redis_server: Any, tmp_path: Path
+) -> None:
+    """A job sent an hour ago behind a non-empty queue is waiting, not lost: re-sent once it drains."""
+    settings = Settings(broker_url=redis_server.url(), data_dir=tmp_path, resend_after_s=60)
+    r = redis.Redis.from_url(settings.broker)
+    job = store.create_job(parse_spec(base_spec(queue="busy")))
+    _sent_long_ago(store, job.id)
+    r.lpush("busy", b"a message ahead of it")  # the queue is still working through a backlog
+    sender = JobSender(create_celery(settings))
+    try:
+        assert maintain_once(store, sender, settings)["resent"] == []
+        assert r.llen("busy") == 1
+        r.delete("busy")  # drained, and our job still QUEUED: its message was lost
+        assert maintain_once(store, sender, settings)["resent"] == [job.id]
+        assert r.llen("busy") == 1
+        assert maintain_once(store, sender, settings)["resent"] == []  # sent just now: not again
+    finally:
+        sender.close()
+
+
+def test_a_failed_send_leaves_the_job_to_the_reconciler(store: Store, tmp_path: Path) -> None:
+    """Broker unreachable: the dispatcher clears sent_at, so the next reconciler pass sends it."""
+    settings = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=tmp_path)
+    job = store.create_job(parse_spec(base_spec()))
+    assert store.get_job(job.id).sent_at is not None
+    dispatcher = LoopDispatcher(create_celery(settings), store)
+
+    async def send() -> None:
+        dispatcher.submit([(job.id, job.queue)])
+        await dispatcher.aclose()
+
+    asyncio.run(send())
+    assert store.get_job(job.id).sent_at is None
+    assert job.id in store.stale_queued(older_than_s=3600, grace_s=0)
