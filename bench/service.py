@@ -84,8 +84,8 @@ def database(kind: str, tmp: Path) -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
-def hammer(url: str, seconds: float, clients: int) -> float:
-    """Requests per second posting the spec for `seconds` with `clients` connections.
+def hammer(url: str, seconds: float, clients: int) -> tuple[float, int]:
+    """Requests per second posting the spec for `seconds` with `clients` connections, and how many.
 
     wrk (Debian's `wrk`) when installed: a load generator in C leaves the CPU to the servers.
     Otherwise Python threads, which on 2 cores cap the faster server and flatter the ratio.
@@ -95,7 +95,7 @@ def hammer(url: str, seconds: float, clients: int) -> float:
     return hammer_threads(url, seconds, clients)
 
 
-def wrk(url: str, seconds: float, clients: int) -> float:
+def wrk(url: str, seconds: float, clients: int) -> tuple[float, int]:
     body = json.dumps(SPEC).replace("'", "\\'")
     script = Path(tempfile.mkdtemp()) / "post.lua"
     script.write_text(
@@ -109,10 +109,11 @@ def wrk(url: str, seconds: float, clients: int) -> float:
     ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return rate, int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
 
-def hammer_threads(url: str, seconds: float, clients: int) -> float:
+def hammer_threads(url: str, seconds: float, clients: int) -> tuple[float, int]:
     """Requests per second from `clients` threads posting the spec for `seconds`."""
     counts = [0] * clients
     stop = time.monotonic() + seconds
@@ -130,7 +131,21 @@ def hammer_threads(url: str, seconds: float, clients: int) -> float:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.monotonic() - t0)
+    return sum(counts) / (time.monotonic() - t0), sum(counts)
+
+
+def check_delivery(api: str, broker: str, answered: int) -> tuple[int, int]:
+    """Every answered submit was stored and its message is in the broker's queue (no worker yet)."""
+    import redis
+
+    stored = httpx.get(f"{api}/v1/jobs", params={"limit": 1}).json()["count"]
+    r = redis.Redis.from_url(broker)
+    deadline = time.monotonic() + 10
+    while (sent := int(r.llen("default"))) < stored and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if stored < answered or sent != stored:
+        raise SystemExit(f"lost submissions: {answered} answered 201, {stored} stored, {sent} sent")
+    return stored, sent
 
 
 def overhead(url: str, jobs: int) -> tuple[list[float], list[float]]:
@@ -217,11 +232,14 @@ def main() -> None:
         )
         wait_http(f"{api}/readyz")
         wait_http(f"{bare}/docs")
-        bare_runs, api_runs = [], []
+        bare_runs, api_runs, answered = [], [], 0
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-            bare_runs.append(hammer(bare, args.seconds, args.clients))
-            api_runs.append(hammer(api, args.seconds, args.clients))
+            bare_runs.append(hammer(bare, args.seconds, args.clients)[0])
+            rate, n = hammer(api, args.seconds, args.clients)
+            api_runs.append(rate)
+            answered += n
         bare_rate, api_rate = statistics.median(bare_runs), statistics.median(api_runs)
+        stored, sent = check_delivery(api, env["REPROTRAIN_BROKER_URL"], answered)
         procs.start([sys.executable, "-m", "reprotrain.cli", "worker", "--queues", "bench"], env)
         overhead(api, 3)  # warm: fork server started, imports done
         server, client = overhead(api, args.jobs)
@@ -238,7 +256,8 @@ def main() -> None:
     runs = lambda xs: " ".join(f"{x:.0f}" for x in xs)  # noqa: E731
     print(f"| bare FastAPI, same validation            | {bare_rate:>10.0f} |  runs: {runs(bare_runs)}")
     print(f"| reprotrain POST /v1/jobs (store+enqueue) | {api_rate:>10.0f} |  runs: {runs(api_runs)}")
-    print(f"\nratio of medians: {api_rate / bare_rate:.2f} of the bare endpoint\n")
+    print(f"\nratio of medians: {api_rate / bare_rate:.2f} of the bare endpoint")
+    print(f"checked: {answered} submits answered, {stored} jobs stored, {sent} messages in the broker\n")
     print("| end-to-end overhead, trivial job (ms)    |   p50 |   p90 |   max |")
     print("|------------------------------------------|-------|-------|-------|")
     for name, xs in (
