@@ -1,4 +1,4 @@
-"""The reconciler against a real Redis: lost messages come back, a waiting backlog is not duplicated."""
+"""Recovery against real servers: lost messages come back, no backlog duplicates, dropped DB connections."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from reprotrain.store.tables import JobRow
 from service.dispatch import LoopDispatcher
 from service.maintenance import maintain_once
 from tests.conftest import base_spec
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, make_database
 from worker.celery_app import JobSender, create_celery
 
 
@@ -73,3 +73,27 @@ def test_a_failed_send_leaves_the_job_to_the_reconciler(store: Store, tmp_path: 
     asyncio.run(send())
     assert store.get_job(job.id).sent_at is None
     assert job.id in store.stale_queued(older_than_s=3600, grace_s=0)
+
+
+def test_submits_survive_a_dropped_database_connection(request: Any, tmp_path: Path) -> None:
+    """PostgreSQL drops every connection (as on a restart): the next group commit still lands, once."""
+    from sqlalchemy import text
+
+    url = make_database("postgres", tmp_path, request)
+    upgrade(url)
+    store = Store(url)
+    try:
+        first = store.create_job(parse_spec(base_spec()))  # the insert pool now holds a connection
+        admin = request.getfixturevalue("postgres_admin")
+        dbname = url.rsplit("/", 1)[1]
+        with admin.connect() as c:
+            killed = c.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": dbname},
+            ).all()
+        assert killed, "no connection to drop"
+        jobs = store.create_jobs([(parse_spec(base_spec(name=f"after-{i}")), None) for i in range(3)])
+        assert store.existing([first.id] + [j.id for j in jobs]) == {first.id} | {j.id for j in jobs}
+        assert store.list_jobs(limit=10)[1] == 4
+    finally:
+        store.close()
