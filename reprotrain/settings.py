@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(12 * 3600, ge=60)
     max_bundle_bytes: int = Field(100 * 2**20, ge=1024)
     max_bundle_unpacked_bytes: int = Field(1024 * 2**20, ge=1024)
+    bundle_cache_bytes: int = Field(
+        5 * 2**30, ge=0, description="per worker: extracted bundles kept, least recently used first out"
+    )
     max_live_log_bytes: int = Field(16 * 2**20, ge=1024, description="per stream, in the database")
     cancel_grace_s: float = Field(10.0, ge=0)
 

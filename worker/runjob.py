@@ -10,7 +10,9 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,8 +169,11 @@ def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
     if spec.bundle is None:
         return None
     src = bundle_path(rt.settings.bundles, spec.bundle)
-    dest = rt.settings.jobs / "_bundles" / spec.bundle.removeprefix("sha256:")
-    if not dest.exists():
+    cache = rt.settings.jobs / "_bundles"
+    dest = cache / spec.bundle.removeprefix("sha256:")
+    if dest.exists():
+        os.utime(dest)  # recently used: the last to be pruned
+    else:
         tmp = dest.with_name(dest.name + f".{uuid.uuid4().hex}")
         tmp.mkdir(parents=True)
         extract_bundle(src, tmp, max_unpacked_bytes=rt.settings.max_bundle_unpacked_bytes)
@@ -176,7 +181,45 @@ def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
             tmp.rename(dest)
         except OSError:  # another job extracted it first
             shutil.rmtree(tmp, ignore_errors=True)
+        prune_bundle_cache(cache, rt.settings.bundle_cache_bytes, keep=dest)
     return dest
+
+
+def _du(path: Path) -> int:
+    """Bytes of the regular files under path (what the unpacked-size limit counts too)."""
+    return sum(st.st_size for p in path.rglob("*") if stat.S_ISREG((st := p.lstat()).st_mode))
+
+
+def prune_bundle_cache(cache: Path, max_bytes: int, *, keep: Path, idle_s: float = 600) -> list[str]:
+    """Remove extracted bundles, least recently used first, until the cache fits in max_bytes.
+
+    Never `keep` (the bundle about to run) and never one used in the last idle_s seconds (another
+    worker sharing this directory may be copying it). A bundle is extracted again when needed.
+    """
+    entries, removed, cutoff = [], [], time.time() - idle_s
+    for d in cache.iterdir():
+        if not d.is_dir():
+            continue
+        if "." in d.name:  # "<digest>.<uuid>[.gone]": being extracted or removed, or left by a crash
+            if d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
+            continue
+        entries.append((d.stat().st_mtime, d, _du(d)))
+    total = sum(size for _, _, size in entries)
+    for mtime, d, size in sorted(entries):
+        if total <= max_bytes:
+            break
+        if d == keep or mtime > cutoff:
+            continue
+        gone = d.with_name(f"{d.name}.{uuid.uuid4().hex}.gone")
+        try:
+            d.rename(gone)  # out of sight first: a new job re-extracts instead of reading half a tree
+        except OSError:
+            continue
+        shutil.rmtree(gone, ignore_errors=True)
+        total -= size
+        removed.append(d.name)
+    return removed
 
 
 def run_with_heartbeat(

@@ -7,6 +7,7 @@ import random
 import re
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from reprotrain.policy import Knobs
@@ -109,8 +110,37 @@ def effective() -> dict[str, Any]:
         "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
         "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),
         "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        "mkl_cbwr_branch": mkl_cbwr_branch(),
         "torch_initial_seed": torch.initial_seed(),
     }
+
+
+# mkl_cbwr.h: the code path MKL's conditional numerical reproducibility pins (MKL_CBWR_BRANCH)
+_CBWR_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1"}
+_CBWR_BRANCHES |= {8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512"}
+_CBWR_BRANCHES |= {13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+_CBWR_STRICT = 0x10000
+
+
+def mkl_cbwr_branch() -> str | None:
+    """What MKL itself runs with (not only what MKL_CBWR asked), or None where torch has no MKL.
+
+    MKL reads MKL_CBWR once, at its first use in the process; the fork server never calls it,
+    so a job's setting takes effect, and asking here fixes it before any user code runs.
+    """
+    import ctypes
+
+    import torch
+
+    lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        get = ctypes.CDLL(str(lib)).mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
+    value = int(get(1))  # MKL_CBWR_BRANCH
+    name = _CBWR_BRANCHES.get(value & ~_CBWR_STRICT, str(value & ~_CBWR_STRICT))
+    return name + (",STRICT" if value & _CBWR_STRICT else "")
 
 
 def nondeterministic_op(message: str) -> str | None:

@@ -24,6 +24,16 @@ def test_strict_records_requested_and_effective_knobs(run_job) -> None:
     assert eff["torch_initial_seed"] == 1234
 
 
+def test_mkl_reproducibility_mode_reaches_mkl(run_job) -> None:
+    """MKL_CBWR set per job takes effect in MKL itself, though the fork server loaded torch before."""
+    plain, _ = run_job(base_spec())
+    pinned, _ = run_job(base_spec(determinism={"policy": "strict", "mkl_cbwr": "COMPATIBLE"}))
+    assert pinned.status == plain.status == "SUCCEEDED"
+    assert pinned.determinism["effective"]["mkl_cbwr"] == "COMPATIBLE"
+    assert pinned.determinism["effective"]["mkl_cbwr_branch"] == "COMPATIBLE"
+    assert plain.determinism["effective"]["mkl_cbwr_branch"] == "OFF"
+
+
 def test_off_leaves_torch_defaults(run_job) -> None:
     """Under off nothing is switched: deterministic algorithms stay off, no cuBLAS config."""
     r, _ = run_job(base_spec(determinism={"policy": "off"}))
