@@ -6,6 +6,7 @@ import ctypes
 import signal
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -14,3 +15,25 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):  # not Linux: callers still clean up process groups
         pass
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux): a job's daemonized (setsid, double-fork)
+    processes then stay under it instead of escaping to init. False where unsupported."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children(pid: int) -> list[int]:
+    """The live children of `pid` (Linux /proc; empty elsewhere or once it is gone)."""
+    from pathlib import Path
+
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+    return found

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from reprotrain.policy import PYTHON_HASH_SEED
-from reprotrain.procs import die_with_parent
+from reprotrain.procs import become_subreaper, children, die_with_parent
 
 
 def preload() -> None:
@@ -126,18 +126,29 @@ class Server:
             os._exit(code)
 
     def _reap(self) -> None:
-        while self.jobs:
+        """Reap ended jobs and answer their clients; kill what ended jobs left behind.
+
+        This server is a subreaper, as is every job process: a process a job daemonized (setsid,
+        double fork) is adopted by the job, and by this server once the job has ended. Any child
+        here that is not a running job is such a leftover, and is killed (its own children are
+        adopted in turn, and killed on the next pass).
+        """
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             conn = self.jobs.pop(pid, None)
             if conn is not None:
                 self.sel.unregister(conn)
                 _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
                 conn.close()
+        for stray in children(os.getpid()):
+            if stray not in self.jobs:
+                with contextlib.suppress(OSError):
+                    os.kill(stray, signal.SIGKILL)
 
     def _client_gone(self, pid: int) -> None:
         conn = self.jobs.get(pid)
@@ -168,6 +179,7 @@ def main() -> None:
     if os.environ.get("PYTHONHASHSEED") != PYTHON_HASH_SEED:
         sys.exit(f"fork server must start with PYTHONHASHSEED={PYTHON_HASH_SEED}")
     preload()
+    become_subreaper()
     server = Server(sys.argv[1])
     print("READY", flush=True)
     server.serve()

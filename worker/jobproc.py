@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.policy import Knobs, resolve
+from reprotrain.procs import become_subreaper
 from reprotrain.report import EVENTS_ENV, EventWriter, encode_metrics
 from reprotrain.spec import JobSpec, parse_spec
 from worker.request import JobFiles, LaunchRequest
@@ -198,6 +199,7 @@ def collect(
 
 def run(req: LaunchRequest) -> int:
     """The whole job process; returns its exit status (0 when the job succeeded)."""
+    become_subreaper()  # what the job daemonizes stays below it, and is killed when it ends
     spec = parse_spec(req.spec)
     knobs = resolve(spec.determinism)
     prepare(req, spec, knobs)

@@ -104,3 +104,33 @@ def test_fork_server_survives_many_jobs(run_job) -> None:
         for _ in range(3)
     }
     assert len(digests) == 1
+
+
+DAEMONS = """
+import os, subprocess, sys, time
+# a setsid'd process (its own session and group: a process-group kill misses it) ...
+d = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+open("daemon.pid", "w").write(str(d.pid))
+# ... and a classic double-fork daemon that never execs, orphaned before the job ends
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(300)
+    os._exit(0)
+os.close(w)
+open("double.pid", "w").write(os.read(r, 32).decode())
+print("daemons started", flush=True)
+"""
+
+
+def test_daemonized_processes_die_with_the_job(run_job, tmp_path: Path) -> None:
+    """What a job setsid's or double-forks away does not outlive it, though the job succeeded."""
+    (tmp_path / "daemons.py").write_text(DAEMONS)
+    spec = {**sleeper_spec(timeout_s=60), "name": "daemons", "command": ["python", "daemons.py"]}
+    r, job_dir = run_job(spec, code_dir=tmp_path)
+    assert r.status == "SUCCEEDED", r.error
+    for name in ("daemon.pid", "double.pid"):
+        pid = int((job_dir / "work" / name).read_text())
+        assert _wait_dead(pid), f"{name}: process {pid} outlived its job"
