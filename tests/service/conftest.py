@@ -63,36 +63,28 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{self.dbs}"
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """Our own redis-server on a free port (never the machine's shared one)."""
+def spawn_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A redis-server of our own on `port`, keeping nothing on disk; returns once it answers."""
     exe = shutil.which("redis-server")
     if exe is None:
         unavailable("redis-server is not installed")
-    port = free_port()
-    d = tmp_path_factory.mktemp("redis")
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(d),
-            "--databases",
-            "64",
-        ],
+        [*argv, "--dir", str(workdir), "--databases", "64"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     import redis
 
     wait_for(lambda: redis.Redis(port=port).ping(), 10, "redis-server")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Our own redis-server on a free port (never the machine's shared one)."""
+    port = free_port()
+    proc = spawn_redis(port, tmp_path_factory.mktemp("redis"))
     yield RedisServer(port, proc)
     proc.terminate()
     proc.wait(10)

@@ -6,12 +6,13 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from tests.conftest import base_spec
-from tests.service.conftest import start_stack, submit_script, wait_for
+from tests.service.conftest import free_port, spawn_redis, start_stack, submit_script, wait_for
 
 SLOW = "import time\nprint('working', flush=True)\ntime.sleep({s})\nopen('done.txt', 'w').write('ok')\n"
 
@@ -94,3 +95,33 @@ def test_cancel_of_a_queued_job_is_immediate(redis_stack) -> None:
     c = redis_stack.client()
     assert c.cancel(row.id)["status"] == "CANCELED"
     assert c.get(row.id)["status"] == "CANCELED"
+
+
+def test_submits_during_a_broker_outage_run_once_it_is_back(tmp_path: Path) -> None:
+    """Redis dies (and comes back empty): submits still answer 201, and their jobs then run."""
+    port = free_port()
+    redis_proc = spawn_redis(port, tmp_path)
+    # no periodic re-send: only the failed sends' own retry can bring these jobs to a worker
+    s = start_stack(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        f"redis://127.0.0.1:{port}/0",
+        extra_env={"REPROTRAIN_RESEND_AFTER_S": "3600"},
+    )
+    try:
+        c = s.client()
+        spec = base_spec(name="outage", params={"epochs": 1, "samples": 32})
+        assert c.wait(c.submit(spec)["id"], timeout=120)["status"] == "SUCCEEDED"
+        redis_proc.kill()
+        redis_proc.wait(10)
+        during = [c.submit(spec)["id"] for _ in range(3)]  # stored; their sends fail
+        assert httpx.get(f"{s.url}/readyz").json()["checks"]["broker"] != "ok"
+        time.sleep(3)  # the failed sends are marked for the reconciler
+        redis_proc = spawn_redis(port, tmp_path)  # back, with nothing in it
+        for job_id in during:
+            done = c.wait(job_id, timeout=120)
+            assert done["status"] == "SUCCEEDED" and done["attempts"] == 1, done
+    finally:
+        s.stop()
+        redis_proc.terminate()
+        redis_proc.wait(10)
