@@ -77,6 +77,11 @@ class JobWriter(threading.Thread):
                 loop.call_soon_threadsafe(_resolve, done, self.dispatch)
             except RuntimeError:  # that loop is closed: nobody waits; the reconciler sends the jobs
                 log.warning("event loop closed; %d stored job(s) left to the reconciler", len(done))
+                stored = [o.id for _, o in done if not isinstance(o, BaseException)]
+                try:
+                    self.store.mark_unsent(stored)
+                except Exception:  # the periodic re-send still covers them, later
+                    log.exception("could not mark %d job(s) unsent", len(stored))
 
     def stop(self) -> None:
         self.queue.put(_STOP)
