@@ -68,9 +68,15 @@ def send_job(app: Celery, job_id: str, queue: str, producer: Any = None) -> None
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def _envelope(
-    task_id: str, body: str, argsrepr: str, queue: str, origin: str, reply_to: str, tag: str
-) -> str:
+def job_message(job_id: str, queue: str, *, origin: str, reply_to: str) -> bytes:
+    """The message `send_task(TASK, args=[job_id], queue=queue)` pushes onto a Redis list.
+
+    Celery's task protocol 2 in kombu's Redis envelope: base64 body, a fresh task id and delivery
+    tag, exchange "" (the queue is the list's key). tests/service/test_sender.py checks it against
+    what Celery itself pushes, so an upgrade that changes the format fails there, not in production.
+    """
+    task_id = str(uuid.uuid4())
+    body = base64.b64encode(json.dumps([[job_id], {}, _EMBED]).encode()).decode("ascii")
     return json.dumps(
         {
             "body": body,
@@ -89,7 +95,7 @@ def _envelope(
                 "timelimit": [None, None],
                 "root_id": task_id,
                 "parent_id": None,
-                "argsrepr": argsrepr,
+                "argsrepr": repr([job_id]),
                 "kwargsrepr": "{}",
                 "origin": origin,
                 "ignore_result": None,
@@ -104,46 +110,9 @@ def _envelope(
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": tag,
+                "delivery_tag": str(uuid.uuid4()),
             },
         }
-    )
-
-
-# the envelope once, as a format string: a message then costs two uuids, a base64 and a format
-_SLOTS = ("task_id", "body", "argsrepr", "queue", "origin", "reply_to", "tag")
-_TEMPLATE = (
-    _envelope(*(f"\x00{k}\x00" for k in _SLOTS))
-    .replace("{", "{{")
-    .replace("}", "}}")
-    .replace("\\u0000", "\x00")
-)
-for _k in _SLOTS:
-    _TEMPLATE = _TEMPLATE.replace(f"\x00{_k}\x00", "{" + _k + "}")
-
-
-def _js(s: str) -> str:
-    """`s` as the inside of a JSON string."""
-    return json.dumps(s)[1:-1]
-
-
-def job_message(job_id: str, queue: str, *, origin: str, reply_to: str) -> bytes:
-    """The message `send_task(TASK, args=[job_id], queue=queue)` pushes onto a Redis list.
-
-    Celery's task protocol 2 in kombu's Redis envelope: base64 body, a fresh task id and delivery
-    tag, exchange "" (the queue is the list's key). tests/unit/test_sender.py checks it against what
-    Celery itself pushes, so an upgrade that changes the format fails there, not in production.
-    """
-    task_id = str(uuid.uuid4())
-    body = json.dumps([[job_id], {}, _EMBED]).encode()
-    return _TEMPLATE.format(
-        task_id=task_id,
-        body=base64.b64encode(body).decode("ascii"),
-        argsrepr=_js(repr([job_id])),
-        queue=_js(queue),
-        origin=_js(origin),
-        reply_to=_js(reply_to),
-        tag=str(uuid.uuid4()),
     ).encode()
 
 
