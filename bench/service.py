@@ -71,17 +71,24 @@ class Procs:
             p.wait(30)
 
 
+PG_NAME = f"reprotrain_bench_{os.getpid()}"
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
+
+
+def drop_database() -> None:
+    psql(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+
+
 def database(kind: str, tmp: Path) -> str:
+    """A fresh database for this run; a PostgreSQL one is dropped when the run ends."""
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'bench.db'}"
-    name = f"reprotrain_bench_{os.getpid()}"
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"], check=True
-    )
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
-    )
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    drop_database()
+    psql(f"CREATE DATABASE {PG_NAME}")
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_NAME}"
 
 
 def hammer(url: str, seconds: float, clients: int) -> tuple[float, int]:
@@ -246,6 +253,8 @@ def main() -> None:
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        if args.db == "postgres":
+            drop_database()
     gen = "wrk" if shutil.which("wrk") else "Python threads (install wrk for a lighter load generator)"
     print(
         f"service benchmarks ({args.db}, Redis broker, {args.clients} connections, {os.cpu_count()} cores,"
