@@ -76,8 +76,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     REPROTRAIN_DATA_DIR=/var/lib/reprotrain \
     REPROTRAIN_ARTIFACTS_DIR=/var/lib/reprotrain/artifacts \
-    REPROTRAIN_JOBS_DIR=/var/lib/reprotrain/jobs \
-    PYTHONPATH=/opt/reprotrain
+    REPROTRAIN_JOBS_DIR=/var/lib/reprotrain/jobs
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The shared libraries the bookworm CPython build links against (Ubuntu 24.04 names). Versions come
 # from the Ubuntu archive at build time: the build facts record a digest of the dpkg list, so a
@@ -108,8 +107,6 @@ RUN pip install --no-cache-dir --only-binary=:all: --index-url "${TORCH_INDEX_UR
 COPY --from=wheel /wheels/ /tmp/wheels/
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/reprotrain-*.whl && rm -rf /tmp/wheels
 COPY --chmod=755 deploy/healthcheck.py /usr/local/bin/reprotrain-healthcheck
-# runnable examples (function mode: entrypoint examples.tiny_cnn:train)
-COPY examples/ examples/
 COPY deploy/build_facts.py /tmp/build_facts.py
 RUN python /tmp/build_facts.py --target worker --base-image "${CUDA_BASE}" --python-image "${PYTHON_BASE}" \
        --lock requirements.lock --lock requirements-image.lock --lock requirements-worker.lock \

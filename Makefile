@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)  ## create the virtualenv and install reprotrain with exact versions
 
 demo: $(STAMP)  ## run an example job, re-run it, print the verdict
-	$(BIN)/python -m examples.demo
+	$(BIN)/python -m reprotrain.examples.demo
 
 test: $(STAMP)  ## lint, then the whole test suite (GPU tests skip without CUDA)
 	$(BIN)/ruff check .

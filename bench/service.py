@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {
     "name": "bench",
-    "entrypoint": "bench.jobs:noop",
+    "entrypoint": "reprotrain.examples.noop:train",
     "seed": 1,
     "determinism": {"policy": "strict"},
     "device": "cpu",

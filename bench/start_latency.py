@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from reprotrain.job.launcher import ForkRunner, SpawnRunner
+from reprotrain.job.supervisor import execute
 from reprotrain.spec import parse_spec
-from worker.execute import execute
-from worker.launcher import ForkRunner, SpawnRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def measure(runner, n: int, policy: str, tmp: Path, tag: str) -> list[float]:
     spec = parse_spec(
         {
             "name": "noop",
-            "entrypoint": "bench.jobs:noop",
+            "entrypoint": "reprotrain.examples.noop:train",
             "seed": 1,
             "determinism": {"policy": policy},
             "device": "cpu",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from reprotrain.cli.output import format_result, format_verdict
 from reprotrain.compare import compare, state_file
+from reprotrain.job.launcher import ForkRunner
+from reprotrain.job.supervisor import execute
 from reprotrain.spec import load_spec
-from worker.execute import execute
-from worker.launcher import ForkRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Process helpers shared by the launcher side and the CLI."""
+"""Process helpers shared by the job launcher and the CLI."""
 
 from __future__ import annotations
 
@@ -37,3 +37,9 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return found
+
+
+def python_argv(python: str, module: str, *args: str) -> list[str]:
+    """`python -P -m module`: -P keeps the caller's working directory off sys.path, so a `worker.py`
+    or `reprotrain/` lying there can neither shadow our modules nor leak into every job's sys.path."""
+    return [python, "-P", "-m", module, *args]

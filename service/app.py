@@ -9,22 +9,22 @@ from typing import Any
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from reprotrain.service import errors
+from reprotrain.service.dispatch import make_dispatcher
+from reprotrain.service.maintenance import Maintenance
+from reprotrain.service.routes import router
+from reprotrain.service.writer import JobWriter
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
+from reprotrain.broker import create_celery
 from reprotrain.errors import ReprotrainError
 from reprotrain.result import Status
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
-from service import errors
-from service.dispatch import make_dispatcher
-from service.maintenance import Maintenance
-from service.routes import router
-from service.writer import JobWriter
-from worker.celery_app import create_celery
 
 DESCRIPTION = """Run PyTorch training jobs reproducibly, and prove it.
 

@@ -8,7 +8,7 @@ a slow or unreachable broker never stalls a submit.
 Two dispatchers with one interface (`submit` is called on the event loop, `aclose` at shutdown):
 
 - `LoopDispatcher`, for a `redis://` broker: publishes from the event loop with redis' asyncio
-  client, ready-made Celery messages (worker.celery_app.job_message). No thread: a thread that
+  client, ready-made Celery messages (reprotrain.broker.job_message). No thread: a thread that
   wakes per burst and competes for the GIL cost more CPU than the publish itself.
 - `Dispatcher`, for any other broker (the embedded filesystem one, AMQP): Celery's `send_task`
   from one thread, since kombu's publish blocks.
@@ -25,8 +25,8 @@ from typing import Any, Protocol
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
+from reprotrain.broker import JobSender, Messages, redis_broker, redis_options
 from reprotrain.store import Store
-from worker.celery_app import JobSender, Messages, redis_broker, redis_options
 
 log = logging.getLogger("reprotrain.api")
 MAX_BURST = 256

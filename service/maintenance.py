@@ -7,9 +7,9 @@ import threading
 
 from celery import Celery
 
+from reprotrain.broker import JobSender
 from reprotrain.settings import Settings
 from reprotrain.store import Store
-from worker.celery_app import JobSender
 
 log = logging.getLogger("reprotrain.maintenance")
 

@@ -10,15 +10,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
-
-from reprotrain.bundles import BundleTooLarge, store_bundle
-from reprotrain.errors import NotFound, SpecInvalid
-from reprotrain.spec import JobSpec, parse_spec
-from reprotrain.verdicts import job_verdict
-from service import jobs
-from service.auth import Authorized
-from service.schemas import (
+from reprotrain.service import jobs
+from reprotrain.service.auth import Authorized
+from reprotrain.service.schemas import (
     SPEC_EXAMPLE,
     ArtifactPublic,
     ArtifactsPublic,
@@ -29,6 +23,12 @@ from service.schemas import (
     JobsPublic,
     TracePublic,
 )
+from starlette.concurrency import run_in_threadpool
+
+from reprotrain.bundles import BundleTooLarge, store_bundle
+from reprotrain.errors import NotFound, SpecInvalid
+from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.verdicts import job_verdict
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
 router = APIRouter(prefix="/v1", responses=ERRORS)

@@ -12,7 +12,7 @@ from reprotrain.store.tables import JobRow
 
 SPEC_EXAMPLE = {
     "name": "mlp",
-    "entrypoint": "examples.mlp:train",
+    "entrypoint": "reprotrain.examples.mlp:train",
     "params": {"epochs": 3, "lr": 0.01},
     "seed": 1234,
     "determinism": {"policy": "strict"},

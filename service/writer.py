@@ -13,10 +13,11 @@ import queue
 import threading
 from typing import Any
 
+from reprotrain.service.dispatch import Dispatch
+
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
 from reprotrain.store.repo import NewJob
-from service.dispatch import Dispatch
 
 log = logging.getLogger("reprotrain.api")
 MAX_BATCH = 256

@@ -23,7 +23,7 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def fork_runner() -> Iterator[Any]:
-    from worker.launcher import ForkRunner
+    from reprotrain.job.launcher import ForkRunner
 
     with ForkRunner() as runner:
         yield runner
@@ -32,7 +32,7 @@ def fork_runner() -> Iterator[Any]:
 def base_spec(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "test",
-        "entrypoint": "examples.mlp:train",
+        "entrypoint": "reprotrain.examples.mlp:train",
         "params": {"epochs": 1, "samples": 128},
         "seed": 1234,
         "determinism": {"policy": "strict"},
@@ -46,8 +46,8 @@ def base_spec(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def run_job(fork_runner: Any, tmp_path: Path) -> Callable[..., Any]:
     """Run a spec dict through the real fork runner; returns (result, job_dir)."""
+    from reprotrain.job.supervisor import execute
     from reprotrain.spec import parse_spec
-    from worker.execute import execute
 
     def run(
         spec: dict[str, Any], *, runner: Any = None, code_dir: Path = ROOT, **kw: Any

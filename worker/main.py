@@ -1,4 +1,4 @@
-"""Worker entry point: `python -m worker.main` (or `celery -A worker.main worker`).
+"""Worker entry point: `python -m reprotrain.worker.main` (or `celery -A reprotrain.worker.main worker`).
 
 Runs one job at a time (solo pool: one worker process per GPU), consuming the queues in
 REPROTRAIN_QUEUES. Reads the environment here, at the edge, and nowhere else.
@@ -12,10 +12,10 @@ import sys
 
 from celery import Celery
 from celery.signals import worker_shutdown
+from reprotrain.worker.task import Runtime, handle, make_runtime
 
+from reprotrain.broker import TASK, create_celery
 from reprotrain.settings import Settings, load_settings
-from worker.celery_app import TASK, create_celery
-from worker.runjob import Runtime, handle, make_runtime
 
 
 def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:

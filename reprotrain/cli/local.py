@@ -55,8 +55,8 @@ def _load_run_spec(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.execute import execute
-    from worker.launcher import ForkRunner, SpawnRunner
+    from reprotrain.job.launcher import ForkRunner, SpawnRunner
+    from reprotrain.job.supervisor import execute
 
     spec = _load_run_spec(args)
     code = (

@@ -8,9 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from reprotrain.procs import die_with_parent
+from reprotrain.errors import LaunchError
+from reprotrain.procs import die_with_parent, python_argv
 from reprotrain.settings import Settings, load_settings
 
 
@@ -60,8 +64,8 @@ def settings_env(s: Settings) -> dict[str, str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from reprotrain.service.app import create_app
     from reprotrain.store.migrate import upgrade
-    from service.app import create_app
 
     settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,31 +76,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # which per-request garbage triggers often: a quarter of the API's CPU under load.
     gc.collect()
     gc.freeze()
-    worker = None
-    if not args.no_worker:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.main"],
-            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
-            env={**os.environ, **settings_env(settings)},
-        )
-    try:
-        uvicorn.run(
+    server = uvicorn.Server(
+        uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
         )
+    )
+    worker = (
+        None
+        if args.no_worker
+        else WorkerProcess(settings, on_exit=lambda: setattr(server, "should_exit", True))
+    )
+    try:
+        server.run()
     finally:
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
+    if worker is not None and worker.died:
+        raise LaunchError(
+            f"the worker exited with status {worker.returncode}; its last words:\n{worker.tail()}"
+        )
     return 0
+
+
+class WorkerProcess:
+    """The embedded worker: a child process whose death ends `serve` (a server with no worker
+    would accept jobs that never run). Its output is passed through, and its last lines kept."""
+
+    def __init__(self, settings: Settings, on_exit: Callable[[], None]) -> None:
+        self.proc = subprocess.Popen(
+            python_argv(sys.executable, "reprotrain.worker.main"),
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+            env={**os.environ, **settings_env(settings)},
+            stderr=subprocess.PIPE,
+        )
+        self.died = self.stopping = False
+        self.returncode: int | None = None
+        self._last: deque[str] = deque(maxlen=15)
+        self._on_exit = on_exit
+        threading.Thread(target=self._pump, name="worker-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace")
+            self._last.append(line.rstrip())
+            sys.stderr.write(line)
+        self.returncode = self.proc.wait()
+        if not self.stopping:
+            self.died = True
+            self._on_exit()
+
+    def tail(self) -> str:
+        return "\n".join(self._last) or "(no output)"
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.queues:
         os.environ["REPROTRAIN_QUEUES"] = args.queues
-    from worker.main import main
+    from reprotrain.worker.main import main
 
     main([])
     return 0

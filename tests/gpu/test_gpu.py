@@ -10,7 +10,7 @@ from tests.conftest import base_spec
 pytestmark = pytest.mark.gpu
 
 CNN = {
-    "entrypoint": "examples.tiny_cnn:train",
+    "entrypoint": "reprotrain.examples.tiny_cnn:train",
     "device": "cuda",
     "params": {"epochs": 2, "samples": 512, "workers": 2},
     "track": {"digest_every": 1},
@@ -19,7 +19,7 @@ CNN = {
 
 def op_spec(op: str, policy: str) -> dict:
     return base_spec(
-        entrypoint="examples.nondeterministic:train",
+        entrypoint="reprotrain.examples.nondeterministic:train",
         device="cuda",
         params={"mode": "op", "op": op, "steps": 4},
         determinism={"policy": policy},

@@ -26,8 +26,14 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("body", "expect"),
     [
-        ("entrypoint: examples.mlp:train\nseed: 1\nlearning_rate: 3\n", "learning_rate: unknown field"),
-        ("entrypoint: examples.mlp:train\nseed: -5\n", "seed: Input should be greater than or equal to 0"),
+        (
+            "entrypoint: reprotrain.examples.mlp:train\nseed: 1\nlearning_rate: 3\n",
+            "learning_rate: unknown field",
+        ),
+        (
+            "entrypoint: reprotrain.examples.mlp:train\nseed: -5\n",
+            "seed: Input should be greater than or equal to 0",
+        ),
         ("name: x\nseed: 1\n", "entrypoint: give exactly one of 'entrypoint' or 'command' (neither"),
         ("entrypoint: a:b\ncommand: [python, t.py]\nseed: 1\n", "(both are set)"),
         ("entrypoint: [unclosed\n", "is not valid YAML/JSON"),

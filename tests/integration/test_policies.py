@@ -5,8 +5,11 @@ from __future__ import annotations
 from reprotrain.compare import compare
 from tests.conftest import base_spec
 
-ALERT = {"entrypoint": "examples.nondeterministic:train", "params": {"mode": "op", "steps": 4}}
-PUT = {"entrypoint": "examples.nondeterministic:train", "params": {"mode": "op", "op": "put_", "steps": 4}}
+ALERT = {"entrypoint": "reprotrain.examples.nondeterministic:train", "params": {"mode": "op", "steps": 4}}
+PUT = {
+    "entrypoint": "reprotrain.examples.nondeterministic:train",
+    "params": {"mode": "op", "op": "put_", "steps": 4},
+}
 
 
 def test_strict_records_requested_and_effective_knobs(run_job) -> None:
@@ -83,6 +86,6 @@ def test_off_with_a_fork_server_is_as_random_as_a_fresh_interpreter(run_job) -> 
 
 def test_job_errors_are_captured(run_job) -> None:
     """An entrypoint that does not exist fails with a message naming it."""
-    r, _ = run_job(base_spec(entrypoint="examples.mlp:nope"))
+    r, _ = run_job(base_spec(entrypoint="reprotrain.examples.mlp:nope"))
     assert r.status == "FAILED"
-    assert "examples.mlp:nope" in r.error["message"]
+    assert "reprotrain.examples.mlp:nope" in r.error["message"]

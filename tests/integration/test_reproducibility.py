@@ -31,7 +31,8 @@ def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> Non
 def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
     """OS entropy added to one weight at step 6 is found at step 6, in that weight."""
     spec = base_spec(
-        entrypoint="examples.nondeterministic:train", params={"mode": "urandom", "noise_step": 6, "steps": 10}
+        entrypoint="reprotrain.examples.nondeterministic:train",
+        params={"mode": "urandom", "noise_step": 6, "steps": 10},
     )
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)
@@ -44,7 +45,7 @@ def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
 
 def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
     """A job forked from the torch-preloaded server and one in a new interpreter agree bit for bit."""
-    from worker.launcher import SpawnRunner
+    from reprotrain.job.launcher import SpawnRunner
 
     forked, f_dir = run_job(base_spec())
     spawned, s_dir = run_job(base_spec(), runner=SpawnRunner())
@@ -59,7 +60,9 @@ def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
 def test_dataloader_workers_reproduce_and_record_data_order(run_job) -> None:
     """A shuffling DataLoader with worker processes reproduces; each step carries its data digest."""
     spec = base_spec(
-        entrypoint="examples.tiny_cnn:train", params={"epochs": 1, "samples": 96}, track={"digest_every": 2}
+        entrypoint="reprotrain.examples.tiny_cnn:train",
+        params={"epochs": 1, "samples": 96},
+        track={"digest_every": 2},
     )
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)

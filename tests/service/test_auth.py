@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from reprotrain.service.app import create_app
 
 from reprotrain.errors import ReprotrainError
 from reprotrain.settings import Settings
 from reprotrain.store.migrate import upgrade
-from service.app import create_app
 
 
 class AppClient:

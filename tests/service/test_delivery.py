@@ -27,8 +27,8 @@ def redis_stack(redis_server, tmp_path_factory):
 
 
 def _celery_for(stack):
+    from reprotrain.broker import create_celery
     from reprotrain.settings import Settings
-    from worker.celery_app import create_celery
 
     return create_celery(
         Settings(
@@ -39,7 +39,7 @@ def _celery_for(stack):
 
 def test_duplicate_delivery_runs_the_job_once(redis_stack) -> None:
     """The same job id delivered three times: claimed once, run once, one attempt."""
-    from worker.celery_app import send_job
+    from reprotrain.broker import send_job
 
     c = redis_stack.client()
     job = c.submit(base_spec(name="dup", params={"epochs": 1, "samples": 32}))

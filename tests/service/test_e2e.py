@@ -36,7 +36,7 @@ def test_nondeterministic_rerun_diverges_at_its_step(stack) -> None:
     """A job adding OS entropy at step 4: its re-run is diverged at step 4 in 2.weight."""
     spec = base_spec(
         name="e2e-noise",
-        entrypoint="examples.nondeterministic:train",
+        entrypoint="reprotrain.examples.nondeterministic:train",
         params={"mode": "urandom", "noise_step": 4, "steps": 8},
     )
     c = stack.client()

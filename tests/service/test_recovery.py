@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 import redis
+from reprotrain.service.dispatch import LoopDispatcher
+from reprotrain.service.maintenance import maintain_once
 from sqlalchemy import update
 
+from reprotrain.broker import JobSender, create_celery
 from reprotrain.settings import Settings
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
 from reprotrain.store.repo import now
 from reprotrain.store.tables import JobRow
-from service.dispatch import LoopDispatcher
-from service.maintenance import maintain_once
 from tests.conftest import base_spec
 from tests.service.conftest import free_port, make_database
-from worker.celery_app import JobSender, create_celery
 
 
 @pytest.fixture

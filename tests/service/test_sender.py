@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from reprotrain.broker import JobSender, create_celery, send_job
 from reprotrain.settings import Settings
-from worker.celery_app import JobSender, create_celery, send_job
 
 # fields that are fresh per message (ids) or per process (origin, reply_to)
 VARYING = {

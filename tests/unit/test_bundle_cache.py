@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from worker.runjob import prune_bundle_cache
+from reprotrain.worker.task import prune_bundle_cache
 
 
 def _bundle(cache: Path, name: str, size: int, age_s: float) -> Path:

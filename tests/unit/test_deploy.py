@@ -219,7 +219,8 @@ def test_fingerprint_records_build_facts(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import json, worker.fingerprint; print(json.dumps(worker.fingerprint.static_facts()['image']))",
+            "import json; from reprotrain.job import fingerprint as f; "
+            "print(json.dumps(f.static_facts()['image']))",
         ],
         check=True,
         capture_output=True,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reprotrain.worker.task import LogShipper
+
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
 from tests.conftest import base_spec
-from worker.runjob import LogShipper
 
 
 def _store(tmp_path: Path) -> Store:

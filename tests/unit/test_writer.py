@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from reprotrain.service.writer import JobWriter
 
 from reprotrain.errors import ReprotrainError
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
-from service.writer import JobWriter
 from tests.conftest import base_spec
 
 

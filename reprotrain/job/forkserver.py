@@ -37,11 +37,11 @@ def preload() -> None:
     import torch.optim
     import torch.utils.data  # noqa: F401
 
-    import reprotrain.train.apply
-    import reprotrain.train.context
-    import reprotrain.train.digest  # noqa: F401
-    import worker.jobproc  # noqa: F401
-    from worker import fingerprint
+    import reprotrain.job.apply
+    import reprotrain.job.context
+    import reprotrain.job.digest
+    import reprotrain.job.process  # noqa: F401
+    from reprotrain.job import fingerprint
 
     fingerprint.static_facts()
 
@@ -115,10 +115,10 @@ class Server:
             for conn in self.jobs.values():
                 if conn is not None:
                     conn.close()
-            from worker import jobproc
-            from worker.request import LaunchRequest
+            from reprotrain.job import process
+            from reprotrain.job.request import LaunchRequest
 
-            code = jobproc.run(LaunchRequest.model_validate(request))
+            code = process.run(LaunchRequest.model_validate(request))
         except BaseException:  # noqa: BLE001 - never return into the server's loop
             import traceback
 

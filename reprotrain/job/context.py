@@ -14,8 +14,8 @@ from blake3 import blake3
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from reprotrain.hashing import digest_bytes
+from reprotrain.job.digest import model_state, optimizer_state, state_digests
 from reprotrain.report import EventWriter, encode_metrics
-from reprotrain.train.digest import model_state, optimizer_state, state_digests
 
 
 def derive_seed(seed: int, *labels: object) -> int:

@@ -20,11 +20,11 @@ from reprotrain import files
 from reprotrain.errors import InputError, LaunchError
 from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import digest_inputs
+from reprotrain.job.launcher import JobHandle
+from reprotrain.job.request import JobFiles, LaunchRequest
 from reprotrain.report import read_events
 from reprotrain.result import Result, Status
 from reprotrain.spec import JobSpec
-from worker.launcher import JobHandle
-from worker.request import JobFiles, LaunchRequest
 
 POLL_S = 0.2  # how often cancel and timeout are checked; exits wake at once
 CANCEL_GRACE_S = 10.0

@@ -20,13 +20,13 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
+from reprotrain.job.request import JobFiles
+from reprotrain.job.supervisor import execute
 from reprotrain.result import Result, Status
 from reprotrain.settings import Settings
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.store import Store
 from reprotrain.verdicts import rerun_verdict
-from worker.execute import execute
-from worker.request import JobFiles
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -42,7 +42,7 @@ class Runtime:
 
     def get_runner(self) -> Any:
         if self.runner is None:
-            from worker.launcher import ForkRunner
+            from reprotrain.job.launcher import ForkRunner
 
             self.runner = ForkRunner()
         return self.runner

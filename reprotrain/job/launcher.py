@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 from reprotrain.errors import LaunchError
+from reprotrain.job.request import JobFiles, LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
-from worker.request import JobFiles, LaunchRequest
+from reprotrain.procs import python_argv
 
 SERVER_START_TIMEOUT_S = 120
 
@@ -29,8 +30,6 @@ SERVER_START_TIMEOUT_S = 120
 def _python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONHASHSEED"] = PYTHON_HASH_SEED
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -96,8 +95,9 @@ class ForkRunner:
         self.sock_path = os.path.join(self._dir, "fork.sock")
         self._log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [python, "-m", "worker.forkserver", self.sock_path],
+            python_argv(python, "reprotrain.job.forkserver", self.sock_path),
             env=_python_env(),
+            cwd=self._dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -177,8 +177,9 @@ class SpawnRunner:
         if not path.exists():
             path.write_text(req.model_dump_json())
         proc = subprocess.Popen(
-            [self.python, "-m", "worker.jobproc", str(path)],
+            python_argv(self.python, "reprotrain.job.process", str(path)),
             env=_python_env(),
+            cwd=req.dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 """The job process: applies the policy, runs the user's code, writes what it measured.
 
 Runs in a child forked from the fork server (or, for comparison, in a fresh interpreter via
-``python -m worker.jobproc REQUEST``). Phases: prepare → apply → run → collect.
+``python -m reprotrain.job.process REQUEST``). Phases: prepare → apply → run → collect.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from reprotrain.job.request import JobFiles, LaunchRequest
 from reprotrain.policy import Knobs, resolve
 from reprotrain.procs import become_subreaper
 from reprotrain.report import EVENTS_ENV, EventWriter, encode_metrics
 from reprotrain.spec import JobSpec, parse_spec
-from worker.request import JobFiles, LaunchRequest
 
 PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
 KNOBS_ENV = "REPROTRAIN_KNOBS"
@@ -51,8 +51,9 @@ def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
 
 def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> dict[str, str]:
     boot = _write_boot(req.dir / JobFiles.BOOT)
-    here = str(Path(__file__).resolve().parents[1])  # where reprotrain and worker live
-    paths = [boot, *([req.code_dir] if req.code_dir else []), str(req.workspace), here]
+    # reprotrain itself is importable from the interpreter's own site-packages, never from a path
+    # entry of ours: a job's own `worker`, `service` or `examples` must be the job's
+    paths = [boot, *([req.code_dir] if req.code_dir else []), str(req.workspace)]
     old = os.environ.get("PYTHONPATH")
     env = {
         **knobs.env(),
@@ -73,7 +74,7 @@ def _write_boot(boot: Path) -> str:
     """A sitecustomize that applies the policy at the start of every Python process of the job."""
     boot.mkdir(parents=True, exist_ok=True)
     (boot / "sitecustomize.py").write_text(
-        "import reprotrain.train.boot as _rt_boot\n_rt_boot.boot(__file__)\n"
+        "import reprotrain.job.boot as _rt_boot\n_rt_boot.boot(__file__)\n"
     )
     return str(boot)
 
@@ -82,7 +83,7 @@ def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
     """Apply every knob in this process; returns the torch device the job runs on."""
     import torch
 
-    from reprotrain.train.apply import apply_all, record_nondeterministic_warnings
+    from reprotrain.job.apply import apply_all, record_nondeterministic_warnings
 
     apply_all(knobs, spec.seed)
     if knobs.deterministic_algorithms == "warn":
@@ -98,7 +99,7 @@ def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
 def run_function(
     req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, events: EventWriter, child: dict[str, Any]
 ) -> Any:
-    from reprotrain.train.context import Context
+    from reprotrain.job.context import Context
 
     for p in (req.code_dir, str(req.workspace)):
         if p and p not in sys.path:
@@ -177,9 +178,9 @@ def collect(
     req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: Any, child: dict[str, Any]
 ) -> None:
     """Digests of tracked state, effective settings and fingerprint into the child record."""
-    from reprotrain.train.apply import effective
-    from reprotrain.train.digest import model_state, save_state_file
-    from worker import fingerprint
+    from reprotrain.job import fingerprint
+    from reprotrain.job.apply import effective
+    from reprotrain.job.digest import model_state, save_state_file
 
     eff = effective()
     child["determinism"] = {"policy": knobs.policy, "requested": knobs.model_dump(), "effective": eff}
@@ -236,7 +237,7 @@ def run(req: LaunchRequest) -> int:
 
 
 def _error(e: BaseException) -> dict[str, Any]:
-    from reprotrain.train.apply import nondeterministic_op
+    from reprotrain.job.apply import nondeterministic_op
 
     message = str(e) or type(e).__name__
     if isinstance(e, SystemExit):
@@ -251,7 +252,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Fresh-interpreter entry: ``python -m worker.jobproc JOB_DIR/request.json``."""
+    """Fresh-interpreter entry: ``python -m reprotrain.job.process JOB_DIR/request.json``."""
     args = sys.argv[1:] if argv is None else argv
     req = LaunchRequest.model_validate_json(Path(args[0]).read_text())
     return run(req)

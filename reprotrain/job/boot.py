@@ -71,7 +71,7 @@ def boot(here: str) -> None:
 
 
 def install(knobs: Knobs, seed: int | None) -> None:
-    from reprotrain.train import apply
+    from reprotrain.job import apply
 
     apply.apply_env(knobs)
     seeding = knobs.seed_rngs and seed is not None
