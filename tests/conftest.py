@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -27,20 +27,6 @@ def fork_runner() -> Iterator[Any]:
 
     with ForkRunner() as runner:
         yield runner
-
-
-def base_spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": "test",
-        "entrypoint": "reprotrain.examples.mlp:train",
-        "params": {"epochs": 1, "samples": 128},
-        "seed": 1234,
-        "determinism": {"policy": "strict"},
-        "device": "cpu",
-        "track": {"digest_every": 1},
-    }
-    spec.update(overrides)
-    return spec
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reprotrain.compare import compare, state_file
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 pytestmark = pytest.mark.gpu
 

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 SLEEPER = """
 import os, subprocess, time

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reprotrain.compare import compare
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 ALERT = {"entrypoint": "reprotrain.examples.nondeterministic:train", "params": {"mode": "op", "steps": 4}}
 PUT = {

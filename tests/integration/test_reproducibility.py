@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reprotrain.compare import compare, state_file
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 
 def test_same_spec_twice_is_identical(run_job) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from reprotrain.compare import compare, state_file
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SCRIPT_DIR = ROOT / "examples" / "script"
 

@@ -1,4 +1,4 @@
-"""Real servers for service tests: redis-server, PostgreSQL, uvicorn and Celery worker processes.
+"""Real servers for service tests: redis-server and PostgreSQL, and a stack on each database.
 
 Where redis-server or PostgreSQL cannot be reached the affected tests skip with the reason,
 except under CI=true, where they fail.
@@ -6,78 +6,21 @@ except under CI=true, where they fail.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from reprotrain.bundles import make_bundle
-from reprotrain.client import Client
-from tests.conftest import ROOT
-
-PG_ADMIN = os.environ.get("REPROTRAIN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
-
-
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen[bytes]
-    dbs: int = 0
-
-    def url(self) -> str:
-        self.dbs += 1
-        return f"redis://127.0.0.1:{self.port}/{self.dbs}"
-
-
-def spawn_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """A redis-server of our own on `port`, keeping nothing on disk; returns once it answers."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        unavailable("redis-server is not installed")
-    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*argv, "--dir", str(workdir), "--databases", "64"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    wait_for(lambda: redis.Redis(port=port).ping(), 10, "redis-server")
-    return proc
+from tests.helpers import (
+    PG_ADMIN,
+    RedisServer,
+    Stack,
+    free_port,
+    make_database,
+    spawn_redis,
+    start_stack,
+    unavailable,
+)
 
 
 @pytest.fixture(scope="session")
@@ -104,118 +47,6 @@ def postgres_admin() -> Iterator[Any]:
     engine.dispose()
 
 
-def make_database(backend: str, tmp: Path, request: pytest.FixtureRequest) -> str:
-    """A fresh database for one stack: a SQLite file, or a PostgreSQL database dropped afterwards."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / 'reprotrain.db'}"
-    from sqlalchemy import text
-
-    admin = request.getfixturevalue("postgres_admin")
-    name = f"reprotrain_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    request.addfinalizer(drop)
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-@dataclass
-class Stack:
-    """A running API and worker(s) sharing one database, broker and data directory."""
-
-    env: dict[str, str]
-    url: str
-    api: subprocess.Popen[bytes]
-    logs: Path
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    files: list[Any] = field(default_factory=list)
-
-    clients: dict[str | None, Client] = field(default_factory=dict)
-
-    def client(self, token: str | None = None) -> Client:
-        if token not in self.clients:
-            self.clients[token] = Client(self.url, token)
-        return self.clients[token]
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
-        self.files.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reprotrain.cli", "worker"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.workers.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for p in [*self.workers, self.api]:
-            if p.poll() is None:
-                p.terminate()
-        for p in [*self.workers, self.api]:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for f in self.files:
-            f.close()
-        for c in self.clients.values():
-            c.close()
-
-
-def start_stack(
-    tmp: Path, db_url: str, broker_url: str | None, workers: int = 1, extra_env: dict[str, str] | None = None
-) -> Stack:
-    port = free_port()
-    env = {
-        **os.environ,
-        "REPROTRAIN_DATA_DIR": str(tmp / "data"),
-        "REPROTRAIN_DATABASE_URL": db_url,
-        "REPROTRAIN_PORT": str(port),
-        "REPROTRAIN_MAINTENANCE_S": "0.5",
-        "REPROTRAIN_LEASE_S": "4",
-        "REPROTRAIN_HEARTBEAT_S": "0.5",
-        "REPROTRAIN_RESEND_AFTER_S": "3",
-        **(extra_env or {}),
-    }
-    env.pop("REPROTRAIN_BROKER_URL", None)
-    if broker_url:
-        env["REPROTRAIN_BROKER_URL"] = broker_url
-    logs = tmp / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "reprotrain.cli", "db", "upgrade"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    api_log = open(logs / "api.log", "wb")  # noqa: SIM115
-    api = subprocess.Popen(
-        [sys.executable, "-m", "reprotrain.cli", "api"],
-        env=env,
-        cwd=ROOT,
-        stdout=api_log,
-        stderr=subprocess.STDOUT,
-    )
-    stack = Stack(env=env, url=f"http://127.0.0.1:{port}", api=api, logs=logs, files=[api_log])
-    for _ in range(workers):
-        stack.start_worker()
-    try:
-        wait_for(lambda: httpx.get(f"{stack.url}/readyz").status_code == 200, 60, "API")
-    except TimeoutError:
-        stack.stop()
-        raise AssertionError((logs / "api.log").read_text()[-3000:]) from None
-    return stack
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(
     request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
@@ -225,18 +56,3 @@ def stack(
     s = start_stack(tmp, make_database(request.param, tmp, request), redis_server.url())
     yield s
     s.stop()
-
-
-def submit_script(client: Client, code_dir: Path, name: str, script: str) -> dict[str, Any]:
-    """Upload code_dir as a bundle and submit `python script` from it under the seeded policy."""
-    digest = client.upload_bundle(make_bundle(code_dir))["digest"]
-    return client.submit(
-        {
-            "name": name,
-            "command": ["python", script],
-            "bundle": digest,
-            "seed": 1,
-            "determinism": {"policy": "seeded"},
-            "device": "cpu",
-        }
-    )

@@ -11,8 +11,7 @@ import pytest
 
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
-from tests.conftest import base_spec
-from tests.service.conftest import free_port, spawn_redis, start_stack, submit_script, wait_for
+from tests.helpers import base_spec, free_port, spawn_redis, start_stack, submit_script, wait_for
 
 SLOW = "import time\nprint('working', flush=True)\ntime.sleep({s})\nopen('done.txt', 'w').write('ok')\n"
 

@@ -11,8 +11,7 @@ import pytest
 
 from reprotrain.bundles import make_bundle
 from reprotrain.client import ApiError
-from tests.conftest import ROOT, base_spec
-from tests.service.conftest import submit_script
+from tests.helpers import ROOT, base_spec, submit_script
 
 TIMEOUT = 180
 

@@ -7,7 +7,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from tests.service.conftest import start_stack  # noqa: E402
+from tests.helpers import start_stack  # noqa: E402
 
 
 @schemathesis.serializer("application/gzip")

@@ -20,8 +20,7 @@ from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
 from reprotrain.store.repo import now
 from reprotrain.store.tables import JobRow
-from tests.conftest import base_spec
-from tests.service.conftest import free_port, make_database
+from tests.helpers import base_spec, free_port, make_database
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from reprotrain.worker.task import LogShipper
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 
 def _store(tmp_path: Path) -> Store:

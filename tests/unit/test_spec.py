@@ -6,7 +6,7 @@ import pytest
 
 from reprotrain.errors import SpecInvalid
 from reprotrain.spec import MAX_SEED, load_spec, loads_spec, parse_spec
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 
 def test_valid_spec_fills_defaults() -> None:

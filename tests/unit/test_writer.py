@@ -12,7 +12,7 @@ from reprotrain.errors import ReprotrainError
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
-from tests.conftest import base_spec
+from tests.helpers import base_spec
 
 
 class RecordingDispatch:
