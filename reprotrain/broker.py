@@ -1,7 +1,15 @@
-"""The Celery app factory, shared by the API (to send) and the workers (to run).
+"""The broker, for both edges: the API sends job ids through it, workers consume them.
 
-Delivery settings follow DESIGN: late acks, re-delivery when a worker dies, one message at a time,
-JSON only. The database, not the broker, says what a job is: the task carries only its id.
+Delivery settings: late acks, re-delivery when a worker dies, one message at a time, JSON only.
+The database, not the broker, says what a job is: the task carries only its id.
+
+Senders share one interface, `Broker` (send a burst, say how deep a queue is, close), as
+dramatiq's brokers do:
+
+    RedisBroker   `redis://`: LPUSHes Celery's own message format, built here (a burst is one
+                  pipeline); also publishes from an event loop (`asend`)
+    CeleryBroker  any other kombu transport (the embedded filesystem one, AMQP): `send_task`
+    StubBroker    in memory, for unit tests: what was sent, by queue
 """
 
 from __future__ import annotations
@@ -10,15 +18,15 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
 
 from reprotrain.settings import Settings
+from reprotrain.wire import TASK
 
-TASK = "reprotrain.run_job"
 log = logging.getLogger("reprotrain.api")
 
 
@@ -60,8 +68,9 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, job_id: str, queue: str, producer: Any = None) -> None:
-    app.send_task(TASK, args=[job_id], queue=queue, producer=producer)
+def consume(app: Celery, handler: Callable[[str], str]) -> None:
+    """Register `handler(job_id) -> outcome` as the task a worker runs for each delivered job id."""
+    app.task(name=TASK)(handler)
 
 
 # Celery's embed part of a protocol-2 body (no callbacks, chains or chords)
@@ -116,12 +125,6 @@ def job_message(job_id: str, queue: str, *, origin: str, reply_to: str) -> bytes
     ).encode()
 
 
-def redis_broker(app: Celery) -> str | None:
-    """The broker URL when it is plain `redis://` (the fast path), else None."""
-    url = str(app.conf.broker_url or "")
-    return url if url.startswith("redis://") else None
-
-
 def redis_options() -> dict[str, Any]:
     """Client options for the fast path: bounded waits, a few retries (a retry may duplicate)."""
     import redis
@@ -134,6 +137,18 @@ def redis_options() -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), 3),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
+
+
+class Broker(Protocol):
+    """Sends (job id, queue) pairs to workers; one instance per thread."""
+
+    def send(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Send a burst; raises if the broker did not take it (a retry may duplicate)."""
+
+    def queue_depth(self, queue: str) -> int | None:
+        """Messages waiting in `queue`, where the broker can tell cheaply; else None."""
+
+    def close(self) -> None: ...
 
 
 class Messages:
@@ -152,54 +167,110 @@ class Messages:
         return out
 
 
-class JobSender:
-    """Sends job ids to worker queues from a thread, a burst at a time; one instance per thread.
+class RedisBroker:
+    """A `redis://` broker: a burst is one pipeline of LPUSHes of ready-made Celery messages.
 
-    On a `redis://` broker a burst is one pipeline of LPUSHes of ready-made messages: kombu's
-    per-message publish path (entity binding, declare cache, envelope building) cost a third of
-    the API's CPU per submit, against ~15 µs here. Other brokers (the embedded filesystem one,
-    AMQP) go through `send_task` on one long-lived producer.
+    kombu's per-message publish path (entity binding, declare cache, envelope building) cost a
+    third of the API's CPU per submit, against ~15 µs here. tests/service/test_sender.py checks the
+    message against what Celery's own `send_task` pushes.
     """
+
+    def __init__(self, app: Celery) -> None:
+        import redis
+
+        self.url = str(app.conf.broker_url)
+        self.messages = Messages(app)
+        self._redis = redis.Redis.from_url(self.url, **redis_options())
+        self._aredis: Any = None
+
+    def send(self, jobs: Sequence[tuple[str, str]]) -> None:
+        if not jobs:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for queue, msgs in self.messages.by_queue(jobs).items():
+            pipe.lpush(queue, *msgs)
+        pipe.execute()
+
+    async def asend(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """`send` from an event loop, with redis' asyncio client (no thread hop)."""
+        if self._aredis is None:
+            import redis.asyncio
+
+            self._aredis = redis.asyncio.Redis.from_url(self.url, **redis_options())
+        async with self._aredis.pipeline(transaction=False) as pipe:
+            for queue, msgs in self.messages.by_queue(jobs).items():
+                pipe.lpush(queue, *msgs)
+            await pipe.execute()
+
+    def queue_depth(self, queue: str) -> int | None:
+        return int(self._redis.llen(queue))
+
+    def close(self) -> None:
+        self._redis.close()
+
+    async def aclose(self) -> None:
+        if self._aredis is not None:
+            await self._aredis.aclose()
+
+
+class CeleryBroker:
+    """Any other kombu transport: `send_task` on one long-lived producer (kombu's publish blocks)."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
         self._producer: Any = None
-        self._redis: Any = None
-        if url := redis_broker(app):
-            import redis
-
-            self._redis = redis.Redis.from_url(url, **redis_options())
-            self._messages = Messages(app)
 
     def send(self, jobs: Sequence[tuple[str, str]]) -> None:
-        """Send (job id, queue) pairs; raises if the broker did not take them (a retry may duplicate)."""
         if not jobs:
-            return
-        if self._redis is not None:
-            pipe = self._redis.pipeline(transaction=False)
-            for queue, msgs in self._messages.by_queue(jobs).items():
-                pipe.lpush(queue, *msgs)
-            pipe.execute()
             return
         try:
             if self._producer is None:  # acquiring a producer costs more than a publish
                 self._producer = self.app.producer_pool.acquire(block=True)
             for job_id, queue in jobs:
-                send_job(self.app, job_id, queue, producer=self._producer)
+                send_task(self.app, job_id, queue, producer=self._producer)
         except Exception:
-            self._release()
+            self.close()
             raise
 
     def queue_depth(self, queue: str) -> int | None:
-        """Messages waiting in `queue`, where the broker can tell cheaply (Redis); else None."""
-        return int(self._redis.llen(queue)) if self._redis is not None else None
+        return None
 
-    def _release(self) -> None:
+    def close(self) -> None:
         if self._producer is not None:
             self._producer.release()
             self._producer = None
 
+
+class StubBroker:
+    """In memory, for unit tests: `sent[queue]` lists job ids in order; `fail` makes sends raise."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[str]] = {}
+        self.fail: Exception | None = None
+        self.closed = False
+
+    def send(self, jobs: Sequence[tuple[str, str]]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        for job_id, queue in jobs:
+            self.sent.setdefault(queue, []).append(job_id)
+
+    def queue_depth(self, queue: str) -> int | None:
+        return len(self.sent.get(queue, []))
+
     def close(self) -> None:
-        self._release()
-        if self._redis is not None:
-            self._redis.close()
+        self.closed = True
+
+
+def send_task(app: Celery, job_id: str, queue: str, producer: Any = None) -> None:
+    """Celery's own publish of one job id (what the fast path's messages are checked against)."""
+    app.send_task(TASK, args=[job_id], queue=queue, producer=producer)
+
+
+def is_redis(app: Celery) -> bool:
+    return str(app.conf.broker_url or "").startswith("redis://")
+
+
+def open_broker(app: Celery) -> RedisBroker | CeleryBroker:
+    """The sender for this app's broker URL."""
+    return RedisBroker(app) if is_redis(app) else CeleryBroker(app)

@@ -15,8 +15,7 @@ from typing import Any
 
 from reprotrain.errors import ResultInvalid
 from reprotrain.hashing import encode_metric
-
-EVENTS_ENV = "REPROTRAIN_EVENTS"
+from reprotrain.wire import JobEnv
 
 
 class EventWriter:
@@ -42,7 +41,7 @@ _writer_pid: int | None = None
 
 def _default_writer() -> EventWriter | None:
     global _writer, _writer_pid
-    path = os.environ.get(EVENTS_ENV)
+    path = os.environ.get(JobEnv.EVENTS)
     if not path:
         return None
     if _writer is None or _writer_pid != os.getpid():  # a forked process opens its own

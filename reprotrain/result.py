@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reprotrain.errors import ResultInvalid
 from reprotrain.hashing import HASH_NAME
-
-RESULT_FILE = "result.json"
+from reprotrain.wire import JobFiles
 
 
 class Status(StrEnum):
@@ -72,7 +71,7 @@ class Result(BaseModel):
 
     def save(self, job_dir: Path) -> Path:
         """Write result.json atomically (temporary name, then rename)."""
-        path = job_dir / RESULT_FILE
+        path = job_dir / JobFiles.RESULT
         tmp = path.with_suffix(".tmp")
         tmp.write_text(self.model_dump_json(indent=1))
         tmp.replace(path)
@@ -83,7 +82,7 @@ def load_result(path: str | Path) -> tuple[Result, Path]:
     """A result and its job directory, from result.json or the directory holding it."""
     p = Path(path)
     if p.is_dir():
-        p = p / RESULT_FILE
+        p = p / JobFiles.RESULT
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -9,8 +9,7 @@ from reprotrain.artifacts import ArtifactStore
 from reprotrain.compare import compare
 from reprotrain.result import Result
 from reprotrain.store import Store
-
-STATE_ARTIFACT = "_job/state/model.safetensors"
+from reprotrain.wire import STATE_ARTIFACT
 
 
 def state_path(store: Store, artifacts: ArtifactStore, job_id: str) -> Path | None:

@@ -9,19 +9,19 @@ from typing import Any
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from reprotrain.service import errors
-from reprotrain.service.dispatch import make_dispatcher
-from reprotrain.service.maintenance import Maintenance
-from reprotrain.service.routes import router
-from reprotrain.service.writer import JobWriter
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
-from reprotrain.broker import create_celery
+from reprotrain.broker import create_celery, open_broker
 from reprotrain.errors import ReprotrainError
 from reprotrain.result import Status
+from reprotrain.service import errors
+from reprotrain.service.dispatch import make_dispatcher
+from reprotrain.service.maintenance import Maintenance
+from reprotrain.service.routes import router
+from reprotrain.service.writer import JobWriter
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
@@ -41,7 +41,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loop = Maintenance(app.state.store, app.state.celery, settings) if maintenance else None
+        broker = lambda: open_broker(app.state.celery)  # noqa: E731 - one per maintenance thread
+        loop = Maintenance(app.state.store, broker, settings) if maintenance else None
         if loop is not None:
             loop.start()
         yield
@@ -56,7 +57,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
-    app.state.dispatch = make_dispatcher(app.state.celery, app.state.store)
+    app.state.dispatch = make_dispatcher(open_broker(app.state.celery), app.state.store)
     app.state.dispatch.start()
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
     app.state.writer.start()

@@ -1,17 +1,16 @@
 """Sending job ids to the broker off the request path.
 
-A submit returns once the job row is committed (the durable point: DESIGN's "the database is the
-source of truth"); its id is then handed here and published in a burst with whatever else was
+A submit returns once the job row is committed (the durable point: the database, not the broker,
+is the source of truth); its id is then handed here and published in a burst with whatever else was
 committed meanwhile. If the process dies first, the reconciler re-sends the still-QUEUED job. So
 a slow or unreachable broker never stalls a submit.
 
 Two dispatchers with one interface (`submit` is called on the event loop, `aclose` at shutdown):
 
-- `LoopDispatcher`, for a `redis://` broker: publishes from the event loop with redis' asyncio
-  client, ready-made Celery messages (reprotrain.broker.job_message). No thread: a thread that
-  wakes per burst and competes for the GIL cost more CPU than the publish itself.
-- `Dispatcher`, for any other broker (the embedded filesystem one, AMQP): Celery's `send_task`
-  from one thread, since kombu's publish blocks.
+- `LoopDispatcher`, for a broker that can publish from the event loop (`RedisBroker.asend`). No
+  thread: a thread that wakes per burst and competes for the GIL cost more CPU than the publish.
+- `Dispatcher`, for any other broker (the embedded filesystem one, AMQP): `Broker.send` from one
+  thread, since kombu's publish blocks.
 """
 
 from __future__ import annotations
@@ -20,12 +19,11 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
-from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from reprotrain.broker import JobSender, Messages, redis_broker, redis_options
+from reprotrain.broker import Broker, RedisBroker
 from reprotrain.store import Store
 
 log = logging.getLogger("reprotrain.api")
@@ -39,8 +37,8 @@ class Dispatch(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_dispatcher(celery: Celery, store: Store) -> Dispatch:
-    return LoopDispatcher(celery, store) if redis_broker(celery) else Dispatcher(celery, store)
+def make_dispatcher(broker: Broker, store: Store) -> Dispatch:
+    return LoopDispatcher(broker, store) if isinstance(broker, RedisBroker) else Dispatcher(broker, store)
 
 
 def _unsent(store: Store, burst: list[tuple[str, str]]) -> None:
@@ -54,12 +52,10 @@ def _unsent(store: Store, burst: list[tuple[str, str]]) -> None:
 class LoopDispatcher:
     """Publishes on the event loop that calls `submit`; one publish in flight, the next burst waits."""
 
-    def __init__(self, celery: Celery, store: Store) -> None:
-        self.url, self.store = redis_broker(celery), store
-        self.messages = Messages(celery)
+    def __init__(self, broker: RedisBroker, store: Store) -> None:
+        self.broker, self.store = broker, store
         self._pending: list[tuple[str, str]] = []
         self._task: asyncio.Task[None] | None = None
-        self._redis: Any = None
 
     def start(self) -> None:
         pass
@@ -74,37 +70,27 @@ class LoopDispatcher:
             while self._pending:
                 burst, self._pending = self._pending[:MAX_BURST], self._pending[MAX_BURST:]
                 try:
-                    await self._publish(burst)
+                    await self.broker.asend(burst)
                 except Exception:
                     log.exception(SEND_FAILED, len(burst))
                     await run_in_threadpool(_unsent, self.store, burst)
         finally:
             self._task = None
 
-    async def _publish(self, burst: list[tuple[str, str]]) -> None:
-        if self._redis is None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.Redis.from_url(self.url, **redis_options())
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for q, msgs in self.messages.by_queue(burst).items():
-                pipe.lpush(q, *msgs)
-            await pipe.execute()
-
     async def aclose(self) -> None:
         """Send what is pending, then close the connection."""
         if self._task is not None:
             await asyncio.wait_for(asyncio.shield(self._task), 30)
-        if self._redis is not None:
-            await self._redis.aclose()
+        await self.broker.aclose()
+        self.broker.close()
 
 
 class Dispatcher(threading.Thread):
-    """Publishes through Celery from one thread; `submit` may be called from any thread."""
+    """Publishes from one thread; `submit` may be called from any thread."""
 
-    def __init__(self, celery: Celery, store: Store) -> None:
+    def __init__(self, broker: Broker, store: Store) -> None:
         super().__init__(name="reprotrain-dispatch", daemon=True)
-        self.celery, self.store = celery, store
+        self.broker, self.store = broker, store
         self.queue: queue.Queue[list[tuple[str, str]] | None] = queue.Queue()
 
     def submit(self, jobs: list[tuple[str, str]]) -> None:
@@ -113,7 +99,6 @@ class Dispatcher(threading.Thread):
             self.queue.put(jobs)
 
     def run(self) -> None:
-        sender = JobSender(self.celery)
         stopping = False
         while not stopping:
             burst: list[tuple[str, str]] = []
@@ -127,11 +112,11 @@ class Dispatcher(threading.Thread):
                     break
                 item = self.queue.get_nowait()
             try:
-                sender.send(burst)
+                self.broker.send(burst)
             except Exception:
                 log.exception(SEND_FAILED, len(burst))
                 _unsent(self.store, burst)
-        sender.close()
+        self.broker.close()
 
     def stop(self) -> None:
         """Send what is queued, then end."""

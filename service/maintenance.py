@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
-from celery import Celery
-
-from reprotrain.broker import JobSender
+from reprotrain.broker import Broker
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 
 log = logging.getLogger("reprotrain.maintenance")
 
 
-def maintain_once(store: Store, sender: JobSender, settings: Settings) -> dict[str, list[str]]:
+def maintain_once(store: Store, sender: Broker, settings: Settings) -> dict[str, list[str]]:
     """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost.
 
     A job sent long ago whose queue still holds messages is waiting behind a backlog, not lost:
@@ -42,13 +41,13 @@ def maintain_once(store: Store, sender: JobSender, settings: Settings) -> dict[s
 
 
 class Maintenance(threading.Thread):
-    def __init__(self, store: Store, celery: Celery, settings: Settings) -> None:
+    def __init__(self, store: Store, open_broker: Callable[[], Broker], settings: Settings) -> None:
         super().__init__(name="reprotrain-maintenance", daemon=True)
-        self.store, self.celery, self.settings = store, celery, settings
+        self.store, self.open_broker, self.settings = store, open_broker, settings
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        sender = JobSender(self.celery)
+        sender = self.open_broker()  # this thread's own connection
         while not self.stopped.wait(self.settings.maintenance_s):
             try:
                 maintain_once(self.store, sender, self.settings)

@@ -10,6 +10,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from reprotrain.bundles import BundleTooLarge, store_bundle
+from reprotrain.errors import NotFound, SpecInvalid
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
 from reprotrain.service.schemas import (
@@ -23,10 +27,6 @@ from reprotrain.service.schemas import (
     JobsPublic,
     TracePublic,
 )
-from starlette.concurrency import run_in_threadpool
-
-from reprotrain.bundles import BundleTooLarge, store_bundle
-from reprotrain.errors import NotFound, SpecInvalid
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.verdicts import job_verdict
 

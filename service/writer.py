@@ -14,7 +14,6 @@ import threading
 from typing import Any
 
 from reprotrain.service.dispatch import Dispatch
-
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
 from reprotrain.store.repo import NewJob

@@ -12,10 +12,10 @@ import sys
 
 from celery import Celery
 from celery.signals import worker_shutdown
-from reprotrain.worker.task import Runtime, handle, make_runtime
 
-from reprotrain.broker import TASK, create_celery
+from reprotrain.broker import consume, create_celery
 from reprotrain.settings import Settings, load_settings
+from reprotrain.worker.task import Runtime, handle, make_runtime
 
 
 def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:
@@ -27,9 +27,10 @@ def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:
             holder["rt"] = make_runtime(settings)
         return holder["rt"]
 
-    @app.task(name=TASK)
     def run_job(job_id: str) -> str:
         return handle(runtime(), job_id)
+
+    consume(app, run_job)
 
     @worker_shutdown.connect(weak=False)
     def _close(**_: object) -> None:

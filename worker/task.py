@@ -20,13 +20,13 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
-from reprotrain.job.request import JobFiles
 from reprotrain.job.supervisor import execute
 from reprotrain.result import Result, Status
 from reprotrain.settings import Settings
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.store import Store
 from reprotrain.verdicts import rerun_verdict
+from reprotrain.wire import JobFiles, job_artifact
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -60,7 +60,7 @@ def make_runtime(settings: Settings) -> Runtime:
     )
 
 
-TRUNCATED = b"\n[reprotrain: live log truncated here; the whole log is the artifact _job/%s]\n"
+TRUNCATED = b"\n[reprotrain: live log truncated here; the whole log is the artifact %s]\n"
 
 
 class LogShipper:
@@ -86,7 +86,7 @@ class LogShipper:
             if stream == "events":  # whole lines only
                 data = data[: data.rindex(b"\n") + 1] if b"\n" in data else b""
             if self.offsets[stream] + len(data) > self.limit:
-                data = data[: self.limit - self.offsets[stream]] + TRUNCATED % name.encode()
+                data = data[: self.limit - self.offsets[stream]] + TRUNCATED % job_artifact(name).encode()
                 self.cut.add(stream)
             if data:
                 self.store.append_log(self.job_id, stream, self.offsets[stream], data)
@@ -262,5 +262,5 @@ def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[
         if path.is_file():
             entry = file_entry(path)
             rt.artifacts.put(path, str(entry["digest"]))
-            out.append((f"_job/{name}", str(entry["digest"]), int(entry["size"])))  # type: ignore[call-overload]
+            out.append((job_artifact(name), str(entry["digest"]), int(entry["size"])))  # type: ignore[call-overload]
     return out

@@ -19,8 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from reprotrain.policy import Knobs
-
-KNOBS_ENV = "REPROTRAIN_KNOBS"
+from reprotrain.wire import JobEnv
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -63,7 +62,7 @@ class _HookedLoader(importlib.abc.Loader):
 
 
 def boot(here: str) -> None:
-    raw = os.environ.get(KNOBS_ENV)
+    raw = os.environ.get(JobEnv.KNOBS)
     if raw:
         config = json.loads(raw)
         install(Knobs.model_validate(config["knobs"]), config["seed"])

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.hashing import digest_json
+from reprotrain.wire import BUILD_FACTS_ENV, BUILD_FACTS_PATH
 
-BUILD_FACTS = Path(os.environ.get("REPROTRAIN_BUILD_FACTS", "/etc/reprotrain/build.json"))
+BUILD_FACTS = Path(os.environ.get(BUILD_FACTS_ENV, BUILD_FACTS_PATH))
 ENV_ALLOWLIST = (
     "PYTHONHASHSEED",
     "CUBLAS_WORKSPACE_CONFIG",

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Protocol
 
 from reprotrain.errors import LaunchError
-from reprotrain.job.request import JobFiles, LaunchRequest
+from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
 from reprotrain.procs import python_argv
+from reprotrain.wire import JobFiles
 
 SERVER_START_TIMEOUT_S = 120
 

@@ -18,14 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from reprotrain.job.request import JobFiles, LaunchRequest
+from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import Knobs, resolve
 from reprotrain.procs import become_subreaper
-from reprotrain.report import EVENTS_ENV, EventWriter, encode_metrics
+from reprotrain.report import EventWriter, encode_metrics
 from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.wire import JobEnv, JobFiles
 
 PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
-KNOBS_ENV = "REPROTRAIN_KNOBS"
 
 
 class JobFailed(Exception):
@@ -57,16 +57,16 @@ def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> dict[str, str]:
     old = os.environ.get("PYTHONPATH")
     env = {
         **knobs.env(),
-        EVENTS_ENV: str(req.dir / JobFiles.EVENTS),
-        KNOBS_ENV: json.dumps({"knobs": knobs.model_dump(), "seed": spec.seed}),
+        JobEnv.EVENTS: str(req.dir / JobFiles.EVENTS),
+        JobEnv.KNOBS: json.dumps({"knobs": knobs.model_dump(), "seed": spec.seed}),
         "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "REPROTRAIN_OUTPUT_DIR": str(req.workspace / "outputs"),
-        "REPROTRAIN_SEED": "" if spec.seed is None else str(spec.seed),
+        JobEnv.OUTPUT_DIR: str(req.workspace / "outputs"),
+        JobEnv.SEED: "" if spec.seed is None else str(spec.seed),
     }
     for name, path in req.inputs.items():
-        env[f"REPROTRAIN_INPUT_{name.upper().replace('-', '_').replace('.', '_')}"] = path
+        env[JobEnv.input(name)] = path
     return env
 
 

@@ -28,17 +28,3 @@ class LaunchRequest(BaseModel):
     @property
     def workspace(self) -> Path:
         return self.dir / "work"
-
-
-class JobFiles:
-    """Names of the files inside a job directory; the one place that spells them."""
-
-    REQUEST = "request.json"
-    STDOUT = "stdout.log"
-    STDERR = "stderr.log"
-    EVENTS = "events.jsonl"
-    CHILD = "child.json"
-    RESULT = "result.json"
-    STATE = "state/model.safetensors"
-    BOOT = "boot"
-    WORK = "work"

@@ -21,10 +21,11 @@ from reprotrain.errors import InputError, LaunchError
 from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import digest_inputs
 from reprotrain.job.launcher import JobHandle
-from reprotrain.job.request import JobFiles, LaunchRequest
+from reprotrain.job.request import LaunchRequest
 from reprotrain.report import read_events
 from reprotrain.result import Result, Status
 from reprotrain.spec import JobSpec
+from reprotrain.wire import JobFiles
 
 POLL_S = 0.2  # how often cancel and timeout are checked; exits wake at once
 CANCEL_GRACE_S = 10.0

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reprotrain.service.app import create_app
 
 from reprotrain.errors import ReprotrainError
+from reprotrain.service.app import create_app
 from reprotrain.settings import Settings
 from reprotrain.store.migrate import upgrade
 

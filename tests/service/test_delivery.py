@@ -38,14 +38,14 @@ def _celery_for(stack):
 
 def test_duplicate_delivery_runs_the_job_once(redis_stack) -> None:
     """The same job id delivered three times: claimed once, run once, one attempt."""
-    from reprotrain.broker import send_job
+    from reprotrain.broker import send_task
 
     c = redis_stack.client()
     job = c.submit(base_spec(name="dup", params={"epochs": 1, "samples": 32}))
     app = _celery_for(redis_stack)
     try:
         for _ in range(2):
-            send_job(app, job["id"], "default")
+            send_task(app, job["id"], "default")
     finally:
         app.pool.force_close_all()
         app.close()

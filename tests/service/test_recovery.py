@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import redis
-from reprotrain.service.dispatch import LoopDispatcher
-from reprotrain.service.maintenance import maintain_once
 from sqlalchemy import update
 
-from reprotrain.broker import JobSender, create_celery
+from reprotrain.broker import RedisBroker, create_celery
+from reprotrain.service.dispatch import LoopDispatcher
+from reprotrain.service.maintenance import maintain_once
 from reprotrain.settings import Settings
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
@@ -46,7 +46,7 @@ def test_backlog_is_not_resent_until_its_queue_drains(
     job = store.create_job(parse_spec(base_spec(queue="busy")))
     _sent_long_ago(store, job.id)
     r.lpush("busy", b"a message ahead of it")  # the queue is still working through a backlog
-    sender = JobSender(create_celery(settings))
+    sender = RedisBroker(create_celery(settings))
     try:
         assert maintain_once(store, sender, settings)["resent"] == []
         assert r.llen("busy") == 1
@@ -63,7 +63,7 @@ def test_a_failed_send_leaves_the_job_to_the_reconciler(store: Store, tmp_path: 
     settings = Settings(broker_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=tmp_path)
     job = store.create_job(parse_spec(base_spec()))
     assert store.get_job(job.id).sent_at is not None
-    dispatcher = LoopDispatcher(create_celery(settings), store)
+    dispatcher = LoopDispatcher(RedisBroker(create_celery(settings)), store)
 
     async def send() -> None:
         dispatcher.submit([(job.id, job.queue)])

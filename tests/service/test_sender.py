@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reprotrain.broker import JobSender, create_celery, send_job
+from reprotrain.broker import RedisBroker, create_celery, send_task
 from reprotrain.settings import Settings
 
 # fields that are fresh per message (ids) or per process (origin, reply_to)
@@ -45,10 +45,10 @@ def test_fast_path_message_equals_celerys_own(celery_on_redis: Any) -> None:
     import redis
 
     r = redis.Redis.from_url(celery_on_redis.conf.broker_url)
-    send_job(celery_on_redis, "0123456789abcdef0123456789abcdef", "gpu-a")
+    send_task(celery_on_redis, "0123456789abcdef0123456789abcdef", "gpu-a")
     (theirs,) = r.lrange("gpu-a", 0, -1)
     r.delete("gpu-a")
-    sender = JobSender(celery_on_redis)
+    sender = RedisBroker(celery_on_redis)
     try:
         sender.send([("0123456789abcdef0123456789abcdef", "gpu-a")])
     finally:
@@ -66,7 +66,7 @@ def test_a_burst_keeps_order_per_queue(celery_on_redis: Any) -> None:
 
     r = redis.Redis.from_url(celery_on_redis.conf.broker_url)
     jobs = [(f"job{i:02d}", "even" if i % 2 == 0 else "odd") for i in range(10)]
-    sender = JobSender(celery_on_redis)
+    sender = RedisBroker(celery_on_redis)
     try:
         sender.send(jobs)
     finally:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reprotrain.worker.task import LogShipper
-
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
+from reprotrain.worker.task import LogShipper
 from tests.helpers import base_spec
 
 

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from reprotrain.service.writer import JobWriter
 
 from reprotrain.errors import ReprotrainError
+from reprotrain.service.writer import JobWriter
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade

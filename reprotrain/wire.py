@@ -1,0 +1,53 @@
+"""Wire names: every name one process uses to find what another wrote, spelled once.
+
+File names inside a job directory, artifact names, the Celery task, and the environment variables
+a job process and its children read. Renaming any of them is a contract change between processes
+(and, for artifacts and the task, between versions sharing a database or a broker).
+"""
+
+from __future__ import annotations
+
+TASK = "reprotrain.run_job"  # the one Celery task; its only argument is the job id
+
+
+class JobFiles:
+    """Names of the files inside a job directory (a local run directory has the same layout)."""
+
+    REQUEST = "request.json"  # supervisor → job process: the LaunchRequest
+    CHILD = "child.json"  # job process → supervisor: the ChildRecord
+    RESULT = "result.json"  # the stored Result
+    STDOUT = "stdout.log"
+    STDERR = "stderr.log"
+    EVENTS = "events.jsonl"  # metrics, parameter digests and warnings, one JSON object a line
+    STATE = "state/model.safetensors"  # the tracked model's final state
+    BOOT = "boot"  # holds the sitecustomize that applies the policy in every Python process
+    WORK = "work"  # the job's working directory; what it writes there are its outputs
+
+
+JOB_ARTIFACT_PREFIX = "_job/"  # artifacts of the run itself, beside the job's own output files
+
+
+def job_artifact(name: str) -> str:
+    """The artifact name of a job-directory file (logs, final state)."""
+    return JOB_ARTIFACT_PREFIX + name
+
+
+STATE_ARTIFACT = job_artifact(JobFiles.STATE)
+
+
+class JobEnv:
+    """Environment variables a job process and every process it starts can read."""
+
+    EVENTS = "REPROTRAIN_EVENTS"  # where reprotrain.report.log appends
+    KNOBS = "REPROTRAIN_KNOBS"  # the resolved policy and seed, for the sitecustomize
+    OUTPUT_DIR = "REPROTRAIN_OUTPUT_DIR"
+    SEED = "REPROTRAIN_SEED"
+    INPUT_PREFIX = "REPROTRAIN_INPUT_"  # + the input's name, upper-cased, '-' and '.' as '_'
+
+    @staticmethod
+    def input(name: str) -> str:
+        return JobEnv.INPUT_PREFIX + name.upper().replace("-", "_").replace(".", "_")
+
+
+BUILD_FACTS_ENV = "REPROTRAIN_BUILD_FACTS"  # where an image's build facts are (default below)
+BUILD_FACTS_PATH = "/etc/reprotrain/build.json"
