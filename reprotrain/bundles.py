@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from reprotrain.errors import ReprotrainError
+from reprotrain.errors import BundleInvalid, BundleTooLarge
 
 DIGEST_PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -27,14 +27,6 @@ _MAX_LINK_HOPS = 40
 _SPECIAL = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
 # What a broken gzip or tar stream raises; plain OSError (disk full, permissions) is not the bundle's fault.
 _CORRUPT = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)
-
-
-class BundleInvalid(ReprotrainError):
-    code = "bundle_invalid"
-
-
-class BundleTooLarge(BundleInvalid):
-    code = "bundle_too_large"
 
 
 def _invalid(message: str, cls: type[BundleInvalid] = BundleInvalid) -> BundleInvalid:

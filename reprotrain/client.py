@@ -13,22 +13,10 @@ from typing import Any
 
 import httpx
 
-from reprotrain.errors import ReprotrainError
+from reprotrain.errors import ApiError, Unreachable
+from reprotrain.status import Status
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-class ApiError(ReprotrainError):
-    def __init__(
-        self, message: str, *, status: int = 0, code: str = "api_error", field: str | None = None
-    ) -> None:
-        super().__init__(message, field=field)
-        self.status = status
-        self.code = code
-
-
-class Unreachable(ApiError):
-    pass
 
 
 class Client:
@@ -147,7 +135,7 @@ class Client:
             seen += len(page["data"])
             if on_trace is not None:
                 on_trace(page["data"], page)
-            if page["status"] not in ("QUEUED", "RUNNING"):
+            if Status(page["status"]).is_final:
                 return self.get(job_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise ApiError(f"job {job_id} still {page['status']} after {timeout} s", code="timeout")

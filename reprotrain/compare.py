@@ -1,9 +1,7 @@
-"""The verdict: did a re-run reproduce its original, and if not, where and why it diverged.
+"""Comparing two results: did a re-run reproduce its original, and if not, where and why not.
 
-identical          every digest equal: trace, model, optimizer, output files, stdout
-metrics_identical  the (non-empty) trace is equal, some other digest differs
-diverged           the first differing step and tensor, or the first differing file
-incomparable       a side did not succeed
+Builds a `Verdict` (reprotrain/verdict.py) from two `Result`s and, where given, their final
+state files (for the size of the first differing tensor's difference).
 """
 
 from __future__ import annotations
@@ -18,7 +16,9 @@ import numpy as np
 
 from reprotrain import fingerprint
 from reprotrain.hashing import decode_float
-from reprotrain.result import Result, Status, TraceEntry
+from reprotrain.result import Result, TraceEntry
+from reprotrain.status import Status
+from reprotrain.verdict import Verdict
 
 _SPEC_CAUSES = {
     "seed": "seed",
@@ -163,7 +163,7 @@ def state_file(result: Result, job_dir: Path | None) -> Path | None:
     return job_dir / rel if job_dir is not None and rel else None
 
 
-def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | None = None) -> dict[str, Any]:
+def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | None = None) -> Verdict:
     """The verdict of b (a re-run) against a (the original), with its explanation.
 
     a_state/b_state: the runs' final state files, for the max difference of the first
@@ -176,6 +176,12 @@ def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | N
         "causes": causes,
         "likely_causes": [c["label"] for c in causes if c["likely_cause"]],
     }
+    return Verdict.model_validate(_verdict(a, b, out, a_state, b_state))
+
+
+def _verdict(
+    a: Result, b: Result, out: dict[str, Any], a_state: Path | None, b_state: Path | None
+) -> dict[str, Any]:
     if a.status is not Status.SUCCEEDED or b.status is not Status.SUCCEEDED:
         failed = [
             f"{side} {r.status.value}" for side, r in (("a", a), ("b", b)) if r.status is not Status.SUCCEEDED
@@ -188,7 +194,7 @@ def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | N
     out |= {
         "files": files,
         "equal": equal,
-        "nondeterministic_ops": sorted({o["op"] for r in (a, b) for o in r.nondeterministic_ops}),
+        "nondeterministic_ops": sorted({o.op for r in (a, b) for o in r.nondeterministic_ops}),
     }
     if trace_div is None and all(equal.values()):
         return out | {"verdict": "identical", "reason": "every digest is equal"}

@@ -1,18 +1,21 @@
-"""The one error tree of reprotrain.
+"""The one error tree of reprotrain: every error raised on purpose is one of these.
 
-    ReprotrainError
-    ├── SpecInvalid        a job spec (file or request body) failed validation
-    ├── InputError         an input named by a spec is missing or unreadable
-    ├── ResultInvalid      a stored result cannot be read or has the wrong shape
-    ├── LaunchError        the runner could not start or supervise a job process
-    ├── NotFound           a job, bundle or artifact that does not exist
-    ├── Conflict           the request does not fit the job's state (cancel a finished job)
-    ├── Unauthorized       a missing or wrong API token
-    └── BundleInvalid      an uploaded bundle is malformed or unsafe (reprotrain.bundles)
-        └── BundleTooLarge
+    ReprotrainError              base; `code` names the kind, `field` the offending field if any
+    ├── SpecInvalid              a job spec (file or request body) failed validation
+    ├── InputError               an input named by a spec is missing or unreadable
+    ├── ResultInvalid            a stored result cannot be read or has the wrong shape
+    ├── NotFound                 a job, bundle or artifact that does not exist
+    ├── Conflict                 the request does not fit the job's state (cancel a finished job)
+    ├── Unauthorized             a missing or wrong API token
+    ├── BundleInvalid            an uploaded bundle is malformed or unsafe
+    │   └── BundleTooLarge       … or larger than the configured limit
+    ├── LaunchError              a job process, the fork server or a worker could not start or died
+    ├── JobFailed                the job's own code failed in a way worth one line (job process)
+    └── ApiError                 the server answered an SDK/CLI request with an error (client side)
+        └── Unreachable          … or could not be reached at all
 
-Every error carries a one-line message meant for a person; `field` names the offending
-field where there is one, so the CLI and the HTTP layer can point at it.
+Every message is one line meant for a person; the CLI prints it after `reprotrain: error:` and the
+API maps the server-side kinds to HTTP statuses in one place (reprotrain/service/errors.py).
 """
 
 from __future__ import annotations
@@ -44,10 +47,6 @@ class ResultInvalid(ReprotrainError):
     code = "result_invalid"
 
 
-class LaunchError(ReprotrainError):
-    code = "launch_error"
-
-
 class NotFound(ReprotrainError):
     code = "not_found"
 
@@ -58,3 +57,34 @@ class Conflict(ReprotrainError):
 
 class Unauthorized(ReprotrainError):
     code = "unauthorized"
+
+
+class BundleInvalid(ReprotrainError):
+    code = "bundle_invalid"
+
+
+class BundleTooLarge(BundleInvalid):
+    code = "bundle_too_large"
+
+
+class LaunchError(ReprotrainError):
+    code = "launch_error"
+
+
+class JobFailed(ReprotrainError):
+    code = "job_failed"
+
+
+class ApiError(ReprotrainError):
+    """An error answer from the API, with its HTTP status and the server's error code."""
+
+    def __init__(
+        self, message: str, *, status: int = 0, code: str = "api_error", field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.status = status
+        self.code = code
+
+
+class Unreachable(ApiError):
+    pass

@@ -1,48 +1,182 @@
-"""The environment fingerprint: its digest, and a diff that labels each difference's likely role.
+"""The environment fingerprint: its model, its digest, and a diff that labels each difference.
 
-`env_digest` covers what can change a job's bits; it leaves out what names a machine without
-changing results (hostname, pid, GPU UUIDs, the CPU count).
+Each field carries its `Label` where it is declared: what a person calls a difference there, whether
+it likely changes result bits, and whether it counts in `env_digest` (what names a machine or a
+moment without changing bits does not: hostname, pid, GPU UUIDs, the CPU count, an image's build
+date). The job side fills the model (reprotrain/job/fingerprint.py), the image build writes its
+`ImageFacts` (deploy/build_facts.py), and the verdict reads the diff; the keys exist only here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from reprotrain.hashing import digest_json
+from reprotrain.model import Frozen
 
-# Prefix of a flattened key → (label, likely to change result bits). First match wins.
-_LABELS: tuple[tuple[str, str, bool], ...] = (
-    ("host.", "host identity", False),
-    ("cuda.gpus.", "GPU model", True),
-    ("cuda.cudnn", "cuDNN version", True),
-    ("cuda.runtime", "CUDA version", True),
-    ("cuda.nccl", "NCCL version", True),
-    ("cuda.driver", "GPU driver version", True),
-    ("cuda.", "CUDA use", True),
-    ("device", "device type", True),
-    ("torch.", "torch version", True),
-    ("determinism.num_threads", "thread count", True),
-    ("determinism.torch_initial_seed", "torch seed", True),
-    ("determinism.", "determinism setting", True),
-    ("cpu.model", "CPU model", True),
-    ("cpu.flags", "CPU instruction set", True),
-    ("cpu.count", "CPU count", False),
-    ("blas.", "BLAS library", True),
-    ("numpy.", "numpy version", True),
-    ("python.", "Python version", True),
-    ("packages.digest", "installed packages", False),
-    ("packages.list.", "installed package", True),
-    ("inputs.", "input data", True),
-    ("bundle", "code bundle", True),
-    ("image.build_date", "image build date", False),
-    ("image", "container image", True),
-    ("env.", "environment variable", True),
-    ("os.", "operating system", False),
-)
-# names a machine or a moment without changing bits: the build date of an image built twice from
-# the same locks and base is not a cause (its locks, base digest and OS packages are)
-_IGNORED_PREFIXES = ("host.", "cpu.count", "image.build_date")
-_IGNORED_SUFFIXES = (".uuid",)
+
+@dataclass(frozen=True)
+class Label:
+    """How a difference at a field (and below it, unless a deeper field says otherwise) reads."""
+
+    name: str
+    cause: bool = True  # likely to change result bits
+    digest: bool = True  # counted in env_digest (False here holds for everything below)
+
+
+class _Facts(Frozen):
+    pass
+
+
+class PythonFacts(_Facts):
+    version: str
+    implementation: str
+
+
+class OsFacts(_Facts):
+    system: str
+    release: str
+    machine: str
+    libc: str
+
+
+class CpuFacts(_Facts):
+    model: Annotated[str, Label("CPU model")]
+    flags: Annotated[str, Label("CPU instruction set")]
+    count: Annotated[int | None, Label("CPU count", cause=False, digest=False)]
+
+
+class TorchFacts(_Facts):
+    version: str
+    git: str | None
+    cuda_build: str | None
+    debug: bool | None
+
+
+class NumpyFacts(_Facts):
+    version: str
+
+
+class BlasFacts(_Facts):
+    numpy: str | None
+    torch: str | None
+
+
+class Packages(_Facts):
+    digest: Annotated[str, Label("installed packages", cause=False)]  # the list names which one
+    list: Annotated[dict[str, str], Label("installed package")]
+
+
+class OsPackages(_Facts):
+    count: int
+    digest: str
+
+
+class ImageFacts(_Facts):
+    """What an image build records of itself (deploy/build_facts.py writes it at build time)."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+
+    schema_: int = Field(alias="schema")
+    target: str
+    base_image: str
+    base_image_digest: str | None
+    python_image: str | None
+    python_image_digest: str | None
+    requirements_lock_sha256: str | None
+    locks: dict[str, str]
+    torch: str | None
+    torch_index: str | None
+    reprotrain: str | None
+    os_packages: OsPackages | None
+    vcs_ref: str | None
+    # two builds from the same locks and base differ only here: not a cause
+    build_date: Annotated[str, Label("image build date", cause=False, digest=False)]
+    build_date_source: Annotated[str, Label("image build date", cause=False, digest=False)]
+
+
+class GpuFacts(_Facts):
+    name: str
+    capability: str
+    memory: int
+    uuid: Annotated[str, Label("GPU identity", cause=False, digest=False)]
+
+
+class CudaUnused(_Facts):
+    used: Literal[False] = False
+
+
+class CudaFacts(_Facts):
+    used: Literal[True] = True
+    runtime: Annotated[str | None, Label("CUDA version")]
+    cudnn: Annotated[int | None, Label("cuDNN version")]
+    nccl: Annotated[str | None, Label("NCCL version")]
+    driver: Annotated[str | None, Label("GPU driver version")]
+    gpus: Annotated[list[GpuFacts], Label("GPU model")]
+
+
+class EnvKnobs(_Facts):
+    """Each determinism knob as the job process read it back after applying its policy."""
+
+    deterministic_algorithms: Literal["off", "warn", "error"]
+    cudnn_benchmark: bool
+    cudnn_deterministic: bool
+    num_threads: Annotated[int, Label("thread count")]
+    allow_tf32: dict[str, bool]  # matmul, cudnn
+    float32_matmul_precision: str
+    fill_uninitialized_memory: bool
+    mkldnn_deterministic: bool
+    sdpa_math_only: bool
+    cublas_workspace_config: str | None
+    python_hash_seed: str | None
+    source_date_epoch: str | None
+    mkl_cbwr: str | None
+    mkl_cbwr_branch: str | None
+
+
+class EffectiveKnobs(EnvKnobs):
+    """The knobs plus this process's torch seed: recorded with the result, not part of the
+    environment (a job's seed is in its spec)."""
+
+    torch_initial_seed: int
+
+
+class HostFacts(_Facts):
+    hostname: str
+    pid: int
+
+
+class StaticFacts(_Facts):
+    """What does not change while a worker runs: read once, before the fork server forks."""
+
+    python: Annotated[PythonFacts, Label("Python version")]
+    os: Annotated[OsFacts, Label("operating system", cause=False)]
+    cpu: CpuFacts
+    torch: Annotated[TorchFacts, Label("torch version")]
+    numpy: Annotated[NumpyFacts, Label("numpy version")]
+    blas: Annotated[BlasFacts, Label("BLAS library")]
+    packages: Packages
+    image: Annotated[ImageFacts | None, Label("container image")]
+
+
+class Fingerprint(StaticFacts):
+    """The whole environment of one job process, after its policy was applied."""
+
+    cuda: Annotated[CudaUnused | CudaFacts, Field(discriminator="used"), Label("CUDA use")]
+    device: Annotated[Literal["cpu", "cuda"], Label("device type")]
+    determinism: Annotated[EnvKnobs, Label("determinism setting")]
+    env: Annotated[dict[str, str | None], Label("environment variable")]
+    inputs: Annotated[dict[str, Any], Label("input data")]
+    bundle: Annotated[str | None, Label("code bundle")]
+    host: Annotated[HostFacts, Label("host identity", cause=False, digest=False)]
+
+
+OTHER = Label("other", cause=False)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,26 +193,58 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _relevant(key: str) -> bool:
-    return not key.startswith(_IGNORED_PREFIXES) and not key.endswith(_IGNORED_SUFFIXES)
+def describe(key: str) -> Label:
+    """The label of a flattened fingerprint key: the deepest declared one on its path."""
+    found, digest, models = OTHER, True, [Fingerprint]
+    for part in key.split("."):
+        if part.isdigit():  # an index into a list of models
+            continue
+        field = next((_fields(m)[part] for m in models if part in _fields(m)), None)
+        if field is None:
+            break
+        label = next((x for x in field.metadata if isinstance(x, Label)), None)
+        if label is not None:
+            found, digest = label, digest and label.digest
+        models = _models_in(field.annotation)
+    return Label(found.name, found.cause and digest, digest)
 
 
-def env_digest(fingerprint: dict[str, Any]) -> str:
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    return {(f.alias or name): f for name, f in model.model_fields.items()} | dict(model.model_fields)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's value can be: unwraps Optional, unions and lists."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, typing.Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def as_dict(fingerprint: Fingerprint | dict[str, Any] | None) -> dict[str, Any]:
+    if fingerprint is None:
+        return {}
+    return fingerprint if isinstance(fingerprint, dict) else fingerprint.model_dump(mode="json")
+
+
+def env_digest(fingerprint: Fingerprint | dict[str, Any]) -> str:
     """Digest of the reproducibility-relevant part of a fingerprint."""
-    flat = flatten(fingerprint)
-    return digest_json({k: v for k, v in flat.items() if _relevant(k)})
+    flat = flatten(as_dict(fingerprint))
+    return digest_json({k: v for k, v in flat.items() if describe(k).digest})
 
 
 def label(key: str) -> tuple[str, bool]:
-    for prefix, name, likely in _LABELS:
-        if key == prefix.rstrip(".") or key.startswith(prefix):
-            return name, likely and _relevant(key)
-    return "other", False
+    d = describe(key)
+    return d.name, d.cause
 
 
-def diff(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+def diff(
+    a: Fingerprint | dict[str, Any] | None, b: Fingerprint | dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """Every differing key, likely causes first, each with its label."""
-    fa, fb = flatten(a), flatten(b)
+    fa, fb = flatten(as_dict(a)), flatten(as_dict(b))
     rows = []
     for key in sorted(set(fa) | set(fb)):
         va, vb = fa.get(key), fb.get(key)

@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 
 from reprotrain.errors import ResultInvalid
+from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
 from reprotrain.hashing import HASH_NAME
+from reprotrain.model import Frozen, Sparse
+from reprotrain.policy import Knobs
+from reprotrain.spec import Policy
+from reprotrain.status import Status
 from reprotrain.wire import JobFiles
 
 
-class Status(StrEnum):
-    QUEUED = "QUEUED"  # accepted, waiting for a worker
-    RUNNING = "RUNNING"  # claimed by a worker, job process alive
-    SUCCEEDED = "SUCCEEDED"  # user code returned; digests and artifacts stored with it
-    FAILED = "FAILED"  # user code raised, exited non-zero, or could not start
-    CANCELED = "CANCELED"  # stopped on request (SIGTERM, then SIGKILL)
-    TIMED_OUT = "TIMED_OUT"  # ran past timeout_s; its whole process group was killed
+class JobError(Sparse):
+    """Why a job did not succeed, in one line: the exception type (or what ended it) and message."""
 
-    @property
-    def final(self) -> bool:
-        return self not in (Status.QUEUED, Status.RUNNING)
+    model_config = ConfigDict(extra="ignore")  # stored by every version; read by the newest
+
+    type: str = Field(examples=["ZeroDivisionError"])
+    message: str = Field(examples=["division by zero"])
+    nondeterministic_op: str | None = Field(None, description="the op strict mode refused, if that was it")
 
 
-class TraceEntry(BaseModel):
+class TraceEntry(Frozen):
     """One logged step: exact metric values, data-order digest and parameter digest if taken."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore")  # an event's `kind` is not kept
 
     step: int
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -38,7 +39,7 @@ class TraceEntry(BaseModel):
     params: str | None = None
 
 
-class ParamDigest(BaseModel):
+class ParamDigest(Frozen):
     model_config = ConfigDict(extra="ignore")
 
     step: int
@@ -46,7 +47,48 @@ class ParamDigest(BaseModel):
     tensors: dict[str, str]
 
 
-class Result(BaseModel):
+class NondeterministicOp(Frozen):
+    op: str
+    count: int
+    message: str
+
+
+class DeterminismRecord(Frozen):
+    """The policy, each knob as asked for, and each as torch reported it after applying them."""
+
+    policy: Policy
+    requested: Knobs
+    effective: EffectiveKnobs
+
+
+class ChildTiming(Frozen):
+    """Monotonic clock readings in the job process (comparable with its supervisor's)."""
+
+    process_start: float
+    user_start: float | None = None
+    user_end: float | None = None
+
+
+class ChildRecord(Frozen):
+    """What the job process hands its supervisor (JobFiles.CHILD), written once as it ends."""
+
+    status: Literal[Status.SUCCEEDED, Status.FAILED]
+    error: JobError | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    digests: dict[str, Any] = Field(default_factory=dict, description="model and optimizer state")
+    determinism: DeterminismRecord | None = None
+    fingerprint: Fingerprint | None = None
+    state_file: str | None = None
+    timing: ChildTiming
+
+
+def _none_if_empty(v: Any) -> Any:
+    return None if v == {} else v  # results stored before these were typed said {} for "none"
+
+
+class Result(Frozen):
+    """One run, as stored and compared: the contract between a worker, the store and every reader."""
+
     model_config = ConfigDict(extra="ignore")
 
     schema_version: int = 1
@@ -56,14 +98,14 @@ class Result(BaseModel):
     spec: dict[str, Any]
     spec_digest: str
     status: Status
-    error: dict[str, Any] | None = None
+    error: JobError | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     trace: list[TraceEntry] = Field(default_factory=list)
     param_digests: list[ParamDigest] = Field(default_factory=list)
     digests: dict[str, Any] = Field(default_factory=dict)
-    determinism: dict[str, Any] = Field(default_factory=dict)
-    nondeterministic_ops: list[dict[str, Any]] = Field(default_factory=list)
-    fingerprint: dict[str, Any] = Field(default_factory=dict)
+    determinism: Annotated[DeterminismRecord | None, BeforeValidator(_none_if_empty)] = None
+    nondeterministic_ops: list[NondeterministicOp] = Field(default_factory=list)
+    fingerprint: Annotated[Fingerprint | None, BeforeValidator(_none_if_empty)] = None
     env_digest: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     timing: dict[str, Any] = Field(default_factory=dict)

@@ -16,13 +16,13 @@ from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import create_celery, open_broker
 from reprotrain.errors import ReprotrainError
-from reprotrain.result import Status
 from reprotrain.service import errors
 from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
 from reprotrain.service.routes import router
 from reprotrain.service.writer import JobWriter
 from reprotrain.settings import Settings
+from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
 

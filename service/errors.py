@@ -9,8 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from reprotrain.bundles import BundleInvalid, BundleTooLarge
 from reprotrain.errors import (
+    BundleInvalid,
+    BundleTooLarge,
     Conflict,
     InputError,
     NotFound,

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from reprotrain.errors import NotFound, SpecInvalid
-from reprotrain.result import Status
 from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
 
@@ -34,10 +34,6 @@ def live_trace(store: Store, row: JobRow) -> list[dict[str, Any]]:
         if event.get("kind") == "metric":
             out.append(event)
     return out
-
-
-def is_final(status: str) -> bool:
-    return Status(status).final
 
 
 def parse_status_filter(values: list[str] | None) -> list[str] | None:

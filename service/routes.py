@@ -12,8 +12,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from reprotrain.bundles import BundleTooLarge, store_bundle
-from reprotrain.errors import NotFound, SpecInvalid
+from reprotrain.bundles import store_bundle
+from reprotrain.errors import BundleTooLarge, NotFound, SpecInvalid
+from reprotrain.result import Result
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
 from reprotrain.service.schemas import (
@@ -23,12 +24,15 @@ from reprotrain.service.schemas import (
     BundlePublic,
     CancelPublic,
     ErrorBody,
+    FingerprintPublic,
     JobPublic,
     JobsPublic,
     TracePublic,
 )
 from reprotrain.spec import JobSpec, parse_spec
-from reprotrain.verdicts import job_verdict
+from reprotrain.status import Status
+from reprotrain.stored_verdicts import job_verdict
+from reprotrain.verdict import Verdict
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
 router = APIRouter(prefix="/v1", responses=ERRORS)
@@ -138,7 +142,7 @@ async def job_logs(
             if data:
                 pos += len(data)
                 yield data
-            if not follow or (jobs.is_final(row.status) and not data):
+            if not follow or (Status(row.status).is_final and not data):
                 return
             if await request.is_disconnected():
                 return
@@ -161,19 +165,16 @@ def job_trace(
     return TracePublic(status=row.status, data=trace[since:], count=len(trace))
 
 
-@router.get("/jobs/{job_id}/fingerprint", tags=["data"])
-def job_fingerprint(request: Request, job_id: str, _: Authorized) -> dict[str, Any]:
+@router.get("/jobs/{job_id}/fingerprint", response_model=FingerprintPublic, tags=["data"])
+def job_fingerprint(request: Request, job_id: str, _: Authorized) -> FingerprintPublic:
     """The environment fingerprint the job ran in, with its env_digest and determinism record."""
     row = _state(request).store.get_job(job_id)
     if row.result is None:
         raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
-    r = row.result
-    return {
-        "env_digest": r.get("env_digest"),
-        "fingerprint": r.get("fingerprint"),
-        "determinism": r.get("determinism"),
-        "inputs": r.get("inputs"),
-    }
+    r = Result.model_validate(row.result)
+    return FingerprintPublic(
+        env_digest=r.env_digest, fingerprint=r.fingerprint, determinism=r.determinism, inputs=r.inputs
+    )
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactsPublic, tags=["data"])
@@ -202,8 +203,8 @@ def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> Fil
     )
 
 
-@router.get("/jobs/{a}/compare/{b}", tags=["jobs"])
-def compare_jobs(request: Request, a: str, b: str, _: Authorized) -> dict[str, Any]:
+@router.get("/jobs/{a}/compare/{b}", response_model=Verdict, tags=["jobs"])
+def compare_jobs(request: Request, a: str, b: str, _: Authorized) -> Verdict:
     """The verdict of job b against job a: identical, metrics_identical, diverged or incomparable."""
     st = _state(request)
     return job_verdict(st.store, st.artifacts, a, b)

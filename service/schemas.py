@@ -7,8 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from reprotrain.fingerprint import Fingerprint
+from reprotrain.result import DeterminismRecord, JobError
 from reprotrain.store.repo import NewJob
 from reprotrain.store.tables import JobRow
+from reprotrain.verdict import Verdict
 
 SPEC_EXAMPLE = {
     "name": "mlp",
@@ -45,12 +48,12 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     attempts: int
     cancel_requested: bool
-    error: dict[str, Any] | None
+    error: JobError | None
     metrics: dict[str, Any] | None
     env_digest: str | None
     digests: dict[str, Any] | None = Field(None, description="model, optimizer, files, stdout")
     timing: dict[str, Any] | None = Field(None, description="user_s (the job's own run time), duration_s, …")
-    verdict: dict[str, Any] | None = Field(None, description="for a re-run: its verdict against the original")
+    verdict: Verdict | None = Field(None, description="for a re-run: its verdict against the original")
 
     @classmethod
     def from_row(cls, row: JobRow | NewJob) -> JobPublic:
@@ -71,12 +74,12 @@ class JobPublic(BaseModel):
             finished_at=utc(row.finished_at),
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
-            error=row.error,
+            error=JobError.model_validate(row.error) if row.error else None,
             metrics=row.metrics,
             env_digest=row.env_digest,
             digests=(row.result or {}).get("digests"),
             timing=(row.result or {}).get("timing"),
-            verdict=row.verdict,
+            verdict=Verdict.model_validate(row.verdict) if row.verdict else None,
         )
 
 
@@ -106,6 +109,13 @@ class ArtifactPublic(BaseModel):
 class ArtifactsPublic(BaseModel):
     data: list[ArtifactPublic]
     count: int
+
+
+class FingerprintPublic(BaseModel):
+    env_digest: str | None = Field(description="digest of what in the fingerprint can change result bits")
+    fingerprint: Fingerprint | None
+    determinism: DeterminismRecord | None
+    inputs: dict[str, Any] = Field(description="each input's content digest, by name")
 
 
 class TracePublic(BaseModel):

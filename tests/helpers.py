@@ -270,3 +270,41 @@ def start_serve(tmp: Path, cwd: Path = ROOT) -> Serve:
         serve.stop()
         raise AssertionError(serve.output()[-3000:]) from None
     return serve
+
+
+def fingerprint_dict(**overrides: Any) -> dict[str, Any]:
+    """A whole, valid fingerprint as stored (a CPU job, no image), with sections replaced by `overrides`."""
+    fp: dict[str, Any] = {
+        "python": {"version": "3.11.7", "implementation": "CPython"},
+        "os": {"system": "Linux", "release": "6.1", "machine": "x86_64", "libc": "glibc 2.36"},
+        "cpu": {"model": "Test CPU", "flags": "avx2 sse4_2", "count": 2},
+        "torch": {"version": "2.13.0", "git": "abc", "cuda_build": None, "debug": False},
+        "numpy": {"version": "2.1.0"},
+        "blas": {"numpy": "openblas 0.3", "torch": "BLAS_INFO=mkl"},
+        "packages": {"digest": "p", "list": {"torch": "2.13.0"}},
+        "image": None,
+        "cuda": {"used": False},
+        "device": "cpu",
+        "determinism": {
+            "deterministic_algorithms": "error",
+            "cudnn_benchmark": False,
+            "cudnn_deterministic": True,
+            "num_threads": 1,
+            "allow_tf32": {"matmul": False, "cudnn": False},
+            "float32_matmul_precision": "highest",
+            "fill_uninitialized_memory": True,
+            "mkldnn_deterministic": True,
+            "sdpa_math_only": False,
+            "cublas_workspace_config": ":4096:8",
+            "python_hash_seed": "0",
+            "source_date_epoch": "315532800",
+            "mkl_cbwr": None,
+            "mkl_cbwr_branch": "OFF",
+        },
+        "env": {"PYTHONHASHSEED": "0"},
+        "inputs": {},
+        "bundle": None,
+        "host": {"hostname": "h1", "pid": 100},
+    }
+    fp.update(overrides)
+    return fp

@@ -21,11 +21,12 @@ from typing import Any
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
 from reprotrain.job.supervisor import execute
-from reprotrain.result import Result, Status
+from reprotrain.result import JobError, Result
 from reprotrain.settings import Settings
 from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.status import Status
 from reprotrain.store import Store
-from reprotrain.verdicts import rerun_verdict
+from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.wire import JobFiles, job_artifact
 
 log = logging.getLogger("reprotrain.worker")
@@ -140,7 +141,7 @@ def handle(rt: Runtime, job_id: str) -> str:
             Status.FAILED,
             result=None,
             artifacts=[],
-            error={"type": type(e).__name__, "message": str(e)},
+            error=JobError(type=type(e).__name__, message=str(e)),
         )
         return Status.FAILED.value
     result = run_with_heartbeat(rt, job_id, spec, job_dir, code_dir)
@@ -152,7 +153,7 @@ def handle(rt: Runtime, job_id: str) -> str:
         job_id,
         rt.owner,
         result.status,
-        result=result.model_dump(mode="json"),
+        result=result,
         error=result.error,
         artifacts=artifacts,
         verdict=verdict,

@@ -84,7 +84,7 @@ def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
 
     a, a_dir = load_result(a_path)
     b, b_dir = load_result(b_path)
-    verdict = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
+    verdict = compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).model_dump(mode="json")
     if as_json:
         print_json(verdict)
     else:

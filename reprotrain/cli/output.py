@@ -22,13 +22,13 @@ def format_result(r: Any, out: Path) -> str:
         f"metrics   {_metrics(r.metrics)}",
         f"model     {_short((r.digests.get('model') or {}).get('overall'))}",
         f"files     {len((r.digests.get('files') or {}).get('files') or {})} output file(s)",
-        f"policy    {r.determinism.get('policy', '-')}",
+        f"policy    {r.determinism.policy if r.determinism else '-'}",
         f"env       {_short(r.env_digest)}",
     ]
     if r.error:
-        lines.append(f"error     {r.error.get('message')}")
+        lines.append(f"error     {r.error.message}")
     if r.nondeterministic_ops:
-        lines.append("nondet    " + ", ".join(f"{o['op']} ×{o['count']}" for o in r.nondeterministic_ops))
+        lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
     lines.append(f"result    {out / 'result.json'}")
     return "\n".join(lines)
 

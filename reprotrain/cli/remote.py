@@ -14,8 +14,6 @@ from reprotrain.client import Client
 from reprotrain.errors import SpecInvalid
 from reprotrain.spec import load_spec
 
-FINAL = ("SUCCEEDED", "FAILED", "CANCELED", "TIMED_OUT")
-
 
 def add_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)

@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
 import os
 import platform
 import socket
 from pathlib import Path
 from typing import Any
 
+from reprotrain.fingerprint import (
+    BlasFacts,
+    CpuFacts,
+    CudaFacts,
+    CudaUnused,
+    EnvKnobs,
+    Fingerprint,
+    GpuFacts,
+    HostFacts,
+    ImageFacts,
+    NumpyFacts,
+    OsFacts,
+    Packages,
+    PythonFacts,
+    StaticFacts,
+    TorchFacts,
+)
 from reprotrain.hashing import digest_json
 from reprotrain.wire import BUILD_FACTS_ENV, BUILD_FACTS_PATH
 
@@ -35,7 +51,7 @@ ENV_ALLOWLIST = (
 )
 
 
-def _cpu() -> dict[str, Any]:
+def _cpu() -> CpuFacts:
     model, flags = platform.processor() or "unknown", ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -46,7 +62,7 @@ def _cpu() -> dict[str, Any]:
                 flags = " ".join(sorted(value.split()))
     except OSError:
         pass
-    return {"model": model, "flags": flags, "count": os.cpu_count()}
+    return CpuFacts(model=model, flags=flags, count=os.cpu_count())
 
 
 def _packages() -> dict[str, str]:
@@ -58,7 +74,7 @@ def _packages() -> dict[str, str]:
     return dict(sorted(dists.items()))
 
 
-def _blas() -> dict[str, Any]:
+def _blas() -> BlasFacts:
     import numpy as np
     import torch
 
@@ -73,76 +89,76 @@ def _blas() -> dict[str, Any]:
         if "Math Kernel Library" in line or line.startswith("BLAS_INFO") or "OpenBLAS" in line:
             out["torch"] = line
             break
-    return out
+    return BlasFacts(**out)
 
 
-def _build_facts() -> dict[str, Any] | None:
+def _build_facts() -> ImageFacts | None:
     try:
-        return json.loads(BUILD_FACTS.read_text())
-    except (OSError, ValueError):
-        return None
+        text = BUILD_FACTS.read_text()
+    except OSError:
+        return None  # not an image built by deploy/build_facts.py
+    return ImageFacts.model_validate_json(text)
 
 
 @functools.cache
-def static_facts() -> dict[str, Any]:
+def static_facts() -> StaticFacts:
     """Facts that do not change while a worker runs; safe to read before forking (no CUDA)."""
     import numpy as np
     import torch
 
     packages = _packages()
-    return {
-        "python": {
-            "version": platform.python_version(),
-            "implementation": platform.python_implementation(),
-        },
-        "os": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "libc": " ".join(platform.libc_ver()),
-        },
-        "cpu": _cpu(),
-        "torch": {
-            "version": torch.__version__,
-            "git": torch.version.git_version,
-            "cuda_build": torch.version.cuda,
-            "debug": torch.version.debug,
-        },
-        "numpy": {"version": np.__version__},
-        "blas": _blas(),
-        "packages": {"digest": digest_json(packages), "list": packages},
-        "image": _build_facts(),
-    }
+    return StaticFacts(
+        python=PythonFacts(
+            version=platform.python_version(), implementation=platform.python_implementation()
+        ),
+        os=OsFacts(
+            system=platform.system(),
+            release=platform.release(),
+            machine=platform.machine(),
+            libc=" ".join(platform.libc_ver()),
+        ),
+        cpu=_cpu(),
+        torch=TorchFacts(
+            version=torch.__version__,
+            git=torch.version.git_version,
+            cuda_build=torch.version.cuda,
+            debug=torch.version.debug,
+        ),
+        numpy=NumpyFacts(version=np.__version__),
+        blas=_blas(),
+        packages=Packages(digest=digest_json(packages), list=packages),
+        image=_build_facts(),
+    )
 
 
-def _cuda(device_type: str) -> dict[str, Any]:
+def _cuda(device_type: str) -> CudaUnused | CudaFacts:
     import torch
 
     if device_type != "cuda":
-        return {"used": False}
-    out: dict[str, Any] = {
-        "used": True,
-        "runtime": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(),
-        "nccl": None,
-        "driver": _driver_version(),
-        "gpus": [],
-    }
+        return CudaUnused()
+    nccl = None
     try:
-        out["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        nccl = ".".join(map(str, torch.cuda.nccl.version()))
     except Exception:  # noqa: BLE001 - builds without NCCL
         pass
+    gpus = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
-        out["gpus"].append(
-            {
-                "name": p.name,
-                "capability": f"{p.major}.{p.minor}",
-                "memory": p.total_memory,
-                "uuid": str(getattr(p, "uuid", "")),
-            }
+        gpus.append(
+            GpuFacts(
+                name=p.name,
+                capability=f"{p.major}.{p.minor}",
+                memory=p.total_memory,
+                uuid=str(getattr(p, "uuid", "")),
+            )
         )
-    return out
+    return CudaFacts(
+        runtime=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version(),
+        nccl=nccl,
+        driver=_driver_version(),
+        gpus=gpus,
+    )
 
 
 def _driver_version() -> str | None:
@@ -157,16 +173,16 @@ def _driver_version() -> str | None:
 
 
 def collect(
-    *, device_type: str, determinism: dict[str, Any], inputs: dict[str, Any], bundle: str | None
-) -> dict[str, Any]:
+    *, device_type: str, determinism: EnvKnobs, inputs: dict[str, Any], bundle: str | None
+) -> Fingerprint:
     """The whole fingerprint of one job process, after its policy was applied."""
-    return {
-        **static_facts(),
-        "cuda": _cuda(device_type),
-        "device": device_type,
-        "determinism": determinism,
-        "env": {k: os.environ.get(k) for k in ENV_ALLOWLIST},
-        "inputs": inputs,
-        "bundle": bundle,
-        "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
-    }
+    return Fingerprint(
+        **dict(static_facts()),
+        cuda=_cuda(device_type),
+        device=device_type,
+        determinism=determinism,
+        env={k: os.environ.get(k) for k in ENV_ALLOWLIST},
+        inputs=inputs,
+        bundle=bundle,
+        host=HostFacts(hostname=socket.gethostname(), pid=os.getpid()),
+    )

@@ -18,18 +18,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from reprotrain.errors import JobFailed
+from reprotrain.fingerprint import EffectiveKnobs, EnvKnobs
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import Knobs, resolve
 from reprotrain.procs import become_subreaper
 from reprotrain.report import EventWriter, encode_metrics
-from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.result import ChildRecord, DeterminismRecord, JobError
+from reprotrain.spec import JobSpec
+from reprotrain.status import Status
 from reprotrain.wire import JobEnv, JobFiles
 
 PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
-
-
-class JobFailed(Exception):
-    """The job's own code failed in a way worth one line (bad return value, exit status)."""
 
 
 def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
@@ -182,8 +184,8 @@ def collect(
     from reprotrain.job.apply import effective
     from reprotrain.job.digest import model_state, save_state_file
 
-    eff = effective()
-    child["determinism"] = {"policy": knobs.policy, "requested": knobs.model_dump(), "effective": eff}
+    eff = EffectiveKnobs.model_validate(effective())
+    child["determinism"] = DeterminismRecord(policy=knobs.policy, requested=knobs, effective=eff)
     if ctx is not None:
         child["digests"] = ctx.final_state_digests()
         if ctx.model is not None:
@@ -192,7 +194,7 @@ def collect(
             child["state_file"] = JobFiles.STATE
     child["fingerprint"] = fingerprint.collect(
         device_type=getattr(device, "type", "cpu"),
-        determinism={k: v for k, v in eff.items() if k != "torch_initial_seed"},  # not environment
+        determinism=EnvKnobs.model_validate(eff.model_dump(exclude={"torch_initial_seed"})),
         inputs=req.input_digests,
         bundle=req.bundle,
     )
@@ -201,12 +203,12 @@ def collect(
 def run(req: LaunchRequest) -> int:
     """The whole job process; returns its exit status (0 when the job succeeded)."""
     become_subreaper()  # what the job daemonizes stays below it, and is killed when it ends
-    spec = parse_spec(req.spec)
+    spec = req.spec
     knobs = resolve(spec.determinism)
     prepare(req, spec, knobs)
     events = EventWriter(req.dir / JobFiles.EVENTS)
     child: dict[str, Any] = {
-        "status": "FAILED",
+        "status": Status.FAILED,
         "error": None,
         "metrics": {},
         "digests": {},
@@ -219,7 +221,7 @@ def run(req: LaunchRequest) -> int:
             ctx = run_function(req, spec, knobs, device, events, child)
         else:
             run_script(spec, child)
-        child["status"] = "SUCCEEDED"
+        child["status"] = Status.SUCCEEDED
     except BaseException as e:  # noqa: BLE001 - whatever user code raises becomes the job's error
         child["error"] = _error(e)
         if not isinstance(e, JobFailed):
@@ -230,24 +232,36 @@ def run(req: LaunchRequest) -> int:
             collect(req, spec, knobs, device, ctx, child)
         except Exception as e:  # noqa: BLE001 - a failing collection fails the job, loudly
             traceback.print_exc()
-            child["status"], child["error"] = "FAILED", _error(e)
-        _write_json(req.dir / JobFiles.CHILD, child)
+            child["status"], child["error"] = Status.FAILED, _error(e)
+        record = _record(child)
+        _write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
         sys.stderr.flush()
-    return 0 if child["status"] == "SUCCEEDED" else 1
+    return 0 if record.status is Status.SUCCEEDED else 1
 
 
-def _error(e: BaseException) -> dict[str, Any]:
+def _error(e: BaseException) -> JobError:
     from reprotrain.job.apply import nondeterministic_op
 
     message = str(e) or type(e).__name__
     if isinstance(e, SystemExit):
         message = f"job exited with status {e.code}"
-    return {"type": type(e).__name__, "message": message, "nondeterministic_op": nondeterministic_op(message)}
+    return JobError(type=type(e).__name__, message=message, nondeterministic_op=nondeterministic_op(message))
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def _record(child: dict[str, Any]) -> ChildRecord:
+    """The child record; one that breaks its own contract fails the job instead of the supervisor."""
+    try:
+        return ChildRecord.model_validate(child)
+    except ValidationError as e:
+        traceback.print_exc()
+        timing = child.get("timing") or {"process_start": time.monotonic()}
+        error = JobError(type="ChildRecordInvalid", message=f"the job process wrote an invalid record: {e}")
+        return ChildRecord(status=Status.FAILED, error=error, timing=timing)
+
+
+def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, default=str))
+    tmp.write_text(text)
     tmp.replace(path)
 
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
+
+from reprotrain.model import Frozen
+from reprotrain.spec import JobSpec
+from reprotrain.wire import JobFiles
 
 
-class LaunchRequest(BaseModel):
-    """One job to start; plain JSON so it crosses the fork server's socket."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LaunchRequest(Frozen):
+    """One job to start; JSON on the fork server's socket (the spec is parsed once, here)."""
 
     job_id: str
-    spec: dict[str, Any]
+    spec: JobSpec
     job_dir: str
     code_dir: str | None = None  # put on sys.path / PYTHONPATH (function mode, local runs)
-    inputs: dict[str, str] = {}  # name → path, for ctx.inputs and REPROTRAIN_INPUT_<NAME>
-    input_digests: dict[str, Any] = {}
+    inputs: dict[str, str] = Field(default_factory=dict)  # name → path, for ctx.inputs and the env
+    input_digests: dict[str, Any] = Field(default_factory=dict)
     bundle: str | None = None
 
     @property
@@ -27,4 +29,4 @@ class LaunchRequest(BaseModel):
 
     @property
     def workspace(self) -> Path:
-        return self.dir / "work"
+        return self.dir / JobFiles.WORK

@@ -6,7 +6,6 @@ run are the same code path from the spec to the stored result.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import threading
@@ -23,8 +22,9 @@ from reprotrain.inputs import digest_inputs
 from reprotrain.job.launcher import JobHandle
 from reprotrain.job.request import LaunchRequest
 from reprotrain.report import read_events
-from reprotrain.result import Result, Status
+from reprotrain.result import ChildRecord, JobError, Result
 from reprotrain.spec import JobSpec
+from reprotrain.status import Status
 from reprotrain.wire import JobFiles
 
 POLL_S = 0.2  # how often cancel and timeout are checked; exits wake at once
@@ -77,12 +77,12 @@ def execute(
     try:
         inputs = digest_inputs(spec.inputs, input_cache)
     except InputError as e:
-        result = Result(**base, status=Status.FAILED, error={"type": "InputError", "message": str(e)})
+        result = Result(**base, status=Status.FAILED, error=JobError(type="InputError", message=str(e)))
         result.save(job_dir)
         return result
     req = LaunchRequest(
         job_id=job_id,
-        spec=base["spec"],
+        spec=spec,
         job_dir=str(job_dir.resolve()),
         code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
         inputs={n: i["path"] for n, i in inputs.items()},
@@ -99,8 +99,9 @@ def execute(
     finally:
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
-    result = assemble(base, job_dir, status, exit_code, inputs, manifest)
-    result.timing = timing(_read_child(job_dir), started, t0)
+    result = assemble(
+        base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0)
+    )
     result.save(job_dir)
     return result
 
@@ -130,68 +131,75 @@ def assemble(
     exit_code: int | None,
     inputs: dict[str, Any],
     manifest: dict[str, str],
+    timing: dict[str, Any],
 ) -> Result:
     """The stored result, from what the job process wrote and what is on disk now."""
-    child = _read_child(job_dir)
-    error = child.get("error")
-    if status is Status.SUCCEEDED and child.get("status") != "SUCCEEDED":
+    child = read_child(job_dir)
+    if status is Status.SUCCEEDED and (child is None or child.status is not Status.SUCCEEDED):
         status = Status.FAILED  # exited 0 without finishing its record: not a success
-    if status is Status.FAILED and error is None:
-        error = {"type": "ProcessExit", "message": _exit_message(exit_code, job_dir)}
-    elif status is Status.TIMED_OUT:
-        error = {"type": "Timeout", "message": "job ran past timeout_s; its process group was killed"}
-    elif status is Status.CANCELED:
-        error = {"type": "Canceled", "message": "job was canceled"}
     events = read_events(job_dir / JobFiles.EVENTS)
     trace = [e for e in events if e["kind"] == "metric"]
-    fingerprint = child.get("fingerprint") or {}
-    digests = dict(child.get("digests") or {})
+    digests = dict(child.digests) if child else {}
     digests["files"] = files.tree_digests(job_dir / JobFiles.WORK, skip=manifest)
-    digests["stdout"] = (
-        files.file_entry(job_dir / JobFiles.STDOUT)["digest"]
-        if (job_dir / JobFiles.STDOUT).exists()
-        else None
-    )
-    metrics = child.get("metrics") or {}
+    stdout = job_dir / JobFiles.STDOUT
+    digests["stdout"] = files.file_entry(stdout)["digest"] if stdout.exists() else None
+    metrics = dict(child.metrics) if child else {}
     if not metrics and trace and base["spec"].get("command"):
         for e in trace:  # script mode: the last value of each reported metric
             metrics.update(e["metrics"])
+    fingerprint = child.fingerprint if child else None
     return Result(
         **base,
         status=status,
-        error=error,
+        error=_error(status, child, exit_code, job_dir),
         metrics=metrics,
         trace=trace,
         param_digests=[e for e in events if e["kind"] == "params"],
         digests=digests,
-        determinism=child.get("determinism") or {},
+        determinism=child.determinism if child else None,
         nondeterministic_ops=_nondet(events),
         fingerprint=fingerprint,
         env_digest=env_digest(fingerprint) if fingerprint else None,
         inputs=inputs,
-        artifacts={"state": child["state_file"]} if child.get("state_file") else {},
+        timing=timing,
+        artifacts={"state": child.state_file} if child and child.state_file else {},
     )
 
 
-def _read_child(job_dir: Path) -> dict[str, Any]:
+def _error(
+    status: Status, child: ChildRecord | None, exit_code: int | None, job_dir: Path
+) -> JobError | None:
+    if status is Status.TIMED_OUT:
+        return JobError(type="Timeout", message="job ran past timeout_s; its process group was killed")
+    if status is Status.CANCELED:
+        return JobError(type="Canceled", message="job was canceled")
+    if status is Status.FAILED:
+        if child is not None and child.error is not None:
+            return child.error
+        return JobError(type="ProcessExit", message=_exit_message(exit_code, job_dir))
+    return None
+
+
+def read_child(job_dir: Path) -> ChildRecord | None:
+    """The job process's record; None when it died before writing one (or wrote garbage)."""
     try:
-        return json.loads((job_dir / JobFiles.CHILD).read_text())
+        return ChildRecord.model_validate_json((job_dir / JobFiles.CHILD).read_bytes())
     except (OSError, ValueError):
-        return {}
+        return None
 
 
-def timing(child: dict[str, Any], started: datetime, launched: float) -> dict[str, Any]:
+def timing(child: ChildRecord | None, started: datetime, launched: float) -> dict[str, Any]:
     """Wall times of a run; start latency is launch request → user code running (monotonic)."""
-    t = child.get("timing") or {}
     out: dict[str, Any] = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "duration_s": time.monotonic() - launched,
     }
-    if "user_start" in t:
-        out["start_latency_s"] = t["user_start"] - launched
-        if "user_end" in t:
-            out["user_s"] = t["user_end"] - t["user_start"]
+    t = child.timing if child else None
+    if t is not None and t.user_start is not None:
+        out["start_latency_s"] = t.user_start - launched
+        if t.user_end is not None:
+            out["user_s"] = t.user_end - t.user_start
     return out
 
 

@@ -25,11 +25,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprotrain.errors import Conflict, NotFound
-from reprotrain.result import Status
+from reprotrain.result import JobError, Result
 from reprotrain.spec import JobSpec
+from reprotrain.status import Status
 from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow
+from reprotrain.verdict import Verdict
 
-FINAL = tuple(s.value for s in Status if s.final)
 _INSERT_JOB = insert(JobRow)
 UNSENT_GRACE_S = 10  # a job is sent right after its row commits; give that moment to happen
 
@@ -269,10 +270,10 @@ class Store:
         owner: str,
         status: Status,
         *,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        result: Result | None,
+        error: JobError | None,
         artifacts: list[tuple[str, str, int]],
-        verdict: dict[str, Any] | None = None,
+        verdict: Verdict | None = None,
     ) -> bool:
         """Commit the final status with its result, artifacts and verdict, or nothing."""
         values: dict[str, Any] = {
@@ -280,14 +281,14 @@ class Store:
             "finished_at": now(),
             "lease_owner": None,
             "lease_expires_at": None,
-            "error": clean_json(error),
-            "verdict": clean_json(verdict),
+            "error": clean_json(error.model_dump(mode="json")) if error else None,
+            "verdict": clean_json(verdict.model_dump(mode="json")) if verdict else None,
         }
         if result is not None:
             values |= {
-                "result": clean_json(result),
-                "metrics": clean_json(result.get("metrics")),
-                "env_digest": result.get("env_digest"),
+                "result": clean_json(result.model_dump(mode="json")),
+                "metrics": clean_json(result.metrics),
+                "env_digest": result.env_digest,
             }
         stmt = (
             update(JobRow)

@@ -31,26 +31,26 @@ def test_cudnn_conv_net_reproduces_under_strict(run_job) -> None:
     a, a_dir = run_job(base_spec(**CNN))
     b, b_dir = run_job(base_spec(**CNN))
     assert a.status == "SUCCEEDED", a.error
-    assert a.fingerprint["cuda"]["used"] and a.fingerprint["cuda"]["gpus"]
-    assert a.fingerprint["cuda"]["cudnn"]
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir))["verdict"] == "identical"
+    assert a.fingerprint.cuda.used and a.fingerprint.cuda.gpus
+    assert a.fingerprint.cuda.cudnn
+    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
 
 
 def test_cudnn_benchmark_on_and_off_are_recorded_and_named(run_job) -> None:
     """benchmark=True vs the policy's False: each effective, and named as a likely cause."""
     off, _ = run_job(base_spec(**CNN, determinism={"policy": "seeded"}))
     on, _ = run_job(base_spec(**CNN, determinism={"policy": "seeded", "cudnn_benchmark": True}))
-    assert off.determinism["effective"]["cudnn_benchmark"] is False
-    assert on.determinism["effective"]["cudnn_benchmark"] is True
+    assert off.determinism.effective.cudnn_benchmark is False
+    assert on.determinism.effective.cudnn_benchmark is True
     v = compare(off, on)
-    keys = {c["key"] for c in v["causes"] if c["likely_cause"]}
+    keys = {c.key for c in v.causes if c.likely_cause}
     assert "determinism.cudnn_benchmark" in keys
 
 
 def test_tf32_off_under_strict_on_cuda(run_job) -> None:
     """strict turns TF32 off for matmul and cuDNN, as torch reports it on the device."""
     r, _ = run_job(base_spec(**CNN))
-    assert r.determinism["effective"]["allow_tf32"] == {"matmul": False, "cudnn": False}
+    assert r.determinism.effective.allow_tf32 == {"matmul": False, "cudnn": False}
 
 
 @pytest.mark.parametrize("op", ["histc", "put_"])
@@ -58,10 +58,10 @@ def test_cuda_nondeterministic_op_fails_strict_and_is_listed_under_warn(run_job,
     """An op torch flags on CUDA fails a strict job naming it; under warn it is listed."""
     strict, _ = run_job(op_spec(op, "strict"))
     assert strict.status == "FAILED"
-    assert strict.error["nondeterministic_op"], strict.error
+    assert strict.error.nondeterministic_op, strict.error
     warn, _ = run_job(op_spec(op, "warn"))
     assert warn.status == "SUCCEEDED", warn.error
-    assert [o["op"] for o in warn.nondeterministic_ops] == [strict.error["nondeterministic_op"]]
+    assert [o["op"] for o in warn.nondeterministic_ops] == [strict.error.nondeterministic_op]
 
 
 def test_index_add_is_deterministic_under_strict_on_cuda(run_job) -> None:
@@ -69,4 +69,4 @@ def test_index_add_is_deterministic_under_strict_on_cuda(run_job) -> None:
     a, _ = run_job(op_spec("index_add_", "strict"))
     b, _ = run_job(op_spec("index_add_", "strict"))
     assert a.status == "SUCCEEDED", a.error
-    assert compare(a, b)["verdict"] == "identical"
+    assert compare(a, b).verdict == "identical"

@@ -55,7 +55,7 @@ def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None
     spec = sleeper_spec(timeout_s=3)
     r, job_dir = run_job(spec, code_dir=tmp_path)
     assert r.status == "TIMED_OUT"
-    assert "timeout" in r.error["message"]
+    assert "timeout" in r.error.message
     job_pid, pgid = map(int, (job_dir / "work" / "me.pid").read_text().split())
     assert job_pid == pgid, "the job leads its own process group"
     assert pgid != os.getpgid(0)
@@ -94,7 +94,7 @@ def test_job_crash_is_a_failure_not_a_hang(run_job, tmp_path: Path) -> None:
     }
     r, _ = run_job(spec, code_dir=tmp_path)
     assert r.status == "FAILED"
-    assert "killed by signal 9" in r.error["message"]
+    assert "killed by signal 9" in r.error.message
 
 
 def test_fork_server_survives_many_jobs(run_job) -> None:

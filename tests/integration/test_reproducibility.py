@@ -13,7 +13,7 @@ def test_same_spec_twice_is_identical(run_job) -> None:
     assert a.status == b.status == "SUCCEEDED"
     assert a.digests["model"]["tensors"] and a.digests["optimizer"]["tensors"]
     v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
-    assert v["verdict"] == "identical", v
+    assert v.verdict == "identical", v
 
 
 def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> None:
@@ -21,11 +21,11 @@ def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> Non
     a, a_dir = run_job(base_spec())
     b, b_dir = run_job(base_spec(seed=4321))
     v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
-    assert v["verdict"] == "diverged"
-    assert v["divergence"]["step"] == a.trace[0].step == 0
-    assert v["divergence"]["tensor"] in a.digests["model"]["tensors"]
-    assert v["divergence"]["tensor_max_abs"] > 0
-    assert "seed" in v["likely_causes"]
+    assert v.verdict == "diverged"
+    assert v.divergence.step == a.trace[0].step == 0
+    assert v.divergence.tensor in a.digests["model"]["tensors"]
+    assert v.divergence.tensor_max_abs > 0
+    assert "seed" in v.likely_causes
 
 
 def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
@@ -37,10 +37,10 @@ def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)
     v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
-    assert v["verdict"] == "diverged"
-    assert v["divergence"]["step"] == 6
-    assert v["divergence"]["tensor"] == "2.weight"
-    assert v["likely_causes"] == []
+    assert v.verdict == "diverged"
+    assert v.divergence.step == 6
+    assert v.divergence.tensor == "2.weight"
+    assert v.likely_causes == []
 
 
 def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
@@ -52,8 +52,7 @@ def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
     assert forked.digests["model"] == spawned.digests["model"]
     assert forked.digests["optimizer"] == spawned.digests["optimizer"]
     assert (
-        compare(forked, spawned, state_file(forked, f_dir), state_file(spawned, s_dir))["verdict"]
-        == "identical"
+        compare(forked, spawned, state_file(forked, f_dir), state_file(spawned, s_dir)).verdict == "identical"
     )
 
 
@@ -69,18 +68,18 @@ def test_dataloader_workers_reproduce_and_record_data_order(run_job) -> None:
     assert all(e.data for e in a.trace)
     assert len({e.data for e in a.trace}) == len(a.trace)
     assert [bool(e.params) for e in a.trace] == [i % 2 == 0 for i in range(len(a.trace))]
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir))["verdict"] == "identical"
+    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
 
 
 def test_thread_count_is_a_named_cause(run_job) -> None:
     """Runs with 1 and 2 intra-op threads show the thread count as a likely cause."""
     a, _ = run_job(base_spec())
     b, _ = run_job(base_spec(determinism={"policy": "strict", "num_threads": 2}))
-    assert a.determinism["effective"]["num_threads"] == 1
-    assert b.determinism["effective"]["num_threads"] == 2
-    causes = {c["key"]: c for c in compare(a, b)["causes"]}
-    assert causes["determinism.num_threads"]["label"] == "thread count"
-    assert causes["determinism.num_threads"]["likely_cause"] is True
+    assert a.determinism.effective.num_threads == 1
+    assert b.determinism.effective.num_threads == 2
+    causes = {c.key: c for c in compare(a, b).causes}
+    assert causes["determinism.num_threads"].label == "thread count"
+    assert causes["determinism.num_threads"].likely_cause is True
     assert a.env_digest != b.env_digest
 
 
@@ -95,16 +94,16 @@ def test_changed_input_byte_is_named_as_the_cause(run_job, tmp_path) -> None:
         f.seek(100)
         f.write(b"\xff")
     b, _ = run_job(spec)
-    causes = [c for c in compare(a, b)["causes"] if c["likely_cause"]]
-    assert any(c["key"] == "inputs.train.file_digests.train.bin" for c in causes)
-    assert {c["label"] for c in causes} == {"input data"}
+    causes = [c for c in compare(a, b).causes if c.likely_cause]
+    assert any(c.key == "inputs.train.file_digests.train.bin" for c in causes)
+    assert {c.label for c in causes} == {"input data"}
 
 
 def test_missing_input_fails_the_job_with_its_name(run_job, tmp_path) -> None:
     """An input path that does not exist fails the job before it starts, naming the input."""
     r, _ = run_job(base_spec(inputs={"train": {"path": str(tmp_path / "absent")}}))
     assert r.status == "FAILED"
-    assert "inputs.train.path" in r.error["message"]
+    assert "inputs.train.path" in r.error.message
 
 
 def test_trace_floats_round_trip_exactly(run_job) -> None:

@@ -25,14 +25,14 @@ def test_unseeded_script_reproduces_under_seeded_and_not_under_off(run_job) -> N
     b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
     assert a.status == "SUCCEEDED", a.error
     assert set(a.digests["files"]["files"]) == {"weights.json", "w.pt"}
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir))["verdict"] == "identical"
+    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
 
     off = script_spec(["python", "train.py"], policy="off")
     c, c_dir = run_job(off, code_dir=SCRIPT_DIR)
     d, d_dir = run_job(off, code_dir=SCRIPT_DIR)
     v = compare(c, d, state_file(c, c_dir), state_file(d, d_dir))
-    assert v["verdict"] == "diverged"
-    assert v["files"]["weights.json"] == "differs"
+    assert v.verdict == "diverged"
+    assert v.files["weights.json"] == "differs"
     assert c.digests["stdout"] != d.digests["stdout"]
 
 
@@ -42,7 +42,7 @@ def test_every_python_process_of_a_shell_command_is_seeded(run_job) -> None:
     a, a_dir = run_job(spec, code_dir=SCRIPT_DIR)
     b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
     assert a.status == "SUCCEEDED", a.error
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir))["verdict"] == "identical"
+    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
     out = json.loads((a_dir / "work" / "weights.json").read_text())
     assert out["argv"] == ["--epochs", "1"]
     assert (a_dir / "work" / "prepared.txt").read_text() == (b_dir / "work" / "prepared.txt").read_text()
@@ -80,9 +80,9 @@ def test_failing_script_and_missing_command_fail_clearly(run_job, tmp_path: Path
     """A non-zero exit and an unknown program both end FAILED with a one-line reason."""
     (tmp_path / "bad.py").write_text("import sys\nsys.exit(3)\n")
     r, _ = run_job(script_spec(["python", "bad.py"]), code_dir=tmp_path)
-    assert r.status == "FAILED" and r.error["message"] == "script exited with status 3"
+    assert r.status == "FAILED" and r.error.message == "script exited with status 3"
     r, _ = run_job(script_spec(["no-such-program-xyz"]), code_dir=tmp_path)
-    assert r.status == "FAILED" and "command not found: no-such-program-xyz" in r.error["message"]
+    assert r.status == "FAILED" and "command not found: no-such-program-xyz" in r.error.message
 
 
 def test_python_dash_m_runs_a_module_in_the_workspace(run_job, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from reprotrain.bundles import make_bundle
-from reprotrain.client import ApiError
+from reprotrain.errors import ApiError
 from tests.helpers import ROOT, base_spec, submit_script
 
 TIMEOUT = 180

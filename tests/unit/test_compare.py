@@ -6,9 +6,11 @@ from typing import Any
 
 from reprotrain.compare import compare, same_value
 from reprotrain.result import Result
+from tests.helpers import fingerprint_dict
 
 
-def result(**kw: Any) -> Result:
+def raw(**kw: Any) -> dict[str, Any]:
+    """A stored result as JSON, for tests to change before it is read."""
     base: dict[str, Any] = {
         "job_id": "a",
         "name": "t",
@@ -25,46 +27,49 @@ def result(**kw: Any) -> Result:
             "files": {"overall": "f", "files": {"out.txt": {"size": 1, "digest": "x"}}},
             "stdout": "s",
         },
-        "fingerprint": {
-            "torch": {"version": "2.13.0"},
-            "determinism": {"num_threads": 1},
-            "host": {"hostname": "h1"},
-        },
+        "fingerprint": fingerprint_dict(),
     }
     base.update(kw)
-    return Result.model_validate(base)
+    return base
+
+
+def result(**kw: Any) -> Result:
+    return Result.model_validate(raw(**kw))
 
 
 def test_identical_when_everything_matches() -> None:
     """Two equal results are identical, and host names alone are not causes."""
-    b = result(job_id="b", fingerprint={**result().fingerprint, "host": {"hostname": "h2"}})
+    b = result(job_id="b", fingerprint=fingerprint_dict(host={"hostname": "h2", "pid": 7}))
     v = compare(result(), b)
-    assert v["verdict"] == "identical"
-    assert v["likely_causes"] == []
-    assert [c["label"] for c in v["causes"]] == ["host identity"]
+    assert v.verdict == "identical"
+    assert v.likely_causes == []
+    assert {(c.key, c.label) for c in v.causes} == {
+        ("host.hostname", "host identity"),
+        ("host.pid", "host identity"),
+    }
 
 
 def test_first_differing_step_and_tensor_are_named() -> None:
     """A parameter change at step 2 gives diverged at step 2, naming tensor b."""
-    b = result()
-    b.trace[2].params = "other"
-    b.param_digests[2].overall = "other"
-    b.param_digests[2].tensors["b"] = "changed"
-    v = compare(result(), b)
-    assert v["verdict"] == "diverged"
-    assert v["divergence"]["step"] == 2
-    assert v["divergence"]["tensor"] == "b"
-    assert v["divergence"]["differs"] == ["parameters"]
+    d = raw()
+    d["trace"][2]["params"] = "other"
+    d["param_digests"][2]["overall"] = "other"
+    d["param_digests"][2]["tensors"]["b"] = "changed"
+    v = compare(result(), Result.model_validate(d))
+    assert v.verdict == "diverged"
+    assert v.divergence.step == 2
+    assert v.divergence.tensor == "b"
+    assert v.divergence.differs == ["parameters"]
 
 
 def test_metric_difference_reports_abs_and_rel() -> None:
     """A metric that differs at step 1 gives its absolute and relative difference."""
-    b = result()
-    b.trace[1].metrics["loss"] = 0.75
-    v = compare(result(), b)
-    div = v["divergence"]
-    assert div["step"] == 1 and div["metrics"]["loss"]["abs"] == 0.25
-    assert div["max_rel"] == 0.25 / 0.75
+    d = raw()
+    d["trace"][1]["metrics"]["loss"] = 0.75
+    v = compare(result(), Result.model_validate(d))
+    div = v.divergence
+    assert div.step == 1 and div.metrics["loss"].abs == 0.25
+    assert div.max_rel == 0.25 / 0.75
 
 
 def test_metrics_identical_when_only_a_file_differs() -> None:
@@ -79,8 +84,8 @@ def test_metrics_identical_when_only_a_file_differs() -> None:
         }
     )
     v = compare(result(), b)
-    assert v["verdict"] == "metrics_identical"
-    assert v["files"] == {"new.txt": "only_b", "out.txt": "differs"}
+    assert v.verdict == "metrics_identical"
+    assert v.files == {"new.txt": "only_b", "out.txt": "differs"}
 
 
 def test_no_trace_and_differing_file_is_diverged_naming_the_file() -> None:
@@ -88,25 +93,23 @@ def test_no_trace_and_differing_file_is_diverged_naming_the_file() -> None:
     a = result(trace=[], param_digests=[])
     b = result(trace=[], param_digests=[], digests={**a.digests, "stdout": "other"})
     v = compare(a, b)
-    assert v["verdict"] == "diverged"
-    assert v["divergence"]["differs"] == ["stdout"]
+    assert v.verdict == "diverged"
+    assert v.divergence.differs == ["stdout"]
 
 
 def test_failed_side_is_incomparable() -> None:
     """A failed re-run cannot be compared."""
     v = compare(result(), result(status="FAILED"))
-    assert v["verdict"] == "incomparable" and "b FAILED" in v["reason"]
+    assert v.verdict == "incomparable" and "b FAILED" in v.reason
 
 
 def test_causes_name_seed_and_thread_count() -> None:
     """A different seed and thread count are listed as likely causes."""
-    b = result(
-        spec={"seed": 2, "params": {}},
-        fingerprint={**result().fingerprint, "determinism": {"num_threads": 4}},
-    )
-    b.trace[0].metrics["loss"] = 0.9
-    v = compare(result(), b)
-    assert "seed" in v["likely_causes"] and "thread count" in v["likely_causes"]
+    knobs = {**fingerprint_dict()["determinism"], "num_threads": 4}
+    d = raw(spec={"seed": 2, "params": {}}, fingerprint=fingerprint_dict(determinism=knobs))
+    d["trace"][0]["metrics"]["loss"] = 0.9
+    v = compare(result(), Result.model_validate(d))
+    assert "seed" in v.likely_causes and "thread count" in v.likely_causes
 
 
 def test_float_equality_is_bitwise() -> None:
@@ -120,10 +123,27 @@ def test_image_build_date_alone_is_not_a_cause() -> None:
     """Two builds of the same image differ only in build date: not a likely cause, same env digest."""
     from reprotrain.fingerprint import env_digest
 
-    fa = {**result().fingerprint, "image": {"locks": {"requirements.lock": "x"}, "build_date": "2026-01-01"}}
-    fb = {**fa, "image": {**fa["image"], "build_date": "2026-02-02"}}
+    image = {
+        "schema": 1,
+        "target": "worker",
+        "base_image": "cuda@sha256:" + "a" * 64,
+        "base_image_digest": "sha256:" + "a" * 64,
+        "python_image": None,
+        "python_image_digest": None,
+        "requirements_lock_sha256": "sha256:x",
+        "locks": {"requirements.lock": "x"},
+        "torch": "2.13.0",
+        "torch_index": None,
+        "reprotrain": "0.1.0",
+        "os_packages": {"count": 100, "digest": "sha256:o"},
+        "vcs_ref": None,
+        "build_date": "2026-01-01T00:00:00Z",
+        "build_date_source": "SOURCE_DATE_EPOCH",
+    }
+    fa = fingerprint_dict(image=image)
+    fb = {**fa, "image": {**image, "build_date": "2026-02-02T00:00:00Z", "build_date_source": "clock"}}
     v = compare(result(fingerprint=fa), result(fingerprint=fb))
-    assert v["likely_causes"] == [] and v["verdict"] == "identical"
+    assert v.likely_causes == [] and v.verdict == "identical"
     assert env_digest(fa) == env_digest(fb)
     fc = {**fa, "image": {**fa["image"], "locks": {"requirements.lock": "y"}}}
-    assert "container image" in compare(result(fingerprint=fa), result(fingerprint=fc))["likely_causes"]
+    assert "container image" in compare(result(fingerprint=fa), result(fingerprint=fc)).likely_causes

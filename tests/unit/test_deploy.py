@@ -202,7 +202,7 @@ def test_api_image_has_no_torch() -> None:
 
 
 def test_fingerprint_records_build_facts(tmp_path: Path) -> None:
-    """A fingerprint taken with REPROTRAIN_BUILD_FACTS set carries the build facts the image writes."""
+    """The build facts the image writes are read back, typed (ImageFacts), exactly as written."""
     facts_file = tmp_path / "build.json"
     base = "nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:" + "ab" * 32
     script = ROOT / "deploy" / "build_facts.py"
@@ -220,7 +220,7 @@ def test_fingerprint_records_build_facts(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import json; from reprotrain.job import fingerprint as f; "
-            "print(json.dumps(f.static_facts()['image']))",
+            "print(json.dumps(f.static_facts().image.model_dump(mode='json')))",
         ],
         check=True,
         capture_output=True,

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from reprotrain.errors import Conflict, NotFound
-from reprotrain.result import Status
+from reprotrain.result import Result
 from reprotrain.spec import parse_spec
+from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
 from tests.helpers import base_spec
@@ -36,12 +37,20 @@ def test_finish_needs_the_lease(store: Store) -> None:
     """Only the lease owner can finish a job; a second finish changes nothing."""
     job = store.create_job(parse_spec(base_spec()))
     store.claim(job.id, "w1", 30)
-    assert not store.finish(job.id, "w2", Status.SUCCEEDED, result={}, error=None, artifacts=[])
+    result = Result(
+        job_id=job.id,
+        name=job.name,
+        spec=job.spec,
+        spec_digest=job.spec_digest,
+        status=Status.SUCCEEDED,
+        metrics={"x": 1},
+    )
+    assert not store.finish(job.id, "w2", Status.SUCCEEDED, result=result, error=None, artifacts=[])
     assert store.finish(
         job.id,
         "w1",
         Status.SUCCEEDED,
-        result={"metrics": {"x": 1}},
+        result=result,
         error=None,
         artifacts=[("a.txt", "d" * 64, 1)],
     )

@@ -1,0 +1,73 @@
+"""The verdict model: what a comparison of two runs says, as stored, served and printed.
+
+identical          every digest equal: trace, model, optimizer, output files, stdout
+metrics_identical  the (non-empty) trace is equal, some other digest differs
+diverged           the first differing step and tensor, or the first differing file
+incomparable       a side did not succeed (or has no result yet)
+
+Stored and served without its unset fields (`Sparse`): a field present is a finding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reprotrain.model import Frozen, Sparse
+
+VerdictKind = Literal["identical", "metrics_identical", "diverged", "incomparable"]
+FileState = Literal["same", "differs", "only_a", "only_b"]
+
+
+class Cause(Frozen):
+    """One difference of spec or environment between the two runs, labelled."""
+
+    key: str = Field(examples=["determinism.num_threads"])
+    a: Any
+    b: Any
+    label: str = Field(examples=["thread count"])
+    likely_cause: bool = Field(description="likely to change result bits")
+
+
+class MetricDelta(Sparse):
+    a: Any
+    b: Any
+    abs: float | None = None
+    rel: float | None = None
+
+
+class Divergence(Sparse):
+    """Where a diverged re-run first parted from its original, and by how much."""
+
+    step: int | None = Field(None, description="first logged step whose entry differs")
+    differs: list[str] = Field(default_factory=list, description="what differs there (or overall)")
+    metrics: dict[str, MetricDelta] | None = None
+    first: str | None = Field(None, description="'data order' when the batch order parted first")
+    note: str | None = None
+    tensor: str | None = Field(None, description="first differing tensor, in the model's own order")
+    tensor_step: int | None = None
+    tensor_max_abs: float | None = None
+    tensor_max_rel: float | None = None
+    file: str | None = Field(None, description="first differing output file, when no step differs")
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+
+class Verdict(Sparse):
+    """The verdict of run b (a re-run) against run a (the original)."""
+
+    a: str
+    b: str
+    verdict: VerdictKind
+    reason: str | None = None
+    causes: list[Cause] = Field(default_factory=list)
+    likely_causes: list[str] = Field(default_factory=list)
+    files: dict[str, FileState] | None = None
+    equal: dict[str, bool] | None = None
+    nondeterministic_ops: list[str] | None = None
+    divergence: Divergence | None = None
+
+
+def incomparable(a: str, b: str, reason: str) -> Verdict:
+    return Verdict(a=a, b=b, verdict="incomparable", reason=reason)
