@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint imports format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,13 +17,23 @@ venv: $(STAMP)  ## create the virtualenv and install reprotrain with exact versi
 demo: $(STAMP)  ## run an example job, re-run it, print the verdict
 	$(BIN)/python -m reprotrain.examples.demo
 
-test: $(STAMP)  ## lint, then the whole test suite (GPU tests skip without CUDA)
+test: $(STAMP)  ## lint, import contracts, then the whole test suite (GPU tests skip without CUDA)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# import-linter walks package folders; service/ and worker/ are mapped into reprotrain (package-dir),
+# so it reads an installed copy of the current tree, laid out as the wheel lays it out.
+IMPORT_VIEW := build/import-view
+imports: $(STAMP)  ## the import contracts of pyproject.toml (docs/architecture.md, "Rules")
+	rm -rf $(IMPORT_VIEW)
+	$(BIN)/pip install -q --no-deps --no-compile --target $(IMPORT_VIEW) . > $(IMPORT_VIEW).log 2>&1 \
+		|| (cat $(IMPORT_VIEW).log; exit 1)
+	cd $(IMPORT_VIEW) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 format: $(STAMP)
 	$(BIN)/ruff format .
