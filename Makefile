@@ -30,7 +30,7 @@ lint: $(STAMP)
 # so it reads an installed copy of the current tree, laid out as the wheel lays it out.
 IMPORT_VIEW := build/import-view
 imports: $(STAMP)  ## the import contracts of pyproject.toml (docs/architecture.md, "Rules")
-	rm -rf $(IMPORT_VIEW)
+	rm -rf $(IMPORT_VIEW) build/lib  # build/lib: pip builds in-tree; a stale module there would ship
 	$(BIN)/pip install -q --no-deps --no-compile --target $(IMPORT_VIEW) . > $(IMPORT_VIEW).log 2>&1 \
 		|| (cat $(IMPORT_VIEW).log; exit 1)
 	cd $(IMPORT_VIEW) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml

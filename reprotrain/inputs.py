@@ -6,7 +6,6 @@ SQLite cache keyed by what changes when a file is rewritten.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -85,8 +84,3 @@ def digest_inputs(inputs: dict[str, InputSpec], cache_path: Path | None) -> dict
         return {name: digest_input(name, spec, cache) for name, spec in sorted(inputs.items())}
     finally:
         cache.close()
-
-
-def default_cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "reprotrain" / "input-digests.sqlite"

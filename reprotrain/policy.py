@@ -1,7 +1,8 @@
 """Determinism policies: which knob each policy turns, resolved with a spec's overrides.
 
-The table is DESIGN's. A knob left at None is not touched: the process keeps torch's default,
-and the result still records what that default was (the *effective* value).
+README.md, "Determinism policies", shows this table. A knob left at None is not touched: the
+process keeps torch's default, and the result still records what that default was (the
+*effective* value).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The worker side: job launcher (fork server), job process, fingerprint collection."""
+"""The Celery worker edge: the worker's app and its one task (claim, run, finish a job)."""

@@ -1,7 +1,7 @@
-"""Worker entry point: `python -m reprotrain.worker.main` (or `celery -A reprotrain.worker.main worker`).
+"""Worker entry point: `reprotrain worker` or `python -m reprotrain.worker.main`.
 
 Runs one job at a time (solo pool: one worker process per GPU), consuming the queues in
-REPROTRAIN_QUEUES. Reads the environment here, at the edge, and nowhere else.
+REPROTRAIN_QUEUES. Reads the environment in `main`, at the edge, and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ from reprotrain.settings import Settings, load_settings
 from reprotrain.worker.task import Runtime, handle, make_runtime
 
 
-def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:
+def create_worker(settings: Settings) -> Celery:
+    """The Celery app of one worker: the job task, and a runtime (store, fork server) made on first use."""
     app = create_celery(settings)
     holder: dict[str, Runtime] = {}
 
-    def runtime() -> Runtime:
-        if "rt" not in holder:
-            holder["rt"] = make_runtime(settings)
-        return holder["rt"]
-
     def run_job(job_id: str) -> str:
-        return handle(runtime(), job_id)
+        if "rt" not in holder:  # the fork server starts in the worker process, not at import
+            holder["rt"] = make_runtime(settings)
+        return handle(holder["rt"], job_id)
 
     consume(app, run_job)
 
@@ -37,16 +35,13 @@ def build(settings: Settings) -> tuple[Celery, dict[str, Runtime]]:
         if "rt" in holder:
             holder.pop("rt").close()
 
-    return app, holder
-
-
-settings = load_settings()
-app, _runtime = build(settings)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
+    settings = load_settings()
     args = argv if argv is not None else sys.argv[1:]
-    app.worker_main(
+    create_worker(settings).worker_main(
         [
             "worker",
             "--pool",

@@ -1,5 +1,5 @@
-"""What training code and the job process import: the Context, policy application, digests."""
-
-from reprotrain.job.context import Context
-
-__all__ = ["Context"]
+"""The job side: the fork server, the job process and what runs in it (applying the policy, the
+`Context` a `train(ctx)` gets, digests, the fingerprint), and the supervisor that launches a job
+and assembles its result. Importing this package imports no torch; its modules that run inside a
+job process do.
+"""

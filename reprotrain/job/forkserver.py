@@ -4,7 +4,7 @@ Protocol, one Unix-socket connection per job: the client sends one JSON line (a 
 the server forks, answers ``{"pid": N}``, and when the child exits ``{"exit": CODE}``. A client
 that disconnects early takes its job with it: the job's process group is killed.
 
-Hazards this module exists to respect (measured, see DESIGN): the server must never run torch
+Hazards this module exists to respect (both measured): the server must never run torch
 work (a forked child would hang on its first threaded op), and it must run with a fixed
 PYTHONHASHSEED, which every child inherits.
 """

@@ -69,11 +69,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; every stored time is UTC."""
-    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
-
-
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

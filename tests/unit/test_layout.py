@@ -71,3 +71,12 @@ def test_env_digest_ignores_what_names_a_machine() -> None:
     assert env_digest(base) != env_digest(
         fingerprint_dict(determinism={**base["determinism"], "num_threads": 2})
     )
+
+
+def test_the_worker_edge_leaves_torch_to_the_fork_server() -> None:
+    """Importing the Celery worker and the job supervisor imports no torch: only the fork server does."""
+    code = "import sys, reprotrain.worker.main, reprotrain.job.supervisor; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], cwd="/", capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"

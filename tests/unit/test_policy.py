@@ -1,4 +1,4 @@
-"""Determinism policies resolve to DESIGN's table, with per-knob overrides."""
+"""Determinism policies resolve to their table (README, "Determinism policies"), with per-knob overrides."""
 
 from __future__ import annotations
 
