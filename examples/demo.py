@@ -1,6 +1,6 @@
 """The quick-start demo: start the embedded service, submit an example job, re-run it, print the verdict.
 
-    python -m examples.demo [SPEC]
+    python -m reprotrain.examples.demo [SPEC]     (what `make demo` runs)
 
 Starts `reprotrain serve` (SQLite, filesystem broker, one worker: nothing else to install) on a
 free port with a fresh data directory, talks to it over REST like any client, and stops it.

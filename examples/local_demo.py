@@ -1,6 +1,6 @@
 """Local demo without a server: run an example job, re-run it, print the verdict.
 
-python -m examples.demo [SPEC]
+python -m reprotrain.examples.local_demo [SPEC]
 """
 
 from __future__ import annotations

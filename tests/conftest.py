@@ -21,6 +21,19 @@ def _scrub_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    """A real store on a fresh SQLite database, migrated to the latest schema."""
+    from reprotrain.store import Store
+    from reprotrain.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    s = Store(url)
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def fork_runner() -> Iterator[Any]:
     from reprotrain.job.launcher import ForkRunner

@@ -308,3 +308,16 @@ def fingerprint_dict(**overrides: Any) -> dict[str, Any]:
     }
     fp.update(overrides)
     return fp
+
+
+def sent_long_ago(store: Any, job_id: str) -> None:
+    """Mark a job as sent an hour ago (its message may be lost by now)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from reprotrain.store.repo import now
+    from reprotrain.store.tables import JobRow
+
+    with store.session() as s:
+        s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=now() - timedelta(hours=1)))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from reprotrain.broker import RedisBroker, StubBroker, create_celery
 from reprotrain.service.dispatch import Dispatcher
@@ -15,10 +13,7 @@ from reprotrain.service.maintenance import maintain_once
 from reprotrain.settings import Settings
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
-from reprotrain.store.migrate import upgrade
-from reprotrain.store.repo import now
-from reprotrain.store.tables import JobRow
-from tests.helpers import base_spec
+from tests.helpers import base_spec, sent_long_ago
 
 
 @pytest.fixture(params=["stub", "redis"])
@@ -31,15 +26,6 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     b = RedisBroker(create_celery(Settings(broker_url=url, data_dir=tmp_path)))
     yield b
     b.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def test_a_burst_lands_in_its_queues(broker: Any) -> None:
@@ -58,8 +44,7 @@ def test_maintenance_resends_a_lost_job_once(store: Store, tmp_path: Path) -> No
     """A job sent an hour ago and still QUEUED, its queue empty: re-sent once, not on the next pass."""
     settings = Settings(data_dir=tmp_path, resend_after_s=60)
     job = store.create_job(parse_spec(base_spec()))
-    with store.session() as s:
-        s.execute(update(JobRow).where(JobRow.id == job.id).values(sent_at=now() - timedelta(hours=1)))
+    sent_long_ago(store, job.id)
     stub = StubBroker()
     assert maintain_once(store, stub, settings)["resent"] == [job.id]
     assert maintain_once(store, stub, settings)["resent"] == []

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
-from sqlalchemy import update
 
 from reprotrain.broker import RedisBroker, create_celery
 from reprotrain.service.dispatch import LoopDispatcher
@@ -18,23 +15,7 @@ from reprotrain.settings import Settings
 from reprotrain.spec import parse_spec
 from reprotrain.store import Store
 from reprotrain.store.migrate import upgrade
-from reprotrain.store.repo import now
-from reprotrain.store.tables import JobRow
-from tests.helpers import base_spec, free_port, make_database
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    s = Store(url)
-    yield s
-    s.close()
-
-
-def _sent_long_ago(store: Store, job_id: str) -> None:
-    with store.session() as s:
-        s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=now() - timedelta(hours=1)))
+from tests.helpers import base_spec, free_port, make_database, sent_long_ago
 
 
 def test_backlog_is_not_resent_until_its_queue_drains(
@@ -44,7 +25,7 @@ def test_backlog_is_not_resent_until_its_queue_drains(
     settings = Settings(broker_url=redis_server.url(), data_dir=tmp_path, resend_after_s=60)
     r = redis.Redis.from_url(settings.broker)
     job = store.create_job(parse_spec(base_spec(queue="busy")))
-    _sent_long_ago(store, job.id)
+    sent_long_ago(store, job.id)
     r.lpush("busy", b"a message ahead of it")  # the queue is still working through a backlog
     sender = RedisBroker(create_celery(settings))
     try:

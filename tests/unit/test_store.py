@@ -16,15 +16,6 @@ from reprotrain.store.migrate import upgrade
 from tests.helpers import base_spec
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    s = Store(url)
-    yield s
-    s.close()
-
-
 def test_only_one_claim_wins(store: Store) -> None:
     """Two workers claim the same job: one wins, the other is told no."""
     job = store.create_job(parse_spec(base_spec()))
