@@ -27,6 +27,7 @@ COPY pyproject.toml README.md ./
 COPY reprotrain/ reprotrain/
 COPY service/ service/
 COPY worker/ worker/
+COPY examples/ examples/
 RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------

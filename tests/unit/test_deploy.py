@@ -254,3 +254,15 @@ def test_image_locks_pin_the_versions_of_the_install_lock() -> None:
         shared = {name: v for name, v in pins.items() if name in main}
         assert shared == {name: main[name] for name in shared}, lock
         assert "torch" not in pins  # installed by its own pinned line from the CUDA index
+
+
+def test_the_wheel_stage_copies_every_mapped_folder() -> None:
+    """Each folder pyproject maps into the package (service/, worker/, examples/) is in the wheel build."""
+    import tomllib
+
+    mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    copied = {line.split()[1].rstrip("/") for line in _stages()["wheel"] if line.startswith("COPY ")}
+    allowed = {line.strip("!/\n") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for folder in mapped.values():
+        assert folder in copied, f"Dockerfile's wheel stage does not COPY {folder}/"
+        assert folder in allowed, f".dockerignore keeps {folder}/ out of the build context"
