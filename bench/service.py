@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from reprotrain.status import Status
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {
     "name": "bench",
@@ -163,7 +165,7 @@ def overhead(url: str, jobs: int) -> tuple[list[float], list[float]]:
         for _ in range(jobs):
             t0 = time.monotonic()
             job = c.post("/v1/jobs", json=spec).json()
-            while (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] in ("QUEUED", "RUNNING"):
+            while not Status((j := c.get(f"/v1/jobs/{job['id']}").json())["status"]).is_final:
                 time.sleep(0.002)
             seen = time.monotonic() - t0
             assert j["status"] == "SUCCEEDED", j["error"]

@@ -61,7 +61,7 @@ def test_cuda_nondeterministic_op_fails_strict_and_is_listed_under_warn(run_job,
     assert strict.error.nondeterministic_op, strict.error
     warn, _ = run_job(op_spec(op, "warn"))
     assert warn.status == "SUCCEEDED", warn.error
-    assert [o["op"] for o in warn.nondeterministic_ops] == [strict.error.nondeterministic_op]
+    assert [o.op for o in warn.nondeterministic_ops] == [strict.error.nondeterministic_op]
 
 
 def test_index_add_is_deterministic_under_strict_on_cuda(run_job) -> None:
