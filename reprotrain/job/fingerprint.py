@@ -76,20 +76,39 @@ def _packages() -> dict[str, str]:
 
 def _blas() -> BlasFacts:
     import numpy as np
-    import torch
 
-    out: dict[str, Any] = {"numpy": None, "torch": None}
+    numpy_blas = None
     try:
         cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        out["numpy"] = f"{cfg.get('name')} {cfg.get('version')}"
+        numpy_blas = f"{cfg.get('name')} {cfg.get('version')}"
     except Exception:  # noqa: BLE001 - numpy's config shape varies by build; absent is fine
         pass
-    for line in torch.__config__.show().splitlines():
-        line = line.strip(" -")
-        if "Math Kernel Library" in line or line.startswith("BLAS_INFO") or "OpenBLAS" in line:
-            out["torch"] = line
-            break
-    return BlasFacts(**out)
+    return BlasFacts(numpy=numpy_blas, torch=_torch_blas())
+
+
+def _torch_blas() -> str | None:
+    """The BLAS torch runs on, asked of the library itself.
+
+    Not `torch.__config__.show()`: on a CUDA build it counts GPUs first, which initializes the
+    CUDA driver, and every process forked after that fails its first CUDA call (seen on an H200).
+    """
+    import ctypes
+
+    import torch
+
+    lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    buf = ctypes.create_string_buffer(512)
+    try:
+        lib.MKL_Get_Version_String(buf, len(buf))  # MKL, linked into torch on x86-64
+        return buf.value.decode(errors="replace").strip() or None
+    except AttributeError:
+        pass
+    try:
+        config = lib.openblas_get_config  # torch built on OpenBLAS (aarch64)
+    except AttributeError:
+        return None
+    config.restype = ctypes.c_char_p
+    return "OpenBLAS " + config().decode(errors="replace").strip()
 
 
 def _build_facts() -> ImageFacts | None:
