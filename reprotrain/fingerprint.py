@@ -9,6 +9,7 @@ date). The job side fills the model (reprotrain/job/fingerprint.py), the image b
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat from job to job; a fingerprint has a few hundred
 def describe(key: str) -> Label:
     """The label of a flattened fingerprint key: the deepest declared one on its path."""
     found, digest, models = OTHER, True, [Fingerprint]
@@ -209,6 +211,7 @@ def describe(key: str) -> Label:
     return Label(found.name, found.cause and digest, digest)
 
 
+@functools.cache
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
     return {(f.alias or name): f for name, f in model.model_fields.items()} | dict(model.model_fields)
 
