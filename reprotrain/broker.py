@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -26,8 +25,6 @@ from celery.utils.nodenames import anon_nodename
 
 from reprotrain.settings import Settings
 from reprotrain.wire import TASK
-
-log = logging.getLogger("reprotrain.api")
 
 
 def broker_options(settings: Settings) -> dict[str, object]:
