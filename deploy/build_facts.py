@@ -1,4 +1,4 @@
-"""Write the image's build facts (what worker/fingerprint.py records as fingerprint["image"]).
+"""Write the image's build facts (read back, typed as `ImageFacts`, into fingerprint["image"]).
 
 Run at image build time, after everything is installed:
 

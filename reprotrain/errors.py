@@ -15,7 +15,7 @@
         └── Unreachable          … or could not be reached at all
 
 Every message is one line meant for a person; the CLI prints it after `reprotrain: error:` and the
-API maps the server-side kinds to HTTP statuses in one place (reprotrain/service/errors.py).
+API maps the server-side kinds to HTTP statuses in one place (service/errors.py).
 """
 
 from __future__ import annotations
