@@ -31,6 +31,7 @@ lint: $(STAMP)
 IMPORT_VIEW := build/import-view
 imports: $(STAMP)  ## the import contracts of pyproject.toml (docs/architecture.md, "Rules")
 	rm -rf $(IMPORT_VIEW) build/lib  # build/lib: pip builds in-tree; a stale module there would ship
+	mkdir -p build
 	$(BIN)/pip install -q --no-deps --no-compile --target $(IMPORT_VIEW) . > $(IMPORT_VIEW).log 2>&1 \
 		|| (cat $(IMPORT_VIEW).log; exit 1)
 	cd $(IMPORT_VIEW) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
@@ -45,7 +46,7 @@ bench: $(STAMP)  ## benchmarks: print tables, pass/fail nothing
 	$(BIN)/python -m bench.service --db postgres
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache build/import-view build/import-view.log build/lib
 
 # --- deployment (Dockerfile, docker-compose.yml; docs/self-hosting.md) -------------------------
 # The deploy tools live in their own virtualenv (hash-pinned), not in the project's.

@@ -30,7 +30,8 @@ def main() -> int:
         b = execute(runner, spec, out / "rerun", code_dir=ROOT)
         print(format_result(b, out / "rerun"))
     print("\n== verdict")
-    print(format_verdict(compare(a, b, state_file(a, out / "original"), state_file(b, out / "rerun"))))
+    verdict = compare(a, b, state_file(a, out / "original"), state_file(b, out / "rerun"))
+    print(format_verdict(verdict.model_dump(mode="json")))
     return 0 if a.status == b.status == "SUCCEEDED" else 1
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reprotrain.hashing import digest_json
-from reprotrain.model import Frozen
+from reprotrain.model import Stored
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Label:
     digest: bool = True  # counted in env_digest (False here holds for everything below)
 
 
-class _Facts(Frozen):
+class _Facts(Stored):
     pass
 
 
@@ -137,7 +137,7 @@ class EnvKnobs(_Facts):
     python_hash_seed: str | None
     source_date_epoch: str | None
     mkl_cbwr: str | None
-    mkl_cbwr_branch: str | None
+    mkl_cbwr_branch: str | None = None  # recorded since MKL's own reading was added
 
 
 class EffectiveKnobs(EnvKnobs):
@@ -226,7 +226,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def as_dict(fingerprint: Fingerprint | dict[str, Any] | None) -> dict[str, Any]:
+def _as_dict(fingerprint: Fingerprint | dict[str, Any] | None) -> dict[str, Any]:
     if fingerprint is None:
         return {}
     return fingerprint if isinstance(fingerprint, dict) else fingerprint.model_dump(mode="json")
@@ -234,7 +234,7 @@ def as_dict(fingerprint: Fingerprint | dict[str, Any] | None) -> dict[str, Any]:
 
 def env_digest(fingerprint: Fingerprint | dict[str, Any]) -> str:
     """Digest of the reproducibility-relevant part of a fingerprint."""
-    flat = flatten(as_dict(fingerprint))
+    flat = flatten(_as_dict(fingerprint))
     return digest_json({k: v for k, v in flat.items() if describe(k).digest})
 
 
@@ -247,7 +247,7 @@ def diff(
     a: Fingerprint | dict[str, Any] | None, b: Fingerprint | dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """Every differing key, likely causes first, each with its label."""
-    fa, fb = flatten(as_dict(a)), flatten(as_dict(b))
+    fa, fb = flatten(_as_dict(a)), flatten(_as_dict(b))
     rows = []
     for key in sorted(set(fa) | set(fb)):
         va, vb = fa.get(key), fb.get(key)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
+from reprotrain.model import Frozen
 from reprotrain.spec import DeterminismSpec
 
 PYTHON_HASH_SEED = "0"  # fixed for every policy; forked children inherit the parent's
@@ -19,10 +18,8 @@ CUBLAS_DEFAULT = ":4096:8"
 DEFAULT_THREADS = 1  # the same on every host: thread count changes result bits on CPU
 
 
-class Knobs(BaseModel):
+class Knobs(Frozen):
     """The requested value of every determinism knob for one job."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: Literal["off", "seeded", "strict", "warn"]
     seed_rngs: bool

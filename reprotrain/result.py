@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 
 from reprotrain.errors import ResultInvalid
 from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
 from reprotrain.hashing import HASH_NAME
-from reprotrain.model import Frozen, Sparse
+from reprotrain.model import Frozen, Sparse, Stored
 from reprotrain.policy import Knobs
 from reprotrain.spec import Policy
 from reprotrain.status import Status
@@ -21,17 +21,14 @@ from reprotrain.wire import JobFiles
 class JobError(Sparse):
     """Why a job did not succeed, in one line: the exception type (or what ended it) and message."""
 
-    model_config = ConfigDict(extra="ignore")  # stored by every version; read by the newest
-
     type: str = Field(examples=["ZeroDivisionError"])
     message: str = Field(examples=["division by zero"])
     nondeterministic_op: str | None = Field(None, description="the op strict mode refused, if that was it")
 
 
-class TraceEntry(Frozen):
-    """One logged step: exact metric values, data-order digest and parameter digest if taken."""
-
-    model_config = ConfigDict(extra="ignore")  # an event's `kind` is not kept
+class TraceEntry(Stored):
+    """One logged step: exact metric values, data-order digest and parameter digest if taken
+    (built from an event; its `kind` is not kept)."""
 
     step: int
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -39,21 +36,19 @@ class TraceEntry(Frozen):
     params: str | None = None
 
 
-class ParamDigest(Frozen):
-    model_config = ConfigDict(extra="ignore")
-
+class ParamDigest(Stored):
     step: int
     overall: str
     tensors: dict[str, str]
 
 
-class NondeterministicOp(Frozen):
+class NondeterministicOp(Stored):
     op: str
     count: int
     message: str
 
 
-class DeterminismRecord(Frozen):
+class DeterminismRecord(Stored):
     """The policy, each knob as asked for, and each as torch reported it after applying them."""
 
     policy: Policy
@@ -86,10 +81,8 @@ def _none_if_empty(v: Any) -> Any:
     return None if v == {} else v  # results stored before these were typed said {} for "none"
 
 
-class Result(Frozen):
+class Result(Stored):
     """One run, as stored and compared: the contract between a worker, the store and every reader."""
-
-    model_config = ConfigDict(extra="ignore")
 
     schema_version: int = 1
     hash: str = HASH_NAME

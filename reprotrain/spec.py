@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from reprotrain.errors import SpecInvalid
 from reprotrain.hashing import canonical_json, digest_bytes
+from reprotrain.model import Frozen
 
 MAX_SEED = 2**63 - 1
 POLICIES = ("off", "seeded", "strict", "warn")
@@ -23,17 +24,13 @@ Policy = Literal["off", "seeded", "strict", "warn"]
 StrictBool = Annotated[bool, Field(strict=True)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Frozen):
+class InputSpec(Frozen):
     """A named input: a file or directory the worker can read."""
 
     path: str = Field(min_length=1, description="a path the worker sees (mounted volume)")
 
 
-class DeterminismSpec(_Frozen):
+class DeterminismSpec(Frozen):
     """The policy, and optional overrides of single knobs (None: the policy decides)."""
 
     policy: Policy = "strict"
@@ -46,11 +43,11 @@ class DeterminismSpec(_Frozen):
     mkl_cbwr: Annotated[str, Field(pattern=r"^[A-Z0-9_,]{1,32}$")] | None = None
 
 
-class TrackSpec(_Frozen):
+class TrackSpec(Frozen):
     digest_every: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10
 
 
-class JobSpec(_Frozen):
+class JobSpec(Frozen):
     """Job spec v1. Exactly one of `entrypoint` (function mode) or `command` (script mode)."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = "job"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.compare import compare
+from reprotrain.errors import ResultInvalid
 from reprotrain.result import Result
 from reprotrain.store import Store
 from reprotrain.verdict import Verdict, incomparable
@@ -19,30 +23,42 @@ def state_path(store: Store, artifacts: ArtifactStore, job_id: str) -> Path | No
     return None
 
 
+def stored_result(job_id: str, data: dict[str, Any]) -> Result:
+    """A result as the store holds it; one that no longer reads is ResultInvalid, naming the job."""
+    try:
+        return Result.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ResultInvalid(f"stored result of job {job_id} does not read ({where}: {first['msg']})") from e
+
+
 def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) -> Verdict:
-    """The verdict of job b against job a; `incomparable` while either has no result."""
+    """The verdict of job b against job a; `incomparable` while either has no readable result."""
     a, b = store.get_job(a_id), store.get_job(b_id)
     missing = [
         f"{side} is {j.status} without a result" for side, j in (("a", a), ("b", b)) if j.result is None
     ]
     if missing:
         return incomparable(a_id, b_id, "; ".join(missing))
-    return compare(
-        Result.model_validate(a.result),
-        Result.model_validate(b.result),
-        state_path(store, artifacts, a_id),
-        state_path(store, artifacts, b_id),
-    )
+    try:
+        ra, rb = stored_result(a_id, a.result), stored_result(b_id, b.result)  # type: ignore[arg-type]
+    except ResultInvalid as e:
+        return incomparable(a_id, b_id, e.message)
+    return compare(ra, rb, state_path(store, artifacts, a_id), state_path(store, artifacts, b_id))
 
 
 def rerun_verdict(
     store: Store, artifacts: ArtifactStore, original_id: str, rerun: Result, rerun_state: Path | None
 ) -> Verdict:
-    """The verdict of a just-finished re-run, before its own row is final."""
+    """The verdict of a just-finished re-run, before its own row is final. Never raises for the
+    original's sake: a re-run that ran is stored, with `incomparable` if the original cannot be read."""
     original = store.get_job(original_id)
     if original.result is None:
         return incomparable(original_id, rerun.job_id, f"original ended {original.status} without a result")
+    try:
+        before = stored_result(original_id, original.result)
+    except ResultInvalid as e:
+        return incomparable(original_id, rerun.job_id, e.message)
     state = rerun_state if rerun_state is not None and rerun_state.exists() else None
-    return compare(
-        Result.model_validate(original.result), rerun, state_path(store, artifacts, original_id), state
-    )
+    return compare(before, rerun, state_path(store, artifacts, original_id), state)

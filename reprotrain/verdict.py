@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from reprotrain.model import Frozen, Sparse
+from reprotrain.model import Sparse, Stored
 
 VerdictKind = Literal["identical", "metrics_identical", "diverged", "incomparable"]
 FileState = Literal["same", "differs", "only_a", "only_b"]
 
 
-class Cause(Frozen):
+class Cause(Stored):
     """One difference of spec or environment between the two runs, labelled."""
 
     key: str = Field(examples=["determinism.num_threads"])

@@ -14,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import store_bundle
 from reprotrain.errors import BundleTooLarge, NotFound, SpecInvalid
-from reprotrain.result import Result
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
 from reprotrain.service.schemas import (
@@ -31,7 +30,7 @@ from reprotrain.service.schemas import (
 )
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.status import Status
-from reprotrain.stored_verdicts import job_verdict
+from reprotrain.stored_verdicts import job_verdict, stored_result
 from reprotrain.verdict import Verdict
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
@@ -171,7 +170,7 @@ def job_fingerprint(request: Request, job_id: str, _: Authorized) -> Fingerprint
     row = _state(request).store.get_job(job_id)
     if row.result is None:
         raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
-    r = Result.model_validate(row.result)
+    r = stored_result(job_id, row.result)
     return FingerprintPublic(
         env_digest=r.env_digest, fingerprint=r.fingerprint, determinism=r.determinism, inputs=r.inputs
     )

@@ -262,6 +262,7 @@ def start_serve(tmp: Path, cwd: Path = ROOT) -> Serve:
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's foreground job has
         )
     serve = Serve(proc, f"http://127.0.0.1:{port}", log)
     try:

@@ -108,6 +108,7 @@ class WorkerProcess:
             preexec_fn=lambda: die_with_parent(signal.SIGTERM),
             env={**os.environ, **settings_env(settings)},
             stderr=subprocess.PIPE,
+            process_group=0,  # a terminal's Ctrl-C stops `serve`, which then stops its worker
         )
         self.died = self.stopping = False
         self.returncode: int | None = None

@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def _torch_blas() -> str | None:
 
     import torch
 
-    lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    except OSError:  # a torch laid out differently: the BLAS goes unrecorded, the job still runs
+        return None
     buf = ctypes.create_string_buffer(512)
     try:
         lib.MKL_Get_Version_String(buf, len(buf))  # MKL, linked into torch on x86-64
@@ -113,10 +117,12 @@ def _torch_blas() -> str | None:
 
 def _build_facts() -> ImageFacts | None:
     try:
-        text = BUILD_FACTS.read_text()
+        return ImageFacts.model_validate_json(BUILD_FACTS.read_text())
     except OSError:
         return None  # not an image built by deploy/build_facts.py
-    return ImageFacts.model_validate_json(text)
+    except ValueError as e:  # a broken facts file must not stop every job: say so, record none
+        print(f"reprotrain: ignoring unreadable build facts {BUILD_FACTS}: {e}", file=sys.stderr)
+        return None
 
 
 @functools.cache

@@ -114,3 +114,15 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_ctrl_c_ends_serve_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to serve's process group) stops API and worker as an interrupt, no worker error."""
+    serve = start_serve(tmp_path)
+    try:
+        os.killpg(serve.proc.pid, signal.SIGINT)
+        code = serve.proc.wait(60)
+    finally:
+        serve.stop()
+    assert code == 130 and "reprotrain: interrupted" in serve.output(), serve.output()[-2000:]
+    assert "the worker exited" not in serve.output()
