@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import signal
+import subprocess
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -43,3 +45,14 @@ def python_argv(python: str, module: str, *args: str) -> list[str]:
     """`python -P -m module`: -P keeps the caller's working directory off sys.path, so a `worker.py`
     or `reprotrain/` lying there can neither shadow our modules nor leak into every job's sys.path."""
     return [python, "-P", "-m", module, *args]
+
+
+def stop(proc: subprocess.Popen[Any], grace_s: float) -> int:
+    """SIGTERM, up to grace_s to exit, then SIGKILL; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

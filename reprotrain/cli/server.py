@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reprotrain.errors import LaunchError
-from reprotrain.procs import die_with_parent, python_argv
+from reprotrain.procs import die_with_parent, python_argv, stop
 from reprotrain.settings import Settings, load_settings
 
 
@@ -132,12 +132,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         self.stopping = True
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, 30)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Protocol
 from reprotrain.errors import LaunchError
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
-from reprotrain.procs import python_argv
+from reprotrain.procs import python_argv, stop
 from reprotrain.wire import JobFiles
 
 SERVER_START_TIMEOUT_S = 120
@@ -132,13 +132,7 @@ class ForkRunner:
         return _ForkedJob(conn, pid)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, 10)
         if self.proc.stdout:
             self.proc.stdout.close()
         self._log.close()
