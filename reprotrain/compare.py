@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from reprotrain import fingerprint
-from reprotrain.hashing import decode_float
+from reprotrain.hashing import decode_float, digest_bytes
 from reprotrain.result import Result, TraceEntry
 from reprotrain.status import Status
 from reprotrain.verdict import Verdict
@@ -141,6 +141,77 @@ def _digest_equal(a: Result, b: Result, key: str) -> bool:
     return da == db
 
 
+EMPTY = digest_bytes(b"")
+COMPONENTS = ("trace", "metrics", "model", "optimizer", "files", "stdout")
+
+
+def _present(r: Result, key: str) -> bool:
+    """Whether a run has this component at all: what was not tracked or produced is absent."""
+    if key == "trace":
+        return bool(r.trace)
+    if key == "metrics":
+        return bool(r.metrics)
+    if key == "files":
+        return bool((r.digests.get("files") or {}).get("files"))
+    if key == "stdout":
+        return r.digests.get("stdout") not in (None, EMPTY)
+    return r.digests.get(key) is not None
+
+
+def components(a: Result, b: Result, trace_equal: bool) -> tuple[dict[str, bool], list[str]]:
+    """Equality of each component either run has, and the components neither has."""
+    equal: dict[str, bool] = {}
+    for key in COMPONENTS:
+        if not (_present(a, key) or _present(b, key)):
+            continue
+        if key == "trace":
+            equal[key] = trace_equal
+        elif key == "metrics":
+            equal[key] = not metric_deltas(a.metrics, b.metrics)
+        else:
+            equal[key] = _present(a, key) == _present(b, key) and _digest_equal(a, b, key)
+    return equal, [k for k in COMPONENTS if k not in equal]
+
+
+def inputs_diff(a: Result, b: Result) -> list[dict[str, Any]]:
+    """The job's input data, by content (the spec's diff names changed paths)."""
+    fa, fb = fingerprint.flatten(a.inputs, "inputs."), fingerprint.flatten(b.inputs, "inputs.")
+    return [
+        {"key": k, "a": fa.get(k), "b": fb.get(k), "label": "input data", "likely_cause": True}
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k) and not k.endswith(".path")
+    ]
+
+
+def policy_off(a: Result, b: Result) -> list[dict[str, Any]]:
+    """Both runs unseeded: nothing was meant to reproduce; that alone explains a difference."""
+    pa, pb = (((r.spec.get("determinism") or {}).get("policy")) for r in (a, b))
+    if pa == pb == "off":
+        return [
+            {
+                "key": "spec.determinism.policy",
+                "a": "off",
+                "b": "off",
+                "label": "not seeded (policy off)",
+                "likely_cause": True,
+            }
+        ]
+    return []
+
+
+def seed_notes(a: Result, b: Result) -> list[str]:
+    """A run whose torch seed is not its spec's seeded torch itself (a script's own manual_seed)."""
+    notes = []
+    for side, r in (("a", a), ("b", b)):
+        seed, policy = r.spec.get("seed"), (r.spec.get("determinism") or {}).get("policy")
+        if r.determinism is None or seed is None or policy == "off":
+            continue
+        own = r.determinism.effective.torch_initial_seed
+        if own != seed:
+            notes.append(f"{side}: the job seeds torch itself (torch seed {own}; spec seed {seed})")
+    return notes
+
+
 def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
     rows = []
     for key in sorted(set(a.spec) | set(b.spec)):
@@ -169,14 +240,13 @@ def compare(a: Result, b: Result, a_state: Path | None = None, b_state: Path | N
     a_state/b_state: the runs' final state files, for the max difference of the first
     differing tensor; without them the verdict still names the tensor.
     """
-    causes = spec_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
-    out: dict[str, Any] = {
-        "a": a.job_id,
-        "b": b.job_id,
-        "causes": causes,
-        "likely_causes": [c["label"] for c in causes if c["likely_cause"]],
-    }
-    return Verdict.model_validate(_verdict(a, b, out, a_state, b_state))
+    causes = spec_diff(a, b) + inputs_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
+    out = _verdict(a, b, {"a": a.job_id, "b": b.job_id}, a_state, b_state)
+    if out["verdict"] in ("metrics_identical", "diverged"):
+        causes = policy_off(a, b) + causes
+    causes.sort(key=lambda c: not c["likely_cause"])
+    out |= {"causes": causes, "likely_causes": [c["label"] for c in causes if c["likely_cause"]]}
+    return Verdict.model_validate(out | {"notes": seed_notes(a, b) or None})
 
 
 def _verdict(
@@ -188,18 +258,18 @@ def _verdict(
         ]
         return out | {"verdict": "incomparable", "reason": ", ".join(failed)}
     files = file_status(a, b)
-    equal = {k: _digest_equal(a, b, k) for k in ("model", "optimizer", "files", "stdout")}
-    equal["metrics"] = not metric_deltas(a.metrics, b.metrics)
     trace_div = first_trace_divergence(a, b)
+    equal, absent = components(a, b, trace_div is None)
     out |= {
         "files": files,
         "equal": equal,
+        "absent": absent,
         "nondeterministic_ops": sorted({o.op for r in (a, b) for o in r.nondeterministic_ops}),
     }
     if trace_div is None and all(equal.values()):
         return out | {"verdict": "identical", "reason": "every digest is equal"}
     if trace_div is None and a.trace:
-        differing = sorted(k for k, v in equal.items() if not v)
+        differing = [k for k, v in equal.items() if not v]
         return out | {
             "verdict": "metrics_identical",
             "reason": f"trace equal; differs: {', '.join(differing)}",

@@ -166,14 +166,15 @@ class StaticFacts(_Facts):
 
 
 class Fingerprint(StaticFacts):
-    """The whole environment of one job process, after its policy was applied."""
+    """The whole environment of one job process, after its policy was applied.
+
+    The environment only: the job's own spec, code bundle and input data are compared from the
+    result (`Result.spec`, `Result.inputs`), so two jobs on one worker share an `env_digest`."""
 
     cuda: Annotated[CudaUnused | CudaFacts, Field(discriminator="used"), Label("CUDA use")]
     device: Annotated[Literal["cpu", "cuda"], Label("device type")]
     determinism: Annotated[EnvKnobs, Label("determinism setting")]
     env: Annotated[dict[str, str | None], Label("environment variable")]
-    inputs: Annotated[dict[str, Any], Label("input data")]
-    bundle: Annotated[str | None, Label("code bundle")]
     host: Annotated[HostFacts, Label("host identity", cause=False, digest=False)]
 
 
@@ -208,7 +209,7 @@ def describe(key: str) -> Label:
         if label is not None:
             found, digest = label, digest and label.digest
         models = _models_in(field.annotation)
-    return Label(found.name, found.cause and digest, digest)
+    return Label(found.name, found.cause, digest)
 
 
 @functools.cache

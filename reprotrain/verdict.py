@@ -64,9 +64,15 @@ class Verdict(Sparse):
     causes: list[Cause] = Field(default_factory=list)
     likely_causes: list[str] = Field(default_factory=list)
     files: dict[str, FileState] | None = None
-    equal: dict[str, bool] | None = None
+    equal: dict[str, bool] | None = Field(
+        None, description="each component either run has: trace, metrics, model, optimizer, files, stdout"
+    )
+    absent: list[str] | None = Field(
+        None, description="components neither run has (not tracked, not produced)"
+    )
     nondeterministic_ops: list[str] | None = None
     divergence: Divergence | None = None
+    notes: list[str] | None = Field(None, description="what else the runs say (a job that seeds itself)")
 
 
 def incomparable(a: str, b: str, reason: str) -> Verdict:

@@ -237,7 +237,6 @@ def run_with_heartbeat(
             job_id=job_id,
             code_dir=code_dir,
             copy_code=code_dir is not None,
-            bundle=spec.bundle,
             cancel=beat.cancel,
             cancel_grace_s=rt.settings.cancel_grace_s,
             input_cache=rt.settings.data_dir / "input-digests.sqlite",

@@ -13,7 +13,6 @@ import platform
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from reprotrain.fingerprint import (
     BlasFacts,
@@ -197,9 +196,7 @@ def _driver_version() -> str | None:
     return None
 
 
-def collect(
-    *, device_type: str, determinism: EnvKnobs, inputs: dict[str, Any], bundle: str | None
-) -> Fingerprint:
+def collect(*, device_type: str, determinism: EnvKnobs) -> Fingerprint:
     """The whole fingerprint of one job process, after its policy was applied."""
     return Fingerprint(
         **dict(static_facts()),
@@ -207,7 +204,5 @@ def collect(
         device=device_type,
         determinism=determinism,
         env={k: os.environ.get(k) for k in ENV_ALLOWLIST},
-        inputs=inputs,
-        bundle=bundle,
         host=HostFacts(hostname=socket.gethostname(), pid=os.getpid()),
     )

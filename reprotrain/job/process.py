@@ -195,8 +195,6 @@ def collect(
     child["fingerprint"] = fingerprint.collect(
         device_type=getattr(device, "type", "cpu"),
         determinism=EnvKnobs.model_validate(eff.model_dump(exclude={"torch_initial_seed"})),
-        inputs=req.input_digests,
-        bundle=req.bundle,
     )
 
 

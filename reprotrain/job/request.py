@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
@@ -20,8 +19,6 @@ class LaunchRequest(Frozen):
     job_dir: str
     code_dir: str | None = None  # put on sys.path / PYTHONPATH (function mode, local runs)
     inputs: dict[str, str] = Field(default_factory=dict)  # name → path, for ctx.inputs and the env
-    input_digests: dict[str, Any] = Field(default_factory=dict)
-    bundle: str | None = None
 
     @property
     def dir(self) -> Path:

@@ -62,7 +62,6 @@ def execute(
     job_id: str | None = None,
     code_dir: Path | None = None,
     copy_code: bool | None = None,
-    bundle: str | None = None,
     input_cache: Path | None = None,
     cancel: threading.Event | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
@@ -86,8 +85,6 @@ def execute(
         job_dir=str(job_dir.resolve()),
         code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
         inputs={n: i["path"] for n, i in inputs.items()},
-        input_digests=inputs,
-        bundle=bundle,
     )
     (job_dir / JobFiles.REQUEST).write_text(req.model_dump_json())
     t0 = time.monotonic()

@@ -147,3 +147,36 @@ def test_image_build_date_alone_is_not_a_cause() -> None:
     assert env_digest(fa) == env_digest(fb)
     fc = {**fa, "image": {**fa["image"], "locks": {"requirements.lock": "y"}}}
     assert "container image" in compare(result(fingerprint=fa), result(fingerprint=fc)).likely_causes
+
+
+def test_what_neither_run_has_is_absent_not_equal() -> None:
+    """A script run without metrics, trace or tracked model: those are absent, only files/stdout equal."""
+    bare = {"trace": [], "param_digests": [], "metrics": {}, "digests": {**raw()["digests"], "model": None}}
+    bare["digests"].pop("model")
+    v = compare(result(**bare), result(**bare))
+    assert v.verdict == "identical"
+    assert set(v.equal) == {"files", "stdout"} and all(v.equal.values())
+    assert set(v.absent) == {"trace", "metrics", "model", "optimizer"}
+
+
+def test_both_unseeded_is_named_as_the_cause() -> None:
+    """Two policy-off runs that differ: 'not seeded (policy off)' leads the likely causes."""
+    off = {"seed": None, "params": {}, "determinism": {"policy": "off"}}
+    d = raw(spec=off)
+    d["trace"][0]["metrics"]["loss"] = 0.9
+    v = compare(result(spec=off), Result.model_validate(d))
+    assert v.verdict == "diverged" and v.likely_causes[0] == "not seeded (policy off)"
+
+
+def test_a_job_that_seeds_itself_is_noted() -> None:
+    """A torch seed other than the spec's (a script's own manual_seed) is noted for each side."""
+    record = {
+        "policy": "strict",
+        "requested": {"policy": "strict", "seed_rngs": True, "seed_dataloader": True},
+        "effective": {**fingerprint_dict()["determinism"], "torch_initial_seed": 3407},
+    }
+    v = compare(result(determinism=record), result(determinism=record))
+    assert v.notes == [
+        "a: the job seeds torch itself (torch seed 3407; spec seed 1)",
+        "b: the job seeds torch itself (torch seed 3407; spec seed 1)",
+    ]

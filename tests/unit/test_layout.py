@@ -80,3 +80,33 @@ def test_the_worker_edge_leaves_torch_to_the_fork_server() -> None:
         [sys.executable, "-P", "-c", code], cwd="/", capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def _leaf_keys(model: type, prefix: str = "") -> list[str]:
+    from reprotrain.fingerprint import _models_in
+
+    keys = []
+    for name, field in model.model_fields.items():
+        key = prefix + (field.alias or name)
+        inner = _models_in(field.annotation)
+        if not inner:
+            keys.append(key)
+        for sub in inner:
+            keys += _leaf_keys(sub, key + (".0." if "list" in str(field.annotation) else "."))
+    return keys
+
+
+def test_every_fingerprint_key_is_labelled() -> None:
+    """Each key a fingerprint can have reads as a named cause or as informational, never as 'other'."""
+    from reprotrain.fingerprint import Fingerprint
+
+    keys = _leaf_keys(Fingerprint)
+    assert "cuda.gpus.0.uuid" in keys and "determinism.num_threads" in keys
+    assert [k for k in keys if describe(k).name == "other"] == []
+
+
+def test_env_digest_is_the_environment_only() -> None:
+    """The job's own spec, bundle and inputs are not in the fingerprint, so not in env_digest."""
+    from reprotrain.fingerprint import Fingerprint
+
+    assert not {"inputs", "bundle", "spec"} & set(Fingerprint.model_fields)
