@@ -253,9 +253,7 @@ def _verdict(
     a: Result, b: Result, out: dict[str, Any], a_state: Path | None, b_state: Path | None
 ) -> dict[str, Any]:
     if a.status is not Status.SUCCEEDED or b.status is not Status.SUCCEEDED:
-        failed = [
-            f"{side} {r.status.value}" for side, r in (("a", a), ("b", b)) if r.status is not Status.SUCCEEDED
-        ]
+        failed = [_failed(side, r) for side, r in (("a", a), ("b", b)) if r.status is not Status.SUCCEEDED]
         return out | {"verdict": "incomparable", "reason": ", ".join(failed)}
     files = file_status(a, b)
     trace_div = first_trace_divergence(a, b)
@@ -278,6 +276,13 @@ def _verdict(
         "verdict": "diverged",
         "divergence": _divergence(a, b, trace_div, files, equal, a_state, b_state),
     }
+
+
+def _failed(side: str, r: Result) -> str:
+    if r.error is None:
+        return f"{side} {r.status.value}"
+    first = (r.error.message.strip().splitlines() or [""])[0][:160]
+    return f"{side} {r.status.value} ({r.error.type}: {first})"
 
 
 def _divergence(

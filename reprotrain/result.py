@@ -24,6 +24,9 @@ class JobError(Sparse):
     type: str = Field(examples=["ZeroDivisionError"])
     message: str = Field(examples=["division by zero"])
     nondeterministic_op: str | None = Field(None, description="the op strict mode refused, if that was it")
+    detail: str | None = Field(None, examples=["command exited with status 1"], description="how it ended")
+    traceback: str | None = Field(None, description="the last Python traceback on the job's stderr")
+    stderr_tail: str | None = Field(None, description="the last lines of the job's stderr")
 
 
 class TraceEntry(Stored):

@@ -26,11 +26,25 @@ def format_result(r: Any, out: Path) -> str:
         f"env       {_short(r.env_digest)}",
     ]
     if r.error:
-        lines.append(f"error     {r.error.message}")
+        lines += format_error(r.error.model_dump(mode="json"))
     if r.nondeterministic_ops:
         lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
     lines.append(f"result    {out / 'result.json'}")
     return "\n".join(lines)
+
+
+def format_error(error: dict[str, Any], stderr_lines: int = 8) -> list[str]:
+    """The error's type and message, how the job ended, and the last lines of its stderr."""
+    message = (error.get("message") or "").strip().splitlines() or [""]
+    lines = [f"error     {error.get('type')}: {message[0]}"]
+    lines += [f"          {m}" for m in message[1:4]]
+    if error.get("detail"):
+        lines.append(f"          ({error['detail']})")
+    tail = (error.get("stderr_tail") or "").splitlines()[-stderr_lines:]
+    if tail:
+        lines.append("stderr    (last lines; `reprotrain logs ID --stderr` has all)")
+        lines += [f"  | {t}" for t in tail]
+    return lines
 
 
 def format_verdict(v: dict[str, Any]) -> str:
@@ -92,7 +106,7 @@ def format_job(job: dict[str, Any]) -> str:
     if job.get("env_digest"):
         lines.append(f"env       {_short(job['env_digest'])}")
     if job.get("error"):
-        lines.append(f"error     {job['error'].get('message')}")
+        lines += format_error(job["error"])
     if job.get("verdict"):
         lines.append(format_verdict(job["verdict"]))
     return "\n".join(lines)

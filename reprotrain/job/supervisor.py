@@ -21,6 +21,7 @@ from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import digest_inputs
 from reprotrain.job.launcher import JobHandle
 from reprotrain.job.request import LaunchRequest
+from reprotrain.logs import last_raised, read_tail, tail
 from reprotrain.report import read_events
 from reprotrain.result import ChildRecord, JobError, Result
 from reprotrain.spec import JobSpec
@@ -171,10 +172,28 @@ def _error(
     if status is Status.CANCELED:
         return JobError(type="Canceled", message="job was canceled")
     if status is Status.FAILED:
-        if child is not None and child.error is not None:
-            return child.error
-        return JobError(type="ProcessExit", message=_exit_message(exit_code, job_dir))
+        error = child.error if child is not None and child.error is not None else None
+        return explain(
+            error or JobError(type="ProcessExit", message=_exit_message(exit_code, job_dir)), job_dir
+        )
     return None
+
+
+# how a job process reports a command or process that failed without saying why
+_OPAQUE = ("JobFailed", "ProcessExit", "SystemExit")
+
+
+def explain(error: JobError, job_dir: Path) -> JobError:
+    """The error with what stderr says: the exception of the last Python traceback there (a script's
+    own, where the job process saw only an exit status) and the last lines."""
+    text = read_tail(job_dir / JobFiles.STDERR)
+    raised = last_raised(text)
+    fields: dict[str, Any] = {"stderr_tail": tail(text)}
+    if raised is not None:
+        fields["traceback"] = raised.traceback
+        if error.type in _OPAQUE:
+            fields |= {"type": raised.type, "message": raised.message, "detail": error.message}
+    return error.model_copy(update=fields)
 
 
 def read_child(job_dir: Path) -> ChildRecord | None:

@@ -98,3 +98,21 @@ def test_python_dash_m_runs_a_module_in_the_workspace(run_job, tmp_path: Path) -
     assert a.status == "SUCCEEDED", a.error
     assert (a_dir / "work" / "out.txt").read_text().startswith("['x'] 0.")
     assert a.digests["files"] == b.digests["files"]
+
+
+def test_a_failing_script_says_what_it_raised(run_job, tmp_path: Path) -> None:
+    """`sh -c 'python t.py'` dying in torch.load's weights-only check: the error is UnpicklingError,
+    with torch's weights_only explanation, how the command ended, and stderr's last lines."""
+    (tmp_path / "t.py").write_text(
+        "import argparse, torch\n"
+        "torch.save({'args': argparse.Namespace(lr=0.1)}, 'ckpt.pt')\n"
+        "print('loading', flush=True)\n"
+        "torch.load('ckpt.pt')\n"
+    )
+    r, _ = run_job(script_spec(["sh", "-c", "python t.py"]), code_dir=tmp_path)
+    assert r.status == "FAILED"
+    assert r.error.type == "UnpicklingError"
+    assert "weights_only" in r.error.message
+    assert r.error.detail == "command exited with status 1"
+    assert r.error.traceback.startswith("Traceback (most recent call last):")
+    assert "UnpicklingError" in r.error.stderr_tail
