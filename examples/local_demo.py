@@ -10,9 +10,10 @@ import tempfile
 from pathlib import Path
 
 from reprotrain.cli.output import format_result, format_verdict
-from reprotrain.compare import compare, state_file
+from reprotrain.compare import compare
 from reprotrain.job.launcher import ForkRunner
 from reprotrain.job.supervisor import execute
+from reprotrain.outputs import RunFiles
 from reprotrain.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def main() -> int:
         b = execute(runner, spec, out / "rerun", code_dir=ROOT)
         print(format_result(b, out / "rerun"))
     print("\n== verdict")
-    verdict = compare(a, b, state_file(a, out / "original"), state_file(b, out / "rerun"))
+    verdict = compare(a, b, RunFiles.local(out / "original"), RunFiles.local(out / "rerun"))
     print(format_verdict(verdict.model_dump(mode="json")))
     return 0 if a.status == b.status == "SUCCEEDED" else 1
 

@@ -47,6 +47,30 @@ class TrackSpec(Frozen):
     digest_every: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10
 
 
+Glob = Annotated[str, Field(min_length=1, max_length=300)]
+
+
+class CompareSpec(Frozen):
+    """How this job's outputs are compared (README, "Outputs by role")."""
+
+    outputs: list[Glob] = Field(default_factory=list, description="files that are results, always")
+    volatile: list[Glob] = Field(default_factory=list, description="files whose differences are incidental")
+    noise: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list,
+        description="regular expressions: line parts masked before stdout/stderr compare",
+    )
+
+    @field_validator("noise")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {pattern!r} ({e})") from None
+        return v
+
+
 class JobSpec(Frozen):
     """Job spec v1. Exactly one of `entrypoint` (function mode) or `command` (script mode)."""
 
@@ -62,6 +86,7 @@ class JobSpec(Frozen):
     queue: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600
     track: TrackSpec = Field(default_factory=TrackSpec)
+    compare: CompareSpec | None = None
 
     @field_validator("entrypoint")
     @classmethod
@@ -96,8 +121,12 @@ class JobSpec(Frozen):
         return "function" if self.entrypoint else "script"
 
     def canonical(self) -> dict[str, Any]:
-        """The spec with every default filled in: what the digest is taken of."""
-        return self.model_dump(mode="json")
+        """The spec with every default filled in: what the digest is taken of. A spec without a
+        `compare` section leaves it out, so its digest is the one it had before the section existed."""
+        data = self.model_dump(mode="json")
+        if data["compare"] is None:
+            del data["compare"]
+        return data
 
     @cached_property  # the spec is frozen; a submit reads the digest more than once
     def digest(self) -> str:

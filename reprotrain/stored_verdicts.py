@@ -10,17 +10,22 @@ from pydantic import ValidationError
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.compare import compare
 from reprotrain.errors import ResultInvalid
+from reprotrain.outputs import RunFiles
 from reprotrain.result import Result
 from reprotrain.store import Store
 from reprotrain.verdict import Verdict, incomparable
-from reprotrain.wire import STATE_ARTIFACT
 
 
-def state_path(store: Store, artifacts: ArtifactStore, job_id: str) -> Path | None:
-    for a in store.artifacts(job_id):
-        if a.name == STATE_ARTIFACT:
-            return artifacts.path(a.digest)
-    return None
+def stored_files(store: Store, artifacts: ArtifactStore, job_id: str) -> RunFiles:
+    """A stored job's files, by artifact name, from the content-addressed store."""
+    names = {a.name: a.digest for a in store.artifacts(job_id)}
+
+    def find(name: str) -> Path | None:
+        digest = names.get(name)
+        path = artifacts.path(digest) if digest else None
+        return path if path is not None and path.is_file() else None
+
+    return RunFiles(find)
 
 
 def stored_result(job_id: str, data: dict[str, Any]) -> Result:
@@ -45,11 +50,11 @@ def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) ->
         ra, rb = stored_result(a_id, a.result), stored_result(b_id, b.result)  # type: ignore[arg-type]
     except ResultInvalid as e:
         return incomparable(a_id, b_id, e.message)
-    return compare(ra, rb, state_path(store, artifacts, a_id), state_path(store, artifacts, b_id))
+    return compare(ra, rb, stored_files(store, artifacts, a_id), stored_files(store, artifacts, b_id))
 
 
 def rerun_verdict(
-    store: Store, artifacts: ArtifactStore, original_id: str, rerun: Result, rerun_state: Path | None
+    store: Store, artifacts: ArtifactStore, original_id: str, rerun: Result, rerun_dir: Path
 ) -> Verdict:
     """The verdict of a just-finished re-run, before its own row is final. Never raises for the
     original's sake: a re-run that ran is stored, with `incomparable` if the original cannot be read."""
@@ -60,5 +65,4 @@ def rerun_verdict(
         before = stored_result(original_id, original.result)
     except ResultInvalid as e:
         return incomparable(original_id, rerun.job_id, e.message)
-    state = rerun_state if rerun_state is not None and rerun_state.exists() else None
-    return compare(before, rerun, state_path(store, artifacts, original_id), state)
+    return compare(before, rerun, stored_files(store, artifacts, original_id), RunFiles.local(rerun_dir))

@@ -1,7 +1,8 @@
 """The verdict model: what a comparison of two runs says, as stored, served and printed.
 
-identical          every digest equal: trace, model, optimizer, output files, stdout
-metrics_identical  the (non-empty) trace is equal, some other digest differs
+identical          every digest equal: trace, model, optimizer, output files, stdout, stderr
+results_identical  every result is equal; only incidental outputs differ (each listed, with why)
+metrics_identical  the (non-empty) trace is equal, some other result differs
 diverged           the first differing step and tensor, or the first differing file
 incomparable       a side did not succeed (or has no result yet)
 
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from reprotrain.model import Sparse, Stored
 
-VerdictKind = Literal["identical", "metrics_identical", "diverged", "incomparable"]
+VerdictKind = Literal["identical", "results_identical", "metrics_identical", "diverged", "incomparable"]
 FileState = Literal["same", "differs", "only_a", "only_b"]
 
 
@@ -35,6 +36,24 @@ class MetricDelta(Sparse):
     b: Any
     abs: float | None = None
     rel: float | None = None
+
+
+class Incidental(Sparse):
+    """An output that differs without making the run diverge, and why it is classed so."""
+
+    what: str = Field(examples=["out/events.out.tfevents.1795830033.vm.11141.0", "stdout"])
+    state: Literal["differs", "only_a", "only_b"]
+    reason: str = Field(examples=["TensorBoard event file"])
+
+
+class LineDiff(Sparse):
+    """The first line of a log that differs: only in noise (times, durations, …), or for real."""
+
+    stream: Literal["stdout", "stderr"]
+    line: int
+    a: str | None = Field(description="None: a's log ended before this line")
+    b: str | None
+    noise: bool
 
 
 class Divergence(Sparse):
@@ -67,6 +86,11 @@ class Verdict(Sparse):
     equal: dict[str, bool] | None = Field(
         None, description="each component either run has: trace, metrics, model, optimizer, files, stdout"
     )
+    identical: list[str] | None = Field(
+        None, description="the results that are bit-identical: components, then output files by name"
+    )
+    incidental: list[Incidental] | None = None
+    lines: list[LineDiff] | None = Field(None, description="first differing line of each log that differs")
     absent: list[str] | None = Field(
         None, description="components neither run has (not tracked, not produced)"
     )

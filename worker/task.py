@@ -148,7 +148,7 @@ def handle(rt: Runtime, job_id: str) -> str:
     artifacts = collect_artifacts(rt, result, job_dir)
     verdict = None
     if job.rerun_of:  # committed with the status, so a finished re-run always shows its verdict
-        verdict = rerun_verdict(rt.store, rt.artifacts, job.rerun_of, result, job_dir / JobFiles.STATE)
+        verdict = rerun_verdict(rt.store, rt.artifacts, job.rerun_of, result, job_dir)
     stored = rt.store.finish(
         job_id,
         rt.owner,

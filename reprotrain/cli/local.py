@@ -79,12 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
-    from reprotrain.compare import compare, state_file
+    from reprotrain.compare import compare
+    from reprotrain.outputs import RunFiles
     from reprotrain.result import load_result
 
     a, a_dir = load_result(a_path)
     b, b_dir = load_result(b_path)
-    verdict = compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).model_dump(mode="json")
+    verdict = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).model_dump(mode="json")
     if as_json:
         print_json(verdict)
     else:

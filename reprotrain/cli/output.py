@@ -48,38 +48,94 @@ def format_error(error: dict[str, Any], stderr_lines: int = 8) -> list[str]:
 
 
 def format_verdict(v: dict[str, Any]) -> str:
-    head = v["verdict"]
+    """The verdict for a person: the level, what is identical, what differs and why, the causes."""
+    lines = [f"verdict   {_verdict_head(v)}"]
     div = v.get("divergence") or {}
-    if head == "diverged":
-        if div.get("step") is not None:
-            head += f" at step {div['step']}"
-        if div.get("first"):
-            head += f" ({div['first']} first)"
-        if div.get("tensor"):
-            head += f", first differing tensor {div['tensor']}"
-        if "max_abs" in div:
-            head += f"; metrics differ by up to {div['max_abs']:.3g} abs, {div['max_rel']:.3g} rel"
-        if div.get("file") and not div.get("tensor"):
-            head += f"; first differing file {div['file']}"
-    elif v.get("reason"):
-        head += f" ({v['reason']})"
-    lines = [f"verdict   {head}"]
     if "tensor_max_abs" in div:
         lines.append(
             f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
             f"max rel {div['tensor_max_rel']:.3g} in the final state"
         )
-    changed = {f: s for f, s in (v.get("files") or {}).items() if s != "same"}
-    if changed:
-        lines.append("files     " + ", ".join(f"{f} {s}" for f, s in list(changed.items())[:8]))
-    likely = [c for c in v["causes"] if c["likely_cause"]]
-    for i, c in enumerate(likely[:12]):
-        lines.append(
-            f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}"
-        )
-    if not likely and v["verdict"] != "identical":
-        lines.append("causes    no environment or spec difference found")
+    lines += _identical(v) + _differs(v) + _incidental(v)
+    if v.get("absent"):
+        lines.append(f"absent    {', '.join(v['absent'])} (neither run has it)")
+    lines += _causes(v)
+    lines += [f"{'notes' if i == 0 else '':9} {n}" for i, n in enumerate(v.get("notes") or [])]
     return "\n".join(lines)
+
+
+def _verdict_head(v: dict[str, Any]) -> str:
+    head, div = v["verdict"], v.get("divergence") or {}
+    if head != "diverged":
+        return head + (f" ({v['reason']})" if v.get("reason") else "")
+    if div.get("step") is not None:
+        head += f" at step {div['step']}"
+    if div.get("first"):
+        head += f" ({div['first']} first)"
+    if div.get("tensor"):
+        head += f", first differing tensor {div['tensor']}"
+    if "max_abs" in div:
+        head += f"; metrics differ by up to {div['max_abs']:.3g} abs, {div['max_rel']:.3g} rel"
+    if div.get("file") and not div.get("tensor"):
+        head += f"; first differing file {div['file']}"
+    elif div.get("differs") and div.get("step") is None and not div.get("tensor"):
+        head += f"; differs: {', '.join(div['differs'])}"
+    return head
+
+
+def _identical(v: dict[str, Any], shown: int = 8) -> list[str]:
+    same = v.get("identical") or []
+    parts, files = [s for s in same if s in COMPONENT_NAMES], [s for s in same if s not in COMPONENT_NAMES]
+    parts = [", ".join(parts)] if parts else []
+    if files:
+        more = f" (+{len(files) - shown} more)" if len(files) > shown else ""
+        parts.append("files: " + ", ".join(files[:shown]) + more)
+    return [f"identical {'; '.join(parts)}"] if parts else []
+
+
+def _differs(v: dict[str, Any]) -> list[str]:
+    incidental = {i["what"] for i in v.get("incidental") or []}
+    out = [
+        f"{'differs' if i == 0 else '':9} {f} ({s})"
+        for i, (f, s) in enumerate(
+            (f, s) for f, s in (v.get("files") or {}).items() if s != "same" and f not in incidental
+        )
+    ][:8]
+    for d in v.get("lines") or []:
+        if not d["noise"] and d["stream"] not in incidental:
+            out.append(f"{'differs' if not out else '':9} {d['stream']} line {d['line']}")
+            out += _line_pair(d)
+    return out
+
+
+def _incidental(v: dict[str, Any]) -> list[str]:
+    out = []
+    noise = {d["stream"]: d for d in v.get("lines") or []}
+    for i, item in enumerate(v.get("incidental") or []):
+        where = {"only_a": " (only in a)", "only_b": " (only in b)"}.get(item["state"], "")
+        out.append(f"{'incidental' if i == 0 else '':9} {item['what']}{where}: {item['reason']}")
+        if item["what"] in noise:
+            out += _line_pair(noise[item["what"]])
+    return out
+
+
+def _line_pair(d: dict[str, Any]) -> list[str]:
+    show = {None: "(no such line)"}
+    return [f"            a: {show.get(d['a'], d['a'])}", f"            b: {show.get(d['b'], d['b'])}"]
+
+
+def _causes(v: dict[str, Any]) -> list[str]:
+    likely = [c for c in v["causes"] if c["likely_cause"]]
+    lines = [
+        f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}"
+        for i, c in enumerate(likely[:12])
+    ]
+    if not likely and v["verdict"] not in ("identical", "results_identical", "incomparable"):
+        lines.append("causes    no environment or spec difference found")
+    return lines
+
+
+COMPONENT_NAMES = ("trace", "metrics", "model", "optimizer", "stdout", "stderr")
 
 
 def _val(x: Any) -> str:

@@ -139,8 +139,9 @@ def assemble(
     trace = [e for e in events if e["kind"] == "metric"]
     digests = dict(child.digests) if child else {}
     digests["files"] = files.tree_digests(job_dir / JobFiles.WORK, skip=manifest)
-    stdout = job_dir / JobFiles.STDOUT
-    digests["stdout"] = files.file_entry(stdout)["digest"] if stdout.exists() else None
+    for stream, name in (("stdout", JobFiles.STDOUT), ("stderr", JobFiles.STDERR)):
+        log = job_dir / name
+        digests[stream] = files.file_entry(log)["digest"] if log.exists() else None
     metrics = dict(child.metrics) if child else {}
     if not metrics and trace and base["spec"].get("command"):
         for e in trace:  # script mode: the last value of each reported metric

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reprotrain.compare import compare, state_file
+from reprotrain.compare import compare
+from reprotrain.outputs import RunFiles
 from tests.helpers import base_spec
 
 pytestmark = pytest.mark.gpu
@@ -33,7 +34,7 @@ def test_cudnn_conv_net_reproduces_under_strict(run_job) -> None:
     assert a.status == "SUCCEEDED", a.error
     assert a.fingerprint.cuda.used and a.fingerprint.cuda.gpus
     assert a.fingerprint.cuda.cudnn
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
+    assert compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).verdict == "identical"
 
 
 def test_cudnn_benchmark_on_and_off_are_recorded_and_named(run_job) -> None:

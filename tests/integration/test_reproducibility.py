@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reprotrain.compare import compare, state_file
+from reprotrain.compare import compare
+from reprotrain.outputs import RunFiles
 from tests.helpers import base_spec
 
 
@@ -12,7 +13,7 @@ def test_same_spec_twice_is_identical(run_job) -> None:
     b, b_dir = run_job(base_spec())
     assert a.status == b.status == "SUCCEEDED"
     assert a.digests["model"]["tensors"] and a.digests["optimizer"]["tensors"]
-    v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
     assert v.verdict == "identical", v
 
 
@@ -20,7 +21,7 @@ def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> Non
     """A different seed diverges at the first logged step, with a tensor named and a cause."""
     a, a_dir = run_job(base_spec())
     b, b_dir = run_job(base_spec(seed=4321))
-    v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
     assert v.verdict == "diverged"
     assert v.divergence.step == a.trace[0].step == 0
     assert v.divergence.tensor in a.digests["model"]["tensors"]
@@ -36,7 +37,7 @@ def test_urandom_noise_diverges_at_its_step_in_its_parameter(run_job) -> None:
     )
     a, a_dir = run_job(spec)
     b, b_dir = run_job(spec)
-    v = compare(a, b, state_file(a, a_dir), state_file(b, b_dir))
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
     assert v.verdict == "diverged"
     assert v.divergence.step == 6
     assert v.divergence.tensor == "2.weight"
@@ -51,9 +52,7 @@ def test_fork_runner_matches_a_fresh_interpreter(run_job) -> None:
     spawned, s_dir = run_job(base_spec(), runner=SpawnRunner())
     assert forked.digests["model"] == spawned.digests["model"]
     assert forked.digests["optimizer"] == spawned.digests["optimizer"]
-    assert (
-        compare(forked, spawned, state_file(forked, f_dir), state_file(spawned, s_dir)).verdict == "identical"
-    )
+    assert compare(forked, spawned, RunFiles.local(f_dir), RunFiles.local(s_dir)).verdict == "identical"
 
 
 def test_dataloader_workers_reproduce_and_record_data_order(run_job) -> None:
@@ -68,7 +67,7 @@ def test_dataloader_workers_reproduce_and_record_data_order(run_job) -> None:
     assert all(e.data for e in a.trace)
     assert len({e.data for e in a.trace}) == len(a.trace)
     assert [bool(e.params) for e in a.trace] == [i % 2 == 0 for i in range(len(a.trace))]
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
+    assert compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).verdict == "identical"
 
 
 def test_thread_count_is_a_named_cause(run_job) -> None:

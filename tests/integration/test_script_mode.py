@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reprotrain.compare import compare, state_file
+from reprotrain.compare import compare
+from reprotrain.outputs import RunFiles
 from tests.helpers import ROOT
 
 SCRIPT_DIR = ROOT / "examples" / "script"
@@ -25,12 +26,12 @@ def test_unseeded_script_reproduces_under_seeded_and_not_under_off(run_job) -> N
     b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
     assert a.status == "SUCCEEDED", a.error
     assert set(a.digests["files"]["files"]) == {"weights.json", "w.pt"}
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
+    assert compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).verdict == "identical"
 
     off = script_spec(["python", "train.py"], policy="off")
     c, c_dir = run_job(off, code_dir=SCRIPT_DIR)
     d, d_dir = run_job(off, code_dir=SCRIPT_DIR)
-    v = compare(c, d, state_file(c, c_dir), state_file(d, d_dir))
+    v = compare(c, d, RunFiles.local(c_dir), RunFiles.local(d_dir))
     assert v.verdict == "diverged"
     assert v.files["weights.json"] == "differs"
     assert c.digests["stdout"] != d.digests["stdout"]
@@ -42,7 +43,7 @@ def test_every_python_process_of_a_shell_command_is_seeded(run_job) -> None:
     a, a_dir = run_job(spec, code_dir=SCRIPT_DIR)
     b, b_dir = run_job(spec, code_dir=SCRIPT_DIR)
     assert a.status == "SUCCEEDED", a.error
-    assert compare(a, b, state_file(a, a_dir), state_file(b, b_dir)).verdict == "identical"
+    assert compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).verdict == "identical"
     out = json.loads((a_dir / "work" / "weights.json").read_text())
     assert out["argv"] == ["--epochs", "1"]
     assert (a_dir / "work" / "prepared.txt").read_text() == (b_dir / "work" / "prepared.txt").read_text()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from reprotrain.compare import compare, same_value
+from reprotrain.compare import compare
+from reprotrain.diffs import same_value
 from reprotrain.result import Result
 from tests.helpers import fingerprint_dict
 
@@ -156,7 +157,7 @@ def test_what_neither_run_has_is_absent_not_equal() -> None:
     v = compare(result(**bare), result(**bare))
     assert v.verdict == "identical"
     assert set(v.equal) == {"files", "stdout"} and all(v.equal.values())
-    assert set(v.absent) == {"trace", "metrics", "model", "optimizer"}
+    assert set(v.absent) == {"trace", "metrics", "model", "optimizer", "stderr"}
 
 
 def test_both_unseeded_is_named_as_the_cause() -> None:

@@ -1,0 +1,81 @@
+"""Why two runs may differ: the spec, the input data and the environment, each difference labelled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reprotrain import fingerprint
+from reprotrain.result import Result
+
+_SPEC_CAUSES = {
+    "seed": "seed",
+    "params": "job parameters",
+    "determinism": "determinism policy",
+    "entrypoint": "code entrypoint",
+    "command": "command",
+    "bundle": "code bundle",
+    "device": "device",
+    "inputs": "input paths",
+}
+
+
+def inputs_diff(a: Result, b: Result) -> list[dict[str, Any]]:
+    """The job's input data, by content (the spec's diff names changed paths)."""
+    fa, fb = fingerprint.flatten(a.inputs, "inputs."), fingerprint.flatten(b.inputs, "inputs.")
+    return [
+        {"key": k, "a": fa.get(k), "b": fb.get(k), "label": "input data", "likely_cause": True}
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k) and not k.endswith(".path")
+    ]
+
+
+def policy_off(a: Result, b: Result) -> list[dict[str, Any]]:
+    """Both runs unseeded: nothing was meant to reproduce; that alone explains a difference."""
+    pa, pb = (((r.spec.get("determinism") or {}).get("policy")) for r in (a, b))
+    if pa == pb == "off":
+        return [
+            {
+                "key": "spec.determinism.policy",
+                "a": "off",
+                "b": "off",
+                "label": "not seeded (policy off)",
+                "likely_cause": True,
+            }
+        ]
+    return []
+
+
+def seed_notes(a: Result, b: Result) -> list[str]:
+    """A run whose torch seed is not its spec's seeded torch itself (a script's own manual_seed)."""
+    notes = []
+    for side, r in (("a", a), ("b", b)):
+        seed, policy = r.spec.get("seed"), (r.spec.get("determinism") or {}).get("policy")
+        if r.determinism is None or seed is None or policy == "off":
+            continue
+        own = r.determinism.effective.torch_initial_seed
+        if own != seed:
+            notes.append(f"{side}: the job seeds torch itself (torch seed {own}; spec seed {seed})")
+    return notes
+
+
+def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
+    rows = []
+    for key in sorted(set(a.spec) | set(b.spec)):
+        if key in _SPEC_CAUSES and a.spec.get(key) != b.spec.get(key):
+            rows.append(
+                {
+                    "key": f"spec.{key}",
+                    "a": a.spec.get(key),
+                    "b": b.spec.get(key),
+                    "label": _SPEC_CAUSES[key],
+                    "likely_cause": True,
+                }
+            )
+    return rows
+
+
+def causes(a: Result, b: Result) -> list[dict[str, Any]]:
+    """Every difference of spec, input data and environment; likely causes first."""
+    rows = spec_diff(a, b) + inputs_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
+    rows.sort(key=lambda c: not c["likely_cause"])
+    return rows

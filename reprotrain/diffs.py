@@ -1,0 +1,146 @@
+"""Differences in numbers, exact: metric values, the per-step trace, tensors of saved states."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprotrain.hashing import decode_float
+from reprotrain.result import Result, TraceEntry
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal bit for bit: -0.0 differs from 0.0, NaN equals NaN."""
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return type(a) is type(b) and a == b
+
+
+def _num(v: Any) -> float | None:
+    v = decode_float(v)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each metric that differs, with abs and rel difference where both are numbers."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(a) | set(b)):
+        va, vb = a.get(name), b.get(name)
+        if same_value(va, vb):
+            continue
+        row: dict[str, Any] = {"a": va, "b": vb}
+        fa, fb = _num(va), _num(vb)
+        if fa is not None and fb is not None and math.isfinite(fa) and math.isfinite(fb):
+            row["abs"] = abs(fa - fb)
+            scale = max(abs(fa), abs(fb))
+            row["rel"] = row["abs"] / scale if scale else 0.0
+        out[name] = row
+    return out
+
+
+def _entry_differs(x: TraceEntry, y: TraceEntry) -> list[str]:
+    what = []
+    if x.step != y.step:
+        what.append("step")
+    if x.data != y.data:
+        what.append("data_order")
+    if x.params != y.params:
+        what.append("parameters")
+    if metric_deltas(x.metrics, y.metrics):
+        what.append("metrics")
+    return what
+
+
+def first_trace_divergence(a: Result, b: Result) -> dict[str, Any] | None:
+    """The first logged step at which the traces differ, and what differs there."""
+    for i, (x, y) in enumerate(zip(a.trace, b.trace, strict=False)):
+        what = _entry_differs(x, y)
+        if what:
+            return {
+                "index": i,
+                "step": x.step,
+                "differs": what,
+                "metrics": metric_deltas(x.metrics, y.metrics),
+                "data_order_first": "data_order" in what,
+            }
+    if len(a.trace) != len(b.trace):
+        i = min(len(a.trace), len(b.trace))
+        step = (a.trace if len(a.trace) > i else b.trace)[i].step
+        return {
+            "index": i,
+            "step": step,
+            "differs": ["length"],
+            "metrics": {},
+            "data_order_first": False,
+            "note": f"one trace ends after {i} entries ({len(a.trace)} vs {len(b.trace)})",
+        }
+    return None
+
+
+def first_tensor(a: Result, b: Result, from_step: int | None) -> dict[str, Any] | None:
+    """The first tensor, in the model's own order, whose digest differs at or after a step."""
+    pa = {p.step: p for p in a.param_digests}
+    for p in b.param_digests:
+        if from_step is not None and p.step < from_step:
+            continue
+        mine = pa.get(p.step)
+        if mine is None or mine.overall == p.overall:
+            continue
+        for name, dig in mine.tensors.items():
+            if p.tensors.get(name) != dig:
+                return {"step": p.step, "tensor": name}
+    ta = (a.digests.get("model") or {}).get("tensors") or {}
+    tb = (b.digests.get("model") or {}).get("tensors") or {}
+    for name, dig in ta.items():
+        if tb.get(name) != dig:
+            return {"step": None, "tensor": name, "where": "final model state"}
+    return None
+
+
+def tensor_delta(a_state: Path, b_state: Path, name: str) -> dict[str, Any] | None:
+    """Max abs/rel difference of one tensor in the two runs' saved final states."""
+    try:
+        ta, tb = read_tensor(a_state, name), read_tensor(b_state, name)
+    except (OSError, KeyError, ValueError):
+        return None
+    if ta is None or tb is None or ta.shape != tb.shape:
+        return None
+    diff = np.abs(ta - tb)
+    scale = np.maximum(np.abs(ta), np.abs(tb))
+    rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
+    return {"tensor_max_abs": float(diff.max(initial=0.0)), "tensor_max_rel": float(rel.max(initial=0.0))}
+
+
+_NP = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+    "BF16": "<u2",
+}
+
+
+def read_tensor(path: Path, name: str) -> np.ndarray | None:
+    """One tensor of a safetensors-layout file, as float64 (bfloat16 widened exactly)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        if name not in header:
+            return None
+        meta = header[name]
+        start, end = meta["data_offsets"]
+        f.seek(8 + n + start)
+        raw = np.frombuffer(f.read(end - start), dtype=_NP[meta["dtype"]])
+    if meta["dtype"] == "BF16":
+        raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float64).reshape(meta["shape"])

@@ -1,0 +1,83 @@
+"""Outputs by role, and logs compared line by line with timing noise masked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reprotrain.outputs import Masker, RunFiles, first_line_diffs, role
+
+
+@pytest.mark.parametrize(
+    ("path", "one_side", "incidental", "reason"),
+    [
+        ("out/events.out.tfevents.1795830033.vm.11141.0", True, True, "TensorBoard event file"),
+        ("events.out.tfevents.1795830033.vm.1.0", True, True, "TensorBoard event file"),
+        ("wandb/run-1/files/output.log", True, True, "Weights & Biases run directory"),
+        ("train.log", False, True, "log file"),
+        ("ckpt-2026-11-28T01-40.pt", True, True, "its name carries a time"),
+        ("ckpt-2026-11-28T01-40.pt", False, False, "an output file"),  # same name both sides: content counts
+        ("out/model.pt", False, False, "an output file"),
+    ],
+)
+def test_default_roles(path: str, one_side: bool, incidental: bool, reason: str) -> None:
+    """Event files, run directories, logs and time-named files are incidental; other files are results."""
+    r = role(path, one_side=one_side)
+    assert (r.incidental, r.reason) == (incidental, reason)
+
+
+def test_the_spec_overrides_the_defaults() -> None:
+    """A declared output is a result even if it looks like a log; a declared volatile file is not."""
+    assert not role("metrics.log", outputs=["*.log"]).incidental
+    assert role("out/samples.txt", volatile=["out/samples*"]).reason == "declared volatile (out/samples*)"
+
+
+def _logs(tmp_path: Path, a: str, b: str) -> tuple[Path, Path]:
+    (tmp_path / "a.log").write_text(a)
+    (tmp_path / "b.log").write_text(b)
+    return tmp_path / "a.log", tmp_path / "b.log"
+
+
+def test_timing_lines_are_noise_a_loss_is_not(tmp_path: Path) -> None:
+    """'step time 20.49ms', '3.1 it/s', a timestamp differ only in noise; a differing loss is real."""
+    a, b = _logs(
+        tmp_path,
+        "start 2026-11-28 01:40:45\nstep 0 | loss 2.3 | step time 20.49ms\n"
+        "100%|##| 3/3 [00:01<00:00, 3.10it/s]\n",
+        "start 2026-11-28 01:41:02\nstep 0 | loss 2.3 | step time 21.02ms\n"
+        "100%|##| 3/3 [00:02<00:00, 2.95it/s]\n",
+    )
+    noise, real = first_line_diffs(a, b, Masker())
+    assert real is None and noise is not None and noise.line == 1
+    a, b = _logs(tmp_path, "iter 0: loss 2.30, iter_dt 12.85ms\n", "iter 0: loss 2.31, iter_dt 12.85ms\n")
+    noise, real = first_line_diffs(a, b, Masker())
+    assert (
+        noise is None
+        and real is not None
+        and (real.line, real.a, real.b)
+        == (
+            1,
+            "iter 0: loss 2.30, iter_dt 12.85ms",
+            "iter 0: loss 2.31, iter_dt 12.85ms",
+        )
+    )
+
+
+def test_a_log_that_ends_early_differs_and_spec_noise_is_masked(tmp_path: Path) -> None:
+    """An extra line is a real difference; a pattern from the spec masks what it matches."""
+    a, b = _logs(tmp_path, "x\n", "x\ny\n")
+    assert first_line_diffs(a, b, Masker())[1].a is None
+    a, b = _logs(tmp_path, "run id abc123\n", "run id def456\n")
+    assert first_line_diffs(a, b, Masker([r"run id \w+"]))[1] is None
+
+
+def test_local_run_files(tmp_path: Path) -> None:
+    """A run directory's files: job files by name, outputs under work/; missing ones are None."""
+    (tmp_path / "work" / "out").mkdir(parents=True)
+    (tmp_path / "work" / "out" / "model.pt").write_bytes(b"m")
+    (tmp_path / "stdout.log").write_text("hi\n")
+    files = RunFiles.local(tmp_path)
+    assert files.output("out/model.pt") == tmp_path / "work" / "out" / "model.pt"
+    assert files.job_file("stdout.log") == tmp_path / "stdout.log"
+    assert files.output("nope") is None and files.job_file("stderr.log") is None
