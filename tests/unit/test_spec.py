@@ -92,3 +92,15 @@ def test_load_yaml_and_json(tmp_path) -> None:
         load_spec(tmp_path / "missing.yaml")
     with pytest.raises(SpecInvalid, match="must be a mapping"):
         parse_spec([1, 2])
+
+
+def test_compare_section_is_optional_and_checked() -> None:
+    """Without `compare` the canonical spec (and its digest) has no such key; a bad pattern is named."""
+    plain = parse_spec({"entrypoint": "m:f", "seed": 1})
+    assert "compare" not in plain.canonical()
+    with_section = parse_spec({"entrypoint": "m:f", "seed": 1, "compare": {"volatile": ["out/*"]}})
+    assert with_section.canonical()["compare"]["volatile"] == ["out/*"]
+    assert with_section.digest != plain.digest
+    with pytest.raises(SpecInvalid) as e:
+        parse_spec({"entrypoint": "m:f", "seed": 1, "compare": {"noise": ["(unclosed"]}})
+    assert e.value.field == "compare.noise" and "not a regular expression" in e.value.message
