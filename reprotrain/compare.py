@@ -8,12 +8,14 @@ a run diverge; an incidental output that differs is listed with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from reprotrain.causes import causes, policy_off, seed_notes
 from reprotrain.diffs import first_tensor, first_trace_divergence, metric_deltas, tensor_delta
 from reprotrain.hashing import digest_bytes
-from reprotrain.outputs import Masker, RunFiles, first_line_diffs, role
+from reprotrain.outputs import Masker, Role, RunFiles, checkpoint_role, first_line_diffs, is_checkpoint, role
 from reprotrain.result import Result
 from reprotrain.spec import CompareSpec
 from reprotrain.status import Status
@@ -25,20 +27,30 @@ COMPONENTS = ("trace", "metrics", "model", "optimizer", "files", "stdout", "stde
 LOGS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR}
 
 
+CheckpointDiffer = Callable[[Path, Path], dict[str, Any]]  # reprotrain.job.checkpoints.compare_checkpoints
+
+
 def compare(
-    a: Result, b: Result, a_files: RunFiles | None = None, b_files: RunFiles | None = None
+    a: Result,
+    b: Result,
+    a_files: RunFiles | None = None,
+    b_files: RunFiles | None = None,
+    *,
+    checkpoints: CheckpointDiffer | None = None,
 ) -> Verdict:
     """The verdict of b (a re-run) against a (the original), with its explanation.
 
     Without files the verdict still names the first differing tensor and file; a log whose bytes
-    differ then counts as differing (it cannot be read line by line).
+    differ then counts as differing (it cannot be read line by line). With `checkpoints` (it needs
+    torch, so the caller brings it), checkpoint files whose bytes differ are opened and compared
+    tensor by tensor.
     """
     out: dict[str, Any] = {"a": a.job_id, "b": b.job_id}
     if a.status is not Status.SUCCEEDED or b.status is not Status.SUCCEEDED:
         failed = [_failed(side, r) for side, r in (("a", a), ("b", b)) if r.status is not Status.SUCCEEDED]
         out |= {"verdict": "incomparable", "reason": ", ".join(failed)}
     else:
-        out |= Comparison(a, b, a_files, b_files).verdict()
+        out |= Comparison(a, b, a_files, b_files, checkpoints).verdict()
     rows = causes(a, b)
     if out["verdict"] in ("metrics_identical", "diverged"):
         rows = policy_off(a, b) + rows
@@ -49,8 +61,17 @@ def compare(
 class Comparison:
     """Two succeeded runs, component by component, each difference classed as a result's or incidental."""
 
-    def __init__(self, a: Result, b: Result, a_files: RunFiles | None, b_files: RunFiles | None) -> None:
+    def __init__(
+        self,
+        a: Result,
+        b: Result,
+        a_files: RunFiles | None,
+        b_files: RunFiles | None,
+        checkpoints: CheckpointDiffer | None = None,
+    ) -> None:
         self.a, self.b, self.a_files, self.b_files = a, b, a_files, b_files
+        self.open_checkpoints = checkpoints
+        self.checkpoints: list[dict[str, Any]] = []  # what opening each differing checkpoint found
         spec = CompareSpec.model_validate(a.spec.get("compare") or {})
         self.spec, self.mask = spec, Masker(spec.noise)
         self.trace_div = first_trace_divergence(a, b)
@@ -69,6 +90,8 @@ class Comparison:
             if state == "same":
                 continue
             r = role(rel, outputs=self.spec.outputs, volatile=self.spec.volatile, one_side=state != "differs")
+            if not r.incidental and state == "differs" and is_checkpoint(rel):
+                r = self._checkpoint(rel) or r
             if r.incidental:
                 self.incidental.append({"what": rel, "state": state, "reason": r.reason})
             else:
@@ -76,6 +99,17 @@ class Comparison:
         for stream in LOGS:
             if self.equal.get(stream) is False:
                 self._log(stream)
+
+    def _checkpoint(self, rel: str) -> Role | None:
+        """Open two checkpoints whose bytes differ: identical tensors with only paths or container
+        bytes differing are incidental; a differing tensor or field is named."""
+        paths = [f.output(rel) if f else None for f in (self.a_files, self.b_files)]
+        if self.open_checkpoints is None or paths[0] is None or paths[1] is None:
+            return None
+        found = self.open_checkpoints(paths[0], paths[1])
+        self.checkpoints.append({"file": rel, **found})
+        incidental, reason = checkpoint_role(found)
+        return Role(incidental, reason)
 
     def _log(self, stream: str) -> None:
         """A log whose bytes differ. Lines that differ only in noise are incidental. Anything else
@@ -104,6 +138,7 @@ class Comparison:
             "identical": self.identical(),
             "incidental": self.incidental or None,
             "lines": self.lines or None,
+            "checkpoints": self.checkpoints or None,
             "nondeterministic_ops": sorted({o.op for r in (self.a, self.b) for o in r.nondeterministic_ops}),
         }
         if not self.differs and not self.incidental:
@@ -143,11 +178,23 @@ class Comparison:
         if trace_div is None:
             div["differs"] = self.differs
             div["file"] = next((d for d in self.differs if d in self.files), None)
+            if tensor is None:
+                div |= self._checkpoint_tensor()
         deltas = [m for m in div.get("metrics", {}).values() if "abs" in m]
         if deltas:
             div["max_abs"] = max(m["abs"] for m in deltas)
             div["max_rel"] = max(m["rel"] for m in deltas)
         return div
+
+    def _checkpoint_tensor(self) -> dict[str, Any]:
+        """The first differing tensor of the first differing checkpoint, by key path, and its size."""
+        for found in self.checkpoints:
+            if first := found.get("first_tensor"):
+                out = {"file": found["file"], "tensor": first["key"], "tensor_file": found["file"]}
+                if "max_abs" in first:
+                    out |= {"tensor_max_abs": first["max_abs"], "tensor_max_rel": first["max_rel"]}
+                return out
+        return {}
 
 
 def _failed(side: str, r: Result) -> str:

@@ -130,11 +130,25 @@ _NP = {
 }
 
 
-def read_tensor(path: Path, name: str) -> np.ndarray | None:
-    """One tensor of a safetensors-layout file, as float64 (bfloat16 widened exactly)."""
+def _header(f: Any) -> tuple[int, dict[str, Any]]:
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > 100 << 20:
+        raise ValueError("not a safetensors file (header too large)")
+    return n, json.loads(f.read(n))
+
+
+def safetensors_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors-layout file, in the file's order."""
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        _, header = _header(f)
+    return [k for k in header if k != "__metadata__"]
+
+
+def read_tensor(path: Path, name: str, *, widen: bool = True) -> np.ndarray | None:
+    """One tensor of a safetensors-layout file: as float64 (widened exactly), or as stored
+    (bfloat16 as the float32 it is exactly)."""
+    with open(path, "rb") as f:
+        n, header = _header(f)
         if name not in header:
             return None
         meta = header[name]
@@ -143,4 +157,4 @@ def read_tensor(path: Path, name: str) -> np.ndarray | None:
         raw = np.frombuffer(f.read(end - start), dtype=_NP[meta["dtype"]])
     if meta["dtype"] == "BF16":
         raw = (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float64).reshape(meta["shape"])
+    return (raw.astype(np.float64) if widen else raw.copy()).reshape(meta["shape"])

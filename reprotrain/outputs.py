@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reprotrain.wire import JobFiles, job_artifact
 
@@ -31,6 +32,7 @@ NOISE = (
     r"\b0x[0-9a-fA-F]{6,}\b",  # addresses in object reprs
 )
 _TIME_IN_NAME = re.compile(r"(?<!\d)(1[5-9]\d{8})(?!\d)|\d{4}-?\d{2}-?\d{2}[T_-]?\d{2}[:-]?\d{2}")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")  # opened tensor by tensor
 MAX_LOG_BYTES = 32 << 20  # compared line by line up to here; beyond, the digests decide
 
 
@@ -63,6 +65,27 @@ def _first_match(path: str, globs: Iterable[str]) -> str | None:
 def _matches(path: str, glob: str) -> bool:
     """fnmatch, where `*` also crosses `/` and a leading `**/` may match nothing."""
     return fnmatch.fnmatchcase(path, glob) or (glob.startswith("**/") and fnmatch.fnmatchcase(path, glob[3:]))
+
+
+def is_checkpoint(path: str) -> bool:
+    return path.endswith(CHECKPOINT_SUFFIXES)
+
+
+def checkpoint_role(found: dict[str, Any]) -> tuple[bool, str]:
+    """What a comparison of two checkpoints whose bytes differ found: (incidental, why)."""
+    if found.get("error"):
+        return False, str(found["error"])
+    fields = list(found.get("fields") or [])
+    if found.get("first_tensor"):
+        return False, f"tensor {found['first_tensor']['key']} differs"
+    if found.get("structure"):
+        return False, f"tensors identical; keys differ ({found['structure'][0]['key']})"
+    real = [f for f in fields if not f["path"]]
+    if real:
+        return False, f"tensors identical; {real[0]['key']} differs"
+    if fields:
+        return True, f"tensors identical; only paths differ ({fields[0]['key']})"
+    return True, "tensors identical; container bytes differ"
 
 
 @dataclass(frozen=True)

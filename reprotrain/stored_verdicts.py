@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reprotrain.artifacts import ArtifactStore
-from reprotrain.compare import compare
+from reprotrain.compare import CheckpointDiffer, compare
 from reprotrain.errors import ResultInvalid
 from reprotrain.outputs import RunFiles
 from reprotrain.result import Result
@@ -39,8 +39,13 @@ def stored_result(job_id: str, data: dict[str, Any]) -> Result:
 
 
 def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) -> Verdict:
-    """The verdict of job b against job a; `incomparable` while either has no readable result."""
+    """The verdict of job b against job a; `incomparable` while either has no readable result.
+
+    For a re-run against its original this is the verdict its worker stored (it had torch to open
+    checkpoints with; the API may not)."""
     a, b = store.get_job(a_id), store.get_job(b_id)
+    if b.rerun_of == a_id and b.verdict:
+        return Verdict.model_validate(b.verdict)
     missing = [
         f"{side} is {j.status} without a result" for side, j in (("a", a), ("b", b)) if j.result is None
     ]
@@ -54,7 +59,12 @@ def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) ->
 
 
 def rerun_verdict(
-    store: Store, artifacts: ArtifactStore, original_id: str, rerun: Result, rerun_dir: Path
+    store: Store,
+    artifacts: ArtifactStore,
+    original_id: str,
+    rerun: Result,
+    rerun_dir: Path,
+    checkpoints: CheckpointDiffer | None = None,
 ) -> Verdict:
     """The verdict of a just-finished re-run, before its own row is final. Never raises for the
     original's sake: a re-run that ran is stored, with `incomparable` if the original cannot be read."""
@@ -65,4 +75,5 @@ def rerun_verdict(
         before = stored_result(original_id, original.result)
     except ResultInvalid as e:
         return incomparable(original_id, rerun.job_id, e.message)
-    return compare(before, rerun, stored_files(store, artifacts, original_id), RunFiles.local(rerun_dir))
+    files = stored_files(store, artifacts, original_id), RunFiles.local(rerun_dir)
+    return compare(before, rerun, *files, checkpoints=checkpoints)

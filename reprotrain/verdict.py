@@ -56,6 +56,17 @@ class LineDiff(Sparse):
     noise: bool
 
 
+class CheckpointDiff(Sparse):
+    """Two checkpoint files whose bytes differ, opened and compared tensor by tensor."""
+
+    file: str
+    tensors: int | None = Field(None, description="tensors compared")
+    first_tensor: dict[str, Any] | None = Field(None, description="key path, max_abs, max_rel")
+    fields: list[dict[str, Any]] | None = Field(None, description="non-tensor values that differ")
+    structure: list[dict[str, Any]] | None = Field(None, description="keys or types on one side only")
+    error: str | None = Field(None, description="why the files were not opened")
+
+
 class Divergence(Sparse):
     """Where a diverged re-run first parted from its original, and by how much."""
 
@@ -66,6 +77,7 @@ class Divergence(Sparse):
     note: str | None = None
     tensor: str | None = Field(None, description="first differing tensor, in the model's own order")
     tensor_step: int | None = None
+    tensor_file: str | None = Field(None, description="the checkpoint file the tensor is in (script mode)")
     tensor_max_abs: float | None = None
     tensor_max_rel: float | None = None
     file: str | None = Field(None, description="first differing output file, when no step differs")
@@ -91,6 +103,7 @@ class Verdict(Sparse):
     )
     incidental: list[Incidental] | None = None
     lines: list[LineDiff] | None = Field(None, description="first differing line of each log that differs")
+    checkpoints: list[CheckpointDiff] | None = None
     absent: list[str] | None = Field(
         None, description="components neither run has (not tracked, not produced)"
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
+from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
 from reprotrain.result import JobError, Result
 from reprotrain.settings import Settings
@@ -148,7 +149,9 @@ def handle(rt: Runtime, job_id: str) -> str:
     artifacts = collect_artifacts(rt, result, job_dir)
     verdict = None
     if job.rerun_of:  # committed with the status, so a finished re-run always shows its verdict
-        verdict = rerun_verdict(rt.store, rt.artifacts, job.rerun_of, result, job_dir)
+        verdict = rerun_verdict(
+            rt.store, rt.artifacts, job.rerun_of, result, job_dir, checkpoints=compare_checkpoints
+        )
     stored = rt.store.finish(
         job_id,
         rt.owner,

@@ -80,12 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
     from reprotrain.compare import compare
+    from reprotrain.job.checkpoints import compare_checkpoints
     from reprotrain.outputs import RunFiles
     from reprotrain.result import load_result
 
     a, a_dir = load_result(a_path)
     b, b_dir = load_result(b_path)
-    verdict = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir)).model_dump(mode="json")
+    files = RunFiles.local(a_dir), RunFiles.local(b_dir)
+    verdict = compare(a, b, *files, checkpoints=compare_checkpoints).model_dump(mode="json")
     if as_json:
         print_json(verdict)
     else:

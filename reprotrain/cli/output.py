@@ -54,7 +54,7 @@ def format_verdict(v: dict[str, Any]) -> str:
     if "tensor_max_abs" in div:
         lines.append(
             f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
-            f"max rel {div['tensor_max_rel']:.3g} in the final state"
+            f"max rel {div['tensor_max_rel']:.3g} in {div.get('tensor_file') or 'the final state'}"
         )
     lines += _identical(v) + _differs(v) + _incidental(v)
     if v.get("absent"):
@@ -74,6 +74,7 @@ def _verdict_head(v: dict[str, Any]) -> str:
         head += f" ({div['first']} first)"
     if div.get("tensor"):
         head += f", first differing tensor {div['tensor']}"
+        head += f" in {div['tensor_file']}" if div.get("tensor_file") else ""
     if "max_abs" in div:
         head += f"; metrics differ by up to {div['max_abs']:.3g} abs, {div['max_rel']:.3g} rel"
     if div.get("file") and not div.get("tensor"):
@@ -95,17 +96,31 @@ def _identical(v: dict[str, Any], shown: int = 8) -> list[str]:
 
 def _differs(v: dict[str, Any]) -> list[str]:
     incidental = {i["what"] for i in v.get("incidental") or []}
+    opened = {c["file"]: c for c in v.get("checkpoints") or []}
+    changed = [(f, s) for f, s in (v.get("files") or {}).items() if s != "same" and f not in incidental]
     out = [
-        f"{'differs' if i == 0 else '':9} {f} ({s})"
-        for i, (f, s) in enumerate(
-            (f, s) for f, s in (v.get("files") or {}).items() if s != "same" and f not in incidental
-        )
-    ][:8]
+        f"{'differs' if i == 0 else '':9} {f} ({s}){_opened(opened.get(f))}"
+        for i, (f, s) in enumerate(changed)
+    ]
+    out = out[:8]
     for d in v.get("lines") or []:
         if not d["noise"] and d["stream"] not in incidental:
             out.append(f"{'differs' if not out else '':9} {d['stream']} line {d['line']}")
             out += _line_pair(d)
     return out
+
+
+def _opened(found: dict[str, Any] | None) -> str:
+    """What opening a differing checkpoint showed, for its `differs` line."""
+    if not found:
+        return ""
+    if found.get("error"):
+        return f": {found['error']}"
+    if first := found.get("first_tensor"):
+        size = f", max abs {first['max_abs']:.3g}" if isinstance(first.get("max_abs"), float) else ""
+        return f": tensor {first['key']} differs{size}"
+    what = (found.get("structure") or found.get("fields") or [{}])[0].get("key")
+    return f": tensors identical; {what} differs" if what else ""
 
 
 def _incidental(v: dict[str, Any]) -> list[str]:

@@ -1,0 +1,90 @@
+"""Checkpoints compared tensor by tensor: a planted difference is named by key path, a re-pickled or
+path-stamped identical state is not a difference, and unsafe files are never unpickled."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprotrain.compare import compare
+from reprotrain.job.checkpoints import compare_checkpoints
+from reprotrain.outputs import RunFiles
+
+# Saves a seeded model's state like training scripts do: atomically under a temporary name (the
+# zip archive's inner folder is named after it), with the directory it ran in (Lightning's
+# ModelCheckpoint does), and optionally with one weight nudged by OS entropy.
+SAVE = """
+import os, sys, torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+if "--plant" in sys.argv:
+    with torch.no_grad():
+        model[2].weight[1, 3] += 1e-4 * (1 + int.from_bytes(os.urandom(4), "big") / 2**32)
+state = {"model": model.state_dict(), "epoch": 3, "callbacks": {"ModelCheckpoint": {"dirpath": os.getcwd()}}}
+tmp = f"ckpt-tmp{os.getpid()}.pt"
+torch.save(state, tmp)
+os.replace(tmp, "ckpt.pt")
+"""
+
+
+def _twice(run_job, tmp_path: Path, *args: str):
+    (tmp_path / "save.py").write_text(SAVE)
+    spec = {"command": ["python", "save.py", *args], "seed": 1, "device": "cpu"}
+    (a, a_dir), (b, b_dir) = (run_job(spec, code_dir=tmp_path) for _ in range(2))
+    assert a.status == b.status == "SUCCEEDED", (a.error, b.error)
+    return compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir), checkpoints=compare_checkpoints)
+
+
+def test_identical_tensors_in_differing_bytes_reproduce(run_job, tmp_path: Path) -> None:
+    """Same tensors; bytes differ by the archive's inner name and the run's directory: results_identical."""
+    v = _twice(run_job, tmp_path)
+    assert v.files["ckpt.pt"] == "differs"
+    assert v.verdict == "results_identical", v
+    (item,) = [i for i in v.incidental if i.what == "ckpt.pt"]
+    assert item.reason == "tensors identical; only paths differ (callbacks/ModelCheckpoint/dirpath)"
+    (found,) = v.checkpoints
+    assert found.tensors == 4 and found.first_tensor is None
+
+
+def test_a_planted_difference_is_named_down_to_the_tensor(run_job, tmp_path: Path) -> None:
+    """One weight nudged: diverged, naming the file, the key path and the size of the difference."""
+    v = _twice(run_job, tmp_path, "--plant")
+    assert v.verdict == "diverged"
+    div = v.divergence
+    assert (div.file, div.tensor) == ("ckpt.pt", "model/2.weight")
+    assert 0 < div.tensor_max_abs < 1e-1
+
+
+def test_re_pickled_state_is_container_bytes_only(tmp_path: Path) -> None:
+    """The same tensors saved in the legacy and the zip format: identical tensors, container bytes differ."""
+    state = {"w": torch.arange(6.0).reshape(2, 3), "steps": [torch.tensor(1), torch.tensor(2)]}
+    torch.save(state, tmp_path / "a.pt")
+    torch.save(state, tmp_path / "b.pt", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    found = compare_checkpoints(tmp_path / "a.pt", tmp_path / "b.pt")
+    assert found == {"tensors": 3, "first_tensor": None, "fields": [], "structure": []}
+
+
+def test_unsafe_pickles_are_not_opened(tmp_path: Path) -> None:
+    """A checkpoint holding arbitrary objects is refused by the weights-only loader, not unpickled."""
+    torch.save({"args": argparse.Namespace(lr=1)}, tmp_path / "a.pt")
+    torch.save({"args": argparse.Namespace(lr=2)}, tmp_path / "b.pt")
+    found = compare_checkpoints(tmp_path / "a.pt", tmp_path / "b.pt")
+    assert found["error"].startswith("not opened as checkpoints")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_safetensors_files_compare_by_tensor(tmp_path: Path, dtype: torch.dtype) -> None:
+    """Safetensors files (read by their header, no pickle) compare tensor by tensor too."""
+    from reprotrain.job.digest import save_state_file
+
+    w = torch.ones(3, 3, dtype=dtype)
+    save_state_file({"w": w, "b": torch.zeros(3, dtype=dtype)}, tmp_path / "a.safetensors")
+    w2 = w.clone()
+    w2[2, 2] = 2
+    save_state_file({"w": w2, "b": torch.zeros(3, dtype=dtype)}, tmp_path / "b.safetensors")
+    found = compare_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    assert found["first_tensor"]["key"] == "w" and found["first_tensor"]["max_abs"] == 1.0
