@@ -243,6 +243,7 @@ def run_with_heartbeat(
             cancel=beat.cancel,
             cancel_grace_s=rt.settings.cancel_grace_s,
             input_cache=rt.settings.data_dir / "input-digests.sqlite",
+            slots=rt.settings.jobs / "_slots",
         )
     finally:
         beat.stop()

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from reprotrain.model import Frozen
 from reprotrain.spec import JobSpec
-from reprotrain.wire import JobFiles
 
 
 class LaunchRequest(Frozen):
@@ -17,6 +16,7 @@ class LaunchRequest(Frozen):
     job_id: str
     spec: JobSpec
     job_dir: str
+    work_dir: str  # the job's working directory: a canonical slot (reprotrain/job/slots.py)
     code_dir: str | None = None  # put on sys.path / PYTHONPATH (function mode, local runs)
     inputs: dict[str, str] = Field(default_factory=dict)  # name → path, for ctx.inputs and the env
 
@@ -26,4 +26,4 @@ class LaunchRequest(Frozen):
 
     @property
     def workspace(self) -> Path:
-        return self.dir / JobFiles.WORK
+        return Path(self.work_dir)

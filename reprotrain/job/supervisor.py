@@ -21,6 +21,7 @@ from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import digest_inputs
 from reprotrain.job.launcher import JobHandle
 from reprotrain.job.request import LaunchRequest
+from reprotrain.job.slots import default_root, move_out, slot
 from reprotrain.logs import last_raised, read_tail, tail
 from reprotrain.report import read_events
 from reprotrain.result import ChildRecord, JobError, Result
@@ -37,12 +38,13 @@ class Runner:
     def launch(self, req: LaunchRequest) -> JobHandle: ...
 
 
-def prepare_job_dir(job_dir: Path, code_dir: Path | None, copy_code: bool) -> dict[str, str]:
-    """Fresh job directory; with copy_code, the code is copied into the workspace first."""
+def prepare_job_dir(job_dir: Path, work: Path, code_dir: Path | None, copy_code: bool) -> dict[str, str]:
+    """Fresh job directory and workspace; with copy_code, the code is copied into the workspace."""
     job_dir.mkdir(parents=True, exist_ok=True)
     if any(job_dir.iterdir()):
         raise LaunchError(f"job directory is not empty: {job_dir}")
-    work = job_dir / JobFiles.WORK
+    if work.exists():
+        shutil.rmtree(work)
     if copy_code and code_dir is not None:
         inside = job_dir.resolve()
 
@@ -67,12 +69,38 @@ def execute(
     cancel: threading.Event | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
     on_start: Any = None,
+    slots: Path | None = None,
 ) -> Result:
-    """Run `spec` once in a fresh job process and store its result under `job_dir`."""
+    """Run `spec` once in a fresh job process and store its result under `job_dir`.
+
+    The job works in a canonical slot under `slots` (default: the local runs' one), so every job
+    of a worker sees the same working path; its directory then moves to `job_dir/work`."""
+    with slot(slots or default_root()) as work:
+        try:
+            return _execute(runner, spec, job_dir, work, job_id, code_dir, copy_code, input_cache,
+                            cancel, cancel_grace_s, on_start)  # fmt: skip
+        finally:
+            if work.exists() and not (job_dir / JobFiles.WORK).exists():
+                move_out(work, job_dir / JobFiles.WORK)
+
+
+def _execute(
+    runner: Runner,
+    spec: JobSpec,
+    job_dir: Path,
+    work: Path,
+    job_id: str | None,
+    code_dir: Path | None,
+    copy_code: bool | None,
+    input_cache: Path | None,
+    cancel: threading.Event | None,
+    cancel_grace_s: float,
+    on_start: Any,
+) -> Result:
     job_id = job_id or uuid.uuid4().hex
     started = datetime.now(UTC)
     copy = spec.mode == "script" if copy_code is None else copy_code
-    manifest = prepare_job_dir(job_dir, code_dir, copy)
+    manifest = prepare_job_dir(job_dir, work, code_dir, copy)
     base = {"job_id": job_id, "name": spec.name, "spec": spec.canonical(), "spec_digest": spec.digest}
     try:
         inputs = digest_inputs(spec.inputs, input_cache)
@@ -84,6 +112,7 @@ def execute(
         job_id=job_id,
         spec=spec,
         job_dir=str(job_dir.resolve()),
+        work_dir=str(work),
         code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
         inputs={n: i["path"] for n, i in inputs.items()},
     )
@@ -97,6 +126,7 @@ def execute(
     finally:
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
+    move_out(work, job_dir / JobFiles.WORK)
     result = assemble(
         base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0)
     )

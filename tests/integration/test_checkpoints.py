@@ -14,8 +14,8 @@ from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.outputs import RunFiles
 
 # Saves a seeded model's state like training scripts do: atomically under a temporary name (the
-# zip archive's inner folder is named after it), with the directory it ran in (Lightning's
-# ModelCheckpoint does), and optionally with one weight nudged by OS entropy.
+# zip archive's inner folder is named after it, and the state records it), with the directory it
+# ran in (Lightning's ModelCheckpoint does), and optionally with one weight nudged by OS entropy.
 SAVE = """
 import os, sys, torch
 torch.manual_seed(0)
@@ -23,8 +23,12 @@ model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Lin
 if "--plant" in sys.argv:
     with torch.no_grad():
         model[2].weight[1, 3] += 1e-4 * (1 + int.from_bytes(os.urandom(4), "big") / 2**32)
-state = {"model": model.state_dict(), "epoch": 3, "callbacks": {"ModelCheckpoint": {"dirpath": os.getcwd()}}}
 tmp = f"ckpt-tmp{os.getpid()}.pt"
+state = {
+    "model": model.state_dict(),
+    "epoch": 3,
+    "callbacks": {"ModelCheckpoint": {"dirpath": os.getcwd(), "saved_as": os.path.abspath(tmp)}},
+}
 torch.save(state, tmp)
 os.replace(tmp, "ckpt.pt")
 """
@@ -39,14 +43,16 @@ def _twice(run_job, tmp_path: Path, *args: str):
 
 
 def test_identical_tensors_in_differing_bytes_reproduce(run_job, tmp_path: Path) -> None:
-    """Same tensors; bytes differ by the archive's inner name and the run's directory: results_identical."""
+    """Same tensors; bytes differ by the archive's inner name and a pid-named path: results_identical.
+    The directory each run worked in is the same path (the canonical slot), so `dirpath` is equal."""
     v = _twice(run_job, tmp_path)
     assert v.files["ckpt.pt"] == "differs"
     assert v.verdict == "results_identical", v
     (item,) = [i for i in v.incidental if i.what == "ckpt.pt"]
-    assert item.reason == "tensors identical; only paths differ (callbacks/ModelCheckpoint/dirpath)"
+    assert item.reason == "tensors identical; only paths differ (callbacks/ModelCheckpoint/saved_as)"
     (found,) = v.checkpoints
     assert found.tensors == 4 and found.first_tensor is None
+    assert [f["key"] for f in found.fields] == ["callbacks/ModelCheckpoint/saved_as"]
 
 
 def test_a_planted_difference_is_named_down_to_the_tensor(run_job, tmp_path: Path) -> None:

@@ -117,3 +117,13 @@ def test_a_failing_script_says_what_it_raised(run_job, tmp_path: Path) -> None:
     assert r.error.detail == "command exited with status 1"
     assert r.error.traceback.startswith("Traceback (most recent call last):")
     assert "UnpicklingError" in r.error.stderr_tail
+
+
+def test_every_run_works_in_the_same_directory(run_job, tmp_path: Path) -> None:
+    """Two runs of a script that records its working directory write the same bytes (one canonical
+    path), and the file lands in each run's own directory afterwards."""
+    (tmp_path / "cwd.py").write_text("import os\nopen('cwd.txt', 'w').write(os.getcwd())\n")
+    (a, a_dir), (b, b_dir) = (run_job(script_spec(["python", "cwd.py"]), code_dir=tmp_path) for _ in range(2))
+    assert a.digests["files"]["files"]["cwd.txt"] == b.digests["files"]["files"]["cwd.txt"]
+    recorded = (a_dir / "work" / "cwd.txt").read_text()
+    assert recorded == (b_dir / "work" / "cwd.txt").read_text() and not recorded.startswith(str(a_dir))
