@@ -149,18 +149,25 @@ def _run_python_inline(args: list[str]) -> None:
             if len(args) < 2:
                 raise JobFailed("'python -m' needs a module name")
             sys.argv = [args[1], *args[2:]]
-            sys.path.insert(0, os.getcwd())
+            _sys_path_of_a_new_interpreter(os.getcwd())
             runpy.run_module(args[1], run_name="__main__", alter_sys=True)
         else:
             script = Path(args[0])
             if not script.is_file():
                 raise JobFailed(f"script not found in the job's working directory: {args[0]}")
             sys.argv = list(args)
-            sys.path.insert(0, str(script.resolve().parent))
+            _sys_path_of_a_new_interpreter(str(script.resolve().parent))
             runpy.run_path(str(script), run_name="__main__")
     except SystemExit as e:
         if e.code not in (None, 0):
             raise JobFailed(f"script exited with status {e.code}") from None
+
+
+def _sys_path_of_a_new_interpreter(first: str) -> None:
+    """What `python X.py` would start with: the script's directory, then PYTHONPATH (the job's
+    code and working directory), then the rest. A forked job process inherited none of that."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+    sys.path[0:0] = [first, *extra]
 
 
 def _run_subprocess(argv: list[str]) -> None:

@@ -127,3 +127,17 @@ def test_every_run_works_in_the_same_directory(run_job, tmp_path: Path) -> None:
     assert a.digests["files"]["files"]["cwd.txt"] == b.digests["files"]["files"]["cwd.txt"]
     recorded = (a_dir / "work" / "cwd.txt").read_text()
     assert recorded == (b_dir / "work" / "cwd.txt").read_text() and not recorded.startswith(str(a_dir))
+
+
+def test_a_script_in_a_subdirectory_imports_the_projects_package(run_job, tmp_path: Path) -> None:
+    """`python projects/x/run.py` imports `pkg` from the code's root, as `python` with the code on
+    PYTHONPATH would (minGPT's projects/adder does this): the inline run gets the same sys.path."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("VALUE = 7\n")
+    (tmp_path / "projects" / "x").mkdir(parents=True)
+    (tmp_path / "projects" / "x" / "run.py").write_text(
+        "import sys, pkg\nopen('out.txt', 'w').write(f'{pkg.VALUE} {sys.path[0].endswith(\"projects/x\")}')\n"
+    )
+    r, job_dir = run_job(script_spec(["python", "projects/x/run.py"]), code_dir=tmp_path)
+    assert r.status == "SUCCEEDED", r.error
+    assert (job_dir / "work" / "out.txt").read_text() == "7 True"
