@@ -10,6 +10,7 @@ TAIL_LINES = 20
 TAIL_BYTES = 64 << 10  # how much of a log's end is read: enough for any traceback worth showing
 MAX_MESSAGE = 2000
 _TRACEBACK = "Traceback (most recent call last):"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours: meaningless in a stored error
 _EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
 
 
@@ -32,7 +33,7 @@ def read_tail(path: Path, max_bytes: int = TAIL_BYTES) -> str:
             data = f.read()
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
+    text = _ANSI.sub("", data.decode("utf-8", errors="replace"))
     return text.split("\n", 1)[1] if size > max_bytes and "\n" in text else text
 
 

@@ -47,3 +47,10 @@ def test_tail_of_a_large_log(tmp_path: Path) -> None:
     assert text.startswith("line ") and text.endswith("line 99999\n")
     assert tail(text, 2) == "line 99998\nline 99999"
     assert tail("\n\n") is None and read_tail(tmp_path / "none.log") == ""
+
+
+def test_terminal_colours_are_dropped(tmp_path: Path) -> None:
+    """Escape codes a library prints (torch bolds a warning) do not reach the stored error."""
+    log = tmp_path / "stderr.log"
+    log.write_text('Traceback (most recent call last):\n  File "x"\nValueError: \x1b[1mbold\x1b[0m end\n')
+    assert last_raised(read_tail(log)).message == "bold end"
