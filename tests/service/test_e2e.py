@@ -67,6 +67,31 @@ def test_bundle_script_runs_unchanged_and_rerun_is_compared_file_by_file(stack) 
     assert b"step 4 norm" in b"".join(c.logs(job["id"]))
 
 
+def test_a_rerun_over_the_service_classes_outputs_by_role(stack, tmp_path: Path) -> None:
+    """A bundled script writing a time-named event file, timing lines and a checkpoint whose paths
+    differ: the worker's verdict is results_identical, each incidental output listed with why."""
+    (tmp_path / "t.py").write_text(
+        "import os, time, torch\n"
+        "torch.manual_seed(0)\n"
+        "open(f'events.out.tfevents.{time.time_ns()}', 'w').write('x')\n"
+        "print(f'step 0 took {time.perf_counter_ns() % 997}ms', flush=True)\n"
+        "tmp = f'tmp{os.getpid()}.pt'\n"
+        "torch.save({'w': torch.randn(3), 'saved_as': os.path.abspath(tmp)}, tmp)\n"
+        "os.replace(tmp, 'model.pt')\n"
+    )
+    c = stack.client()
+    job = c.wait(submit_script(c, tmp_path, "e2e-roles", "t.py")["id"], timeout=TIMEOUT)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    rerun = c.wait(c.rerun(job["id"])["id"], timeout=TIMEOUT)
+    v = rerun["verdict"]
+    assert v["verdict"] == "results_identical", v
+    reasons = {i["what"]: i["reason"] for i in v["incidental"]}
+    assert reasons["model.pt"] == "tensors identical; only paths differ (saved_as)"
+    assert any(r == "TensorBoard event file" for r in reasons.values())
+    assert reasons["stdout"].startswith("timing noise only")
+    assert c.compare(job["id"], rerun["id"]) == v  # the worker's verdict, as stored
+
+
 def test_list_filters_and_paginates(stack) -> None:
     """The list filters by status and name and pages with a total count."""
     c = stack.client()
