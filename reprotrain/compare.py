@@ -15,7 +15,16 @@ from typing import Any
 from reprotrain.causes import causes, policy_off, seed_notes
 from reprotrain.diffs import first_tensor, first_trace_divergence, metric_deltas, tensor_delta
 from reprotrain.hashing import digest_bytes
-from reprotrain.outputs import Masker, Role, RunFiles, checkpoint_role, first_line_diffs, is_checkpoint, role
+from reprotrain.outputs import (
+    Masker,
+    Role,
+    RunFiles,
+    checkpoint_role,
+    first_line_diffs,
+    is_checkpoint,
+    role,
+    time_renamed,
+)
 from reprotrain.result import Result
 from reprotrain.spec import CompareSpec
 from reprotrain.status import Status
@@ -25,6 +34,7 @@ from reprotrain.wire import JobFiles
 EMPTY = digest_bytes(b"")
 COMPONENTS = ("trace", "metrics", "model", "optimizer", "files", "stdout", "stderr")
 LOGS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR}
+MAX_OPENED = 8  # checkpoints opened for one verdict
 
 
 CheckpointDiffer = Callable[[Path, Path], dict[str, Any]]  # reprotrain.job.checkpoints.compare_checkpoints
@@ -86,12 +96,16 @@ class Comparison:
         for key, same in self.equal.items():
             if not same and key not in ("files", *LOGS):
                 self.differs.append(key)
+        paired = time_renamed(self.files)
         for rel, state in self.files.items():
-            if state == "same":
+            if state == "same" or rel in paired.values():
                 continue
-            r = role(rel, outputs=self.spec.outputs, volatile=self.spec.volatile, one_side=state != "differs")
-            if not r.incidental and state == "differs" and is_checkpoint(rel):
-                r = self._checkpoint(rel) or r
+            r = role(rel, outputs=self.spec.outputs, volatile=self.spec.volatile)
+            if rel in paired and not r.incidental:
+                r = self._renamed(rel, paired[rel], r)
+            elif not r.incidental and state == "differs" and is_checkpoint(rel):
+                opened = self._checkpoint(rel, rel)
+                r = opened if opened is not None and not r.declared else r
             if r.incidental:
                 self.incidental.append({"what": rel, "state": state, "reason": r.reason})
             else:
@@ -100,11 +114,30 @@ class Comparison:
             if self.equal.get(stream) is False:
                 self._log(stream)
 
-    def _checkpoint(self, rel: str) -> Role | None:
+    def _renamed(self, rel_a: str, rel_b: str, r: Role) -> Role:
+        """One file under two names that differ only in a time (Hydra's dated run directories, a
+        timestamped export): compared by content, like any other result."""
+        fa, fb = (
+            ((x.digests.get("files") or {}).get("files") or {}).get(rel)
+            for x, rel in ((self.a, rel_a), (self.b, rel_b))
+        )
+        if fa and fb and fa["digest"] == fb["digest"]:
+            return Role(True, f"renamed by a time ({rel_b} in b); contents identical")
+        if is_checkpoint(rel_a) and (opened := self._checkpoint(rel_a, rel_b)) is not None and not r.declared:
+            return Role(opened.incidental, f"{opened.reason} (as {rel_b} in b)")
+        return Role(False, f"renamed by a time ({rel_b} in b); contents differ")
+
+    def _checkpoint(self, rel: str, rel_b: str) -> Role | None:
         """Open two checkpoints whose bytes differ: identical tensors with only paths or container
         bytes differing are incidental; a differing tensor or field is named."""
-        paths = [f.output(rel) if f else None for f in (self.a_files, self.b_files)]
+        paths = [
+            self.a_files.output(rel) if self.a_files else None,
+            self.b_files.output(rel_b) if self.b_files else None,
+        ]
         if self.open_checkpoints is None or paths[0] is None or paths[1] is None:
+            return None
+        if len(self.checkpoints) >= MAX_OPENED:  # each costs a child process; the rest count by digest
+            self.checkpoints.append({"file": rel, "error": f"not opened: {MAX_OPENED} checkpoints were"})
             return None
         found = self.open_checkpoints(paths[0], paths[1])
         self.checkpoints.append({"file": rel, **found})
@@ -112,9 +145,8 @@ class Comparison:
         return Role(incidental, reason)
 
     def _log(self, stream: str) -> None:
-        """A log whose bytes differ. Lines that differ only in noise are incidental. Anything else
-        on stdout is a result's difference (a printed loss); on stderr, where warnings and progress
-        bars go, it is listed as incidental with its first line: the results are compared on their own."""
+        """A log whose bytes differ: lines that differ only in noise are incidental; any other
+        difference (a printed or logged loss) is a result's, shown by its first line."""
         pa, pb = (f.job_file(LOGS[stream]) if f else None for f in (self.a_files, self.b_files))
         noise, real = first_line_diffs(pa, pb, self.mask) if pa and pb else (None, None)
         for diff in (noise, real):
@@ -122,13 +154,9 @@ class Comparison:
                 self.lines.append({"stream": stream, **diff.__dict__})
         if noise is not None and real is None:
             reason = f"timing noise only (times, durations, rates, addresses), first at line {noise.line}"
-        elif stream == "stderr":
-            where = f"first at line {real.line}" if real else "not compared line by line here"
-            reason = f"stderr differs beyond timing noise, {where}"
-        else:  # unreadable here, or past the part compared by line: the bytes differ, so it differs
+            self.incidental.append({"what": stream, "state": "differs", "reason": reason})
+        else:  # a real difference, or a log not readable here: its bytes differ, so it differs
             self.differs.append(stream)
-            return
-        self.incidental.append({"what": stream, "state": "differs", "reason": reason})
 
     def verdict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,6 +223,10 @@ class Comparison:
                     out |= {"tensor_max_abs": first["max_abs"], "tensor_max_rel": first["max_rel"]}
                 return out
         return {}
+
+
+def _file_entry(r: Result, rel: str) -> dict[str, Any] | None:
+    return ((r.digests.get("files") or {}).get("files") or {}).get(rel)
 
 
 def _failed(side: str, r: Result) -> str:

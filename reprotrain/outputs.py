@@ -6,13 +6,14 @@ does not make a run diverge). Also where a run's files are, and stdout/stderr co
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from reprotrain.wire import JobFiles, job_artifact
+from reprotrain.wire import JOB_ARTIFACT_PREFIX, JobFiles, job_artifact, output_artifact
 
 # Files whose differences are incidental unless the spec declares them outputs (README lists them).
 INCIDENTAL = (
@@ -23,39 +24,64 @@ INCIDENTAL = (
     ("**/*.prof", "profiler dump"),
     ("**/*.pt.trace.json", "profiler trace"),
 )
-# Parts of a log line that change from run to run without saying anything about the results.
+# Parts of a log line that change from run to run without saying anything about the results. A
+# number counts as noise only with a unit or key that says it is a time or a rate: a bare number
+# (a loss, a count) never is. Each starts where a number starts, so a long run of digits costs
+# one try, not one per digit.
+_NUM = r"(?<![\w.])\d+(?:\.\d+)?(?:e[+-]?\d+)?"
 NOISE = (
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?(Z|[+-]\d{2}:?\d{2})?",  # date and time
-    r"\b\d{1,2}:\d{2}(:\d{2}([.,]\d+)?)?\b",  # clock time, elapsed, ETA (12:05, 00:03:17)
-    r"\d+(\.\d+)?(e[+-]?\d+)?\s?(it/s|s/it|samples/s|tokens?/s|tok/s|img/s|examples/s|steps/s|/s)",
-    r"\d+(\.\d+)?(e[+-]?\d+)?\s?(ns|us|µs|ms|s|sec|secs|seconds|min|mins|minutes|h|hrs?|hours)\b",
+    r"(?<!\d)\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?",  # date-time
+    r"(?<![\w.:])\d{1,2}:[0-5]\d(?::[0-5]\d(?:[.,]\d+)?)?(?![\w.:])",  # clock, elapsed, ETA (12:05, 00:03:17)
+    _NUM + r" ?(?:it/s|s/it|samples/s|tokens?/s|tok/s|img/s|examples/s|steps/s)(?![\w/])",
+    _NUM + r"(?:ns|us|µs|ms|s|sec|secs|min|mins|h|hrs?)(?![\w/])",  # 12.85ms, 3s: unit attached
+    _NUM + r" (?:ms|secs?|seconds|minutes|hours)(?![\w/])",  # 3.2 seconds: unit spelled out
+    r"(?<![\w])[\w]*(?:runtime|_per_second|elapsed|duration|_time|time_s)['\"]?\s*[:=]\s*"
+    + _NUM,  # HF Trainer
     r"\b0x[0-9a-fA-F]{6,}\b",  # addresses in object reprs
 )
-_TIME_IN_NAME = re.compile(r"(?<!\d)(1[5-9]\d{8})(?!\d)|\d{4}-?\d{2}-?\d{2}[T_-]?\d{2}[:-]?\d{2}")
+MAX_LINE = 4096  # longer lines are compared as they are (masking them could cost more than it says)
+SHOWN = 300  # characters of a differing line kept in the verdict
+# a time in a path: an epoch in seconds (or ns), a date with or without its time, a time of day
+_TIME_IN_PATH = re.compile(
+    r"(?<!\d)1[5-9]\d{8}(?:\d{9}|\.\d+)?(?!\d)"
+    r"|(?<!\d)\d{4}-?\d{2}-?\d{2}(?:[T_ -]?\d{2}[:-]?\d{2}(?:[:-]?\d{2}(?:[.,]\d+)?)?)?(?!\d)"
+    r"|(?<!\d)\d{2}[:-]\d{2}[:-]\d{2}(?!\d)"
+)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")  # opened tensor by tensor
-MAX_LOG_BYTES = 32 << 20  # compared line by line up to here; beyond, the digests decide
 
 
 @dataclass(frozen=True)
 class Role:
     incidental: bool
     reason: str
+    declared: bool = False  # the spec named it an output: it stays a result whatever opening it shows
 
 
-def role(
-    path: str, *, outputs: Iterable[str] = (), volatile: Iterable[str] = (), one_side: bool = False
-) -> Role:
+def role(path: str, *, outputs: Iterable[str] = (), volatile: Iterable[str] = ()) -> Role:
     """Whether a difference in this output file is a result's or incidental, and why."""
     if (glob := _first_match(path, outputs)) is not None:
-        return Role(False, f"declared an output ({glob})")
+        return Role(False, f"declared an output ({glob})", declared=True)
     if (glob := _first_match(path, volatile)) is not None:
         return Role(True, f"declared volatile ({glob})")
     for glob, kind in INCIDENTAL:
         if _matches(path, glob):
             return Role(True, kind)
-    if one_side and _TIME_IN_NAME.search(path.rsplit("/", 1)[-1]):
-        return Role(True, "its name carries a time")
     return Role(False, "an output file")
+
+
+def time_renamed(files: dict[str, str]) -> dict[str, str]:
+    """Files in one run only whose path, times masked, matches exactly one file in the other run
+    only: a's name → b's name. Anything else in one run only is a difference like any other."""
+
+    def by_mask(state: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for rel, s in files.items():
+            if s == state and _TIME_IN_PATH.search(rel):
+                out.setdefault(_TIME_IN_PATH.sub("<t>", rel), []).append(rel)
+        return out
+
+    a, b = by_mask("only_a"), by_mask("only_b")
+    return {a[k][0]: b[k][0] for k in a.keys() & b.keys() if len(a[k]) == len(b[k]) == 1}
 
 
 def _first_match(path: str, globs: Iterable[str]) -> str | None:
@@ -80,9 +106,9 @@ def checkpoint_role(found: dict[str, Any]) -> tuple[bool, str]:
         return False, f"tensor {found['first_tensor']['key']} differs"
     if found.get("structure"):
         return False, f"tensors identical; keys differ ({found['structure'][0]['key']})"
-    real = [f for f in fields if not f["path"]]
+    real = found.get("real_field") or next((f for f in fields if not f["path"]), None)
     if real:
-        return False, f"tensors identical; {real[0]['key']} differs"
+        return False, f"tensors identical; {real['key']} differs"
     if fields:
         return True, f"tensors identical; only paths differ ({fields[0]['key']})"
     return True, "tensors identical; container bytes differ"
@@ -97,8 +123,10 @@ class RunFiles:
     @classmethod
     def local(cls, job_dir: Path) -> RunFiles:
         def find(name: str) -> Path | None:
-            rel = name.removeprefix("_job/") if name.startswith("_job/") else f"{JobFiles.WORK}/{name}"
-            path = job_dir / rel
+            if name.startswith(JOB_ARTIFACT_PREFIX):
+                path = job_dir / name.removeprefix(JOB_ARTIFACT_PREFIX)
+            else:
+                path = job_dir / JobFiles.WORK / name.removeprefix("./")
             return path if path.is_file() else None
 
         return cls(find)
@@ -109,7 +137,7 @@ class RunFiles:
 
     def output(self, rel: str) -> Path | None:
         """A file the job wrote, by its path relative to the working directory."""
-        return self.find(rel)
+        return self.find(output_artifact(rel))
 
 
 @dataclass(frozen=True)
@@ -121,30 +149,40 @@ class LineDiff:
 
 
 class Masker:
-    """Masks the noise in a line: the default patterns and any the spec adds."""
+    """Masks the noise in a line: the default patterns and any the spec adds, each on its own (a
+    spec's pattern may carry its own flags)."""
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
-        self._re = re.compile("|".join(f"(?:{p})" for p in (*NOISE, *extra)))
+        self._res = [re.compile(p) for p in (*NOISE, *extra)]
 
     def __call__(self, line: str) -> str:
-        return self._re.sub("<>", line)
+        if len(line) > MAX_LINE:
+            return line
+        for r in self._res:
+            line = r.sub("<>", line)
+        return line
 
 
 def first_line_diffs(a: Path, b: Path, mask: Masker) -> tuple[LineDiff | None, LineDiff | None]:
-    """The first line that differs only in noise, and the first that differs in anything else."""
-    la, lb = _lines(a), _lines(b)
+    """The first line that differs only in noise, and the first that differs in anything else.
+    Read as streams, whole: a long log costs time, not memory."""
     noise = None
-    for i in range(max(len(la), len(lb))):
-        x, y = (la[i] if i < len(la) else None), (lb[i] if i < len(lb) else None)
-        if x == y:
-            continue
-        if x is not None and y is not None and mask(x) == mask(y):
-            noise = noise or LineDiff(i + 1, x, y, True)
-            continue
-        return noise, LineDiff(i + 1, x, y, False)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for i, (x, y) in enumerate(itertools.zip_longest(_lines(fa), _lines(fb)), 1):
+            if x == y:
+                continue
+            if x is not None and y is not None and mask(x) == mask(y):
+                noise = noise or LineDiff(i, _cut(x), _cut(y), True)
+                continue
+            return noise, LineDiff(i, _cut(x), _cut(y), False)
     return noise, None
 
 
-def _lines(path: Path) -> list[str]:
-    with open(path, "rb") as f:
-        return f.read(MAX_LOG_BYTES).decode("utf-8", errors="replace").splitlines()
+def _lines(f: BinaryIO) -> Iterator[str]:
+    """Each line as a terminal would show it last: a progress bar redrawn with \\r is its final state."""
+    for raw in f:
+        yield raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r").rsplit("\r", 1)[-1]
+
+
+def _cut(line: str | None) -> str | None:
+    return line if line is None or len(line) <= SHOWN else line[:SHOWN] + "…"

@@ -55,7 +55,10 @@ def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) ->
         ra, rb = stored_result(a_id, a.result), stored_result(b_id, b.result)  # type: ignore[arg-type]
     except ResultInvalid as e:
         return incomparable(a_id, b_id, e.message)
-    return compare(ra, rb, stored_files(store, artifacts, a_id), stored_files(store, artifacts, b_id))
+    try:
+        return compare(ra, rb, stored_files(store, artifacts, a_id), stored_files(store, artifacts, b_id))
+    except OSError as e:  # a stored file went missing or unreadable under us
+        return incomparable(a_id, b_id, f"the verdict could not be computed: {type(e).__name__}: {e}")
 
 
 def rerun_verdict(

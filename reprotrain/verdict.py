@@ -62,7 +62,10 @@ class CheckpointDiff(Sparse):
     file: str
     tensors: int | None = Field(None, description="tensors compared")
     first_tensor: dict[str, Any] | None = Field(None, description="key path, max_abs, max_rel")
-    fields: list[dict[str, Any]] | None = Field(None, description="non-tensor values that differ")
+    fields: list[dict[str, Any]] | None = Field(None, description="non-tensor values that differ (first 20)")
+    real_field: dict[str, Any] | None = Field(
+        None, description="the first differing value that is not a path"
+    )
     structure: list[dict[str, Any]] | None = Field(None, description="keys or types on one side only")
     error: str | None = Field(None, description="why the files were not opened")
 

@@ -35,6 +35,12 @@ def job_artifact(name: str) -> str:
 STATE_ARTIFACT = job_artifact(JobFiles.STATE)
 
 
+def output_artifact(rel: str) -> str:
+    """The artifact name of a file the job wrote. A job's own `_job/…` file is stored as `./_job/…`,
+    so it can never pass for one of the run's own files (its logs, its tracked state)."""
+    return "./" + rel if rel.startswith(JOB_ARTIFACT_PREFIX) else rel
+
+
 class JobEnv:
     """Environment variables a job process and every process it starts can read."""
 

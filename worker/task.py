@@ -28,7 +28,8 @@ from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.stored_verdicts import rerun_verdict
-from reprotrain.wire import JobFiles, job_artifact
+from reprotrain.verdict import Verdict, incomparable
+from reprotrain.wire import JobFiles, job_artifact, output_artifact
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -145,13 +146,16 @@ def handle(rt: Runtime, job_id: str) -> str:
             error=JobError(type=type(e).__name__, message=str(e)),
         )
         return Status.FAILED.value
-    result = run_with_heartbeat(rt, job_id, spec, job_dir, code_dir)
-    artifacts = collect_artifacts(rt, result, job_dir)
-    verdict = None
-    if job.rerun_of:  # committed with the status, so a finished re-run always shows its verdict
-        verdict = rerun_verdict(
-            rt.store, rt.artifacts, job.rerun_of, result, job_dir, checkpoints=compare_checkpoints
-        )
+    shipper = LogShipper(rt.store, job_id, job_dir, rt.settings.max_live_log_bytes)
+    beat = Heartbeat(rt, job_id, shipper)
+    beat.start()  # the lease is renewed until the result is stored, verdict and artifacts included
+    try:
+        result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
+        shipper.ship()
+        artifacts = collect_artifacts(rt, result, job_dir)
+        verdict = verdict_of_rerun(rt, job.rerun_of, result, job_dir) if job.rerun_of else None
+    finally:
+        beat.stop()
     stored = rt.store.finish(
         job_id,
         rt.owner,
@@ -226,28 +230,35 @@ def prune_bundle_cache(cache: Path, max_bytes: int, *, keep: Path, idle_s: float
     return removed
 
 
-def run_with_heartbeat(
-    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None
+def run(
+    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None, cancel: threading.Event
 ) -> Result:
-    shipper = LogShipper(rt.store, job_id, job_dir, rt.settings.max_live_log_bytes)
-    beat = Heartbeat(rt, job_id, shipper)
-    beat.start()
+    return execute(
+        rt.get_runner(),
+        spec,
+        job_dir,
+        job_id=job_id,
+        code_dir=code_dir,
+        copy_code=code_dir is not None,
+        cancel=cancel,
+        cancel_grace_s=rt.settings.cancel_grace_s,
+        input_cache=rt.settings.data_dir / "input-digests.sqlite",
+        slots=rt.settings.jobs / "_slots",
+    )
+
+
+def verdict_of_rerun(rt: Runtime, original_id: str, result: Result, job_dir: Path) -> Verdict:
+    """A re-run's verdict, committed with its status so a finished re-run always shows one. A
+    comparison that breaks must not make a job that ran run again: it says why instead."""
     try:
-        return execute(
-            rt.get_runner(),
-            spec,
-            job_dir,
-            job_id=job_id,
-            code_dir=code_dir,
-            copy_code=code_dir is not None,
-            cancel=beat.cancel,
-            cancel_grace_s=rt.settings.cancel_grace_s,
-            input_cache=rt.settings.data_dir / "input-digests.sqlite",
-            slots=rt.settings.jobs / "_slots",
+        return rerun_verdict(
+            rt.store, rt.artifacts, original_id, result, job_dir, checkpoints=compare_checkpoints
         )
-    finally:
-        beat.stop()
-        shipper.ship()
+    except Exception as e:
+        log.exception("verdict of %s against %s failed", result.job_id, original_id)
+        return incomparable(
+            original_id, result.job_id, f"the verdict could not be computed: {type(e).__name__}: {e}"
+        )
 
 
 def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[str, str, int]]:
@@ -260,7 +271,7 @@ def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[
         if "symlink" in entry or not path.is_file():
             continue
         rt.artifacts.put(path, entry["digest"])
-        out.append((rel, entry["digest"], entry["size"]))
+        out.append((output_artifact(rel), entry["digest"], entry["size"]))
     for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE):
         path = job_dir / name
         if path.is_file():

@@ -53,8 +53,8 @@ def format_verdict(v: dict[str, Any]) -> str:
     div = v.get("divergence") or {}
     if "tensor_max_abs" in div:
         lines.append(
-            f"tensor    {div['tensor']}: max abs {div['tensor_max_abs']:.3g}, "
-            f"max rel {div['tensor_max_rel']:.3g} in {div.get('tensor_file') or 'the final state'}"
+            f"tensor    {div['tensor']}: max abs {_num(div['tensor_max_abs'])}, "
+            f"max rel {_num(div.get('tensor_max_rel'))} in {div.get('tensor_file') or 'the final state'}"
         )
     lines += _identical(v) + _differs(v) + _incidental(v)
     if v.get("absent"):
@@ -62,6 +62,11 @@ def format_verdict(v: dict[str, Any]) -> str:
     lines += _causes(v)
     lines += [f"{'notes' if i == 0 else '':9} {n}" for i, n in enumerate(v.get("notes") or [])]
     return "\n".join(lines)
+
+
+def _num(x: Any) -> str:
+    """A stored number: NaN and infinities are kept as strings (or null), printed as they are."""
+    return f"{x:.3g}" if isinstance(x, int | float) and not isinstance(x, bool) else str(x)
 
 
 def _verdict_head(v: dict[str, Any]) -> str:
@@ -76,7 +81,7 @@ def _verdict_head(v: dict[str, Any]) -> str:
         head += f", first differing tensor {div['tensor']}"
         head += f" in {div['tensor_file']}" if div.get("tensor_file") else ""
     if "max_abs" in div:
-        head += f"; metrics differ by up to {div['max_abs']:.3g} abs, {div['max_rel']:.3g} rel"
+        head += f"; metrics differ by up to {_num(div['max_abs'])} abs, {_num(div.get('max_rel'))} rel"
     if div.get("file") and not div.get("tensor"):
         head += f"; first differing file {div['file']}"
     elif div.get("differs") and div.get("step") is None and not div.get("tensor"):
@@ -117,7 +122,7 @@ def _opened(found: dict[str, Any] | None) -> str:
     if found.get("error"):
         return f": {found['error']}"
     if first := found.get("first_tensor"):
-        size = f", max abs {first['max_abs']:.3g}" if isinstance(first.get("max_abs"), float) else ""
+        size = f", max abs {_num(first['max_abs'])}" if "max_abs" in first else ""
         return f": tensor {first['key']} differs{size}"
     what = (found.get("structure") or found.get("fields") or [{}])[0].get("key")
     return f": tensors identical; {what} differs" if what else ""

@@ -13,6 +13,7 @@ anything. `compare_checkpoints(a, b)` runs that child and returns what it found,
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -31,7 +32,8 @@ MAX_FIELDS = 20
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
     """Compare two checkpoint files in a bounded child process."""
     size = a.stat().st_size + b.stat().st_size
-    limit = MEMORY_BYTES + 4 * size
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = min(MEMORY_BYTES + 4 * size, ram * 3 // 4)  # never more than most of this host
 
     def bound() -> None:  # in the child, before it loads anything
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -56,14 +58,15 @@ def load(path: Path) -> Any:
     """A checkpoint's contents, tensors on the CPU; nothing but tensors and plain containers."""
     import torch
 
-    if path.suffix == ".safetensors":
-        from reprotrain.diffs import read_tensor, safetensors_names
+    with open(path, "rb") as f:
+        head = f.read(9)
+    zipped = head[:4] == b"PK\x03\x04"  # torch's own format maps its storages; the legacy one cannot
+    if not zipped and head[8:9] == b"{":  # safetensors: a header length, then its JSON (stored
+        from reprotrain.diffs import read_tensor, safetensors_names  # artifacts have no suffix)
 
         return {
             name: torch.from_numpy(read_tensor(path, name, widen=False)) for name in safetensors_names(path)
         }
-    with open(path, "rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"  # torch's own format maps its storages; the legacy one cannot
     return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
 
 
@@ -72,6 +75,14 @@ def diff(a: Any, b: Any) -> dict[str, Any]:
     found: dict[str, Any] = {"tensors": 0, "first_tensor": None, "fields": [], "structure": []}
     _walk(a, b, "", found)
     return found
+
+
+def _note(found: dict[str, Any], kind: str, item: dict[str, Any]) -> None:
+    """Keep the first MAX_FIELDS of each kind; the first non-path field always (it decides)."""
+    if kind == "fields" and not item["path"] and "real_field" not in found:
+        found["real_field"] = item
+    if len(found[kind]) < MAX_FIELDS:
+        found[kind].append(item)
 
 
 def _walk(a: Any, b: Any, key: str, found: dict[str, Any]) -> None:
@@ -85,17 +96,17 @@ def _walk(a: Any, b: Any, key: str, found: dict[str, Any]) -> None:
         for k in list(a) + [k for k in b if k not in a]:
             sub = f"{key}/{k}" if key else str(k)
             if k not in a or k not in b:
-                found["structure"].append({"key": sub, "a": k in a, "b": k in b})
+                _note(found, "structure", {"key": sub, "a": k in a, "b": k in b})
             else:
                 _walk(a[k], b[k], sub, found)
     elif isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _walk(x, y, f"{key}/{i}" if key else str(i), found)
     elif type(a) is not type(b) or isinstance(a, list | tuple):
-        found["structure"].append({"key": key or "/", "a": type(a).__name__, "b": type(b).__name__})
-    elif a != b and len(found["fields"]) < MAX_FIELDS:
-        path = isinstance(a, str) and isinstance(b, str) and os.sep in a and os.sep in b
-        found["fields"].append({"key": key or "/", "a": _show(a), "b": _show(b), "path": path})
+        _note(found, "structure", {"key": key or "/", "a": type(a).__name__, "b": type(b).__name__})
+    elif a != b and not (isinstance(a, float) and math.isnan(a) and math.isnan(b)):
+        path = isinstance(a, str) and isinstance(b, str) and os.path.isabs(a) and os.path.isabs(b)
+        _note(found, "fields", {"key": key or "/", "a": _show(a), "b": _show(b), "path": path})
 
 
 def _same_bits(a: Any, b: Any) -> bool:
@@ -111,11 +122,13 @@ def _same_bits(a: Any, b: Any) -> bool:
 
 
 def _delta(a: Any, b: Any) -> dict[str, Any]:
+    import torch
+
     if a.shape != b.shape or a.dtype != b.dtype:
         return {"a": f"{a.dtype} {tuple(a.shape)}", "b": f"{b.dtype} {tuple(b.shape)}"}
     if not (a.is_floating_point() or a.is_complex() or a.dtype.is_signed or a.dtype.itemsize > 1):
         return {}
-    x, y = a.double(), b.double()
+    x, y = (a.to(torch.complex128), b.to(torch.complex128)) if a.is_complex() else (a.double(), b.double())
     d = (x - y).abs()
     scale = x.abs().maximum(y.abs())
     rel = (d / scale.clamp_min(1e-300)).masked_fill(scale == 0, 0.0)

@@ -2,8 +2,10 @@
 
 Scripts record where they ran (Lightning checkpoints store `dirpath`, configs and logs hold
 paths), so a re-run in a directory of its own writes other bytes. A job's working directory is
-therefore a fixed slot, `<root>/0/work`, reused one job at a time under a lock; when the job ends
-its directory moves into the job's own. Two workers sharing a root take slots 0 and 1.
+therefore a fixed slot, `<root>/N/work`: the first free one, reused one job at a time under a
+lock, so with one worker per jobs directory it is always `<root>/0/work`. When the job ends its
+directory moves into the job's own. Workers sharing a root take slots 0, 1, … and a re-run may
+then land in another slot: the checkpoint comparison still classes path-only differences.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +23,10 @@ MAX_SLOTS = 64
 
 
 def default_root() -> Path:
-    """Where local runs (`reprotrain run`) keep their slot."""
-    return Path(tempfile.gettempdir()) / f"reprotrain-{os.getuid()}" / "slots"
+    """Where local runs (`reprotrain run`) keep their slot: the user's cache, usually on the disk
+    the run directories are on (a tmpfs /tmp would hold every output in memory, then copy it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reprotrain" / "slots"
 
 
 @contextlib.contextmanager

@@ -92,5 +92,22 @@ def test_safetensors_files_compare_by_tensor(tmp_path: Path, dtype: torch.dtype)
     w2 = w.clone()
     w2[2, 2] = 2
     save_state_file({"w": w2, "b": torch.zeros(3, dtype=dtype)}, tmp_path / "b.safetensors")
-    found = compare_checkpoints(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    # as the artifact store keeps them: named by digest, no suffix; the format is read from the bytes
+    (tmp_path / "a.safetensors").rename(tmp_path / "a")
+    (tmp_path / "b.safetensors").rename(tmp_path / "b")
+    found = compare_checkpoints(tmp_path / "a", tmp_path / "b")
     assert found["first_tensor"]["key"] == "w" and found["first_tensor"]["max_abs"] == 1.0
+
+
+def test_a_real_field_difference_is_kept_behind_many_path_differences(tmp_path: Path) -> None:
+    """Thirty absolute paths differ, then a value: the value decides, though only 20 fields are listed;
+    relative strings are not paths; NaN equals NaN."""
+    from reprotrain.outputs import checkpoint_role
+
+    a = {f"p{i}": f"/jobs/a/{i}" for i in range(30)} | {"name": "x/y", "nan": float("nan"), "lr": 0.1}
+    b = {f"p{i}": f"/jobs/b/{i}" for i in range(30)} | {"name": "x/z", "nan": float("nan"), "lr": 0.1}
+    torch.save(a, tmp_path / "a.pt")
+    torch.save(b, tmp_path / "b.pt")
+    found = compare_checkpoints(tmp_path / "a.pt", tmp_path / "b.pt")
+    assert len(found["fields"]) == 20 and found["real_field"]["key"] == "name"
+    assert checkpoint_role(found) == (False, "tensors identical; name differs")

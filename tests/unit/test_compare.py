@@ -181,3 +181,21 @@ def test_a_job_that_seeds_itself_is_noted() -> None:
         "a: the job seeds torch itself (torch seed 3407; spec seed 1)",
         "b: the job seeds torch itself (torch seed 3407; spec seed 1)",
     ]
+
+
+def test_a_file_renamed_by_a_time_is_compared_by_content() -> None:
+    """Hydra's dated directory in each run: the same bytes under two names are results_identical;
+    different bytes are a difference, named."""
+
+    def run(job_id: str, name: str, digest: str) -> Result:
+        files = {name: {"size": 1, "digest": digest}}
+        return result(
+            job_id=job_id, digests={**raw()["digests"], "files": {"overall": digest + name, "files": files}}
+        )
+
+    a = run("a", "outputs/2024-05-01/12-30-45/model.pt", "x")
+    v = compare(a, run("b", "outputs/2024-05-01/12-31-02/model.pt", "x"))
+    assert v.verdict == "results_identical"
+    assert v.incidental[0].reason.startswith("renamed by a time")
+    v = compare(a, run("b", "outputs/2024-05-01/12-31-02/model.pt", "y"))
+    assert v.verdict == "metrics_identical" and "outputs/2024-05-01/12-30-45/model.pt" in v.reason

@@ -6,25 +6,40 @@ from pathlib import Path
 
 import pytest
 
-from reprotrain.outputs import Masker, RunFiles, first_line_diffs, role
+from reprotrain.outputs import Masker, RunFiles, first_line_diffs, role, time_renamed
 
 
 @pytest.mark.parametrize(
-    ("path", "one_side", "incidental", "reason"),
+    ("path", "incidental", "reason"),
     [
-        ("out/events.out.tfevents.1795830033.vm.11141.0", True, True, "TensorBoard event file"),
-        ("events.out.tfevents.1795830033.vm.1.0", True, True, "TensorBoard event file"),
-        ("wandb/run-1/files/output.log", True, True, "Weights & Biases run directory"),
-        ("train.log", False, True, "log file"),
-        ("ckpt-2026-11-28T01-40.pt", True, True, "its name carries a time"),
-        ("ckpt-2026-11-28T01-40.pt", False, False, "an output file"),  # same name both sides: content counts
-        ("out/model.pt", False, False, "an output file"),
+        ("out/events.out.tfevents.1795830033.vm.11141.0", True, "TensorBoard event file"),
+        ("events.out.tfevents.1795830033.vm.1.0", True, "TensorBoard event file"),
+        ("wandb/run-1/files/output.log", True, "Weights & Biases run directory"),
+        ("train.log", True, "log file"),
+        ("out/model.pt", False, "an output file"),
+        ("preds_20240501_1230.csv", False, "an output file"),  # a time in its name hides nothing
     ],
 )
-def test_default_roles(path: str, one_side: bool, incidental: bool, reason: str) -> None:
-    """Event files, run directories, logs and time-named files are incidental; other files are results."""
-    r = role(path, one_side=one_side)
+def test_default_roles(path: str, incidental: bool, reason: str) -> None:
+    """Event files, run directories and logs are incidental; other files, time-named too, are results."""
+    r = role(path)
     assert (r.incidental, r.reason) == (incidental, reason)
+
+
+def test_files_renamed_by_a_time_are_paired() -> None:
+    """Hydra's dated run directory and a timestamped export pair up across runs; unmatched ones do not."""
+    files = {
+        "outputs/2024-05-01/12-30-45/model.pt": "only_a",
+        "outputs/2024-05-01/12-31-02/model.pt": "only_b",
+        "preds_20240501_1230.csv": "only_a",
+        "preds_20240501_1231.csv": "only_b",
+        "run-1795830033.json": "only_a",
+        "extra.txt": "only_b",
+    }
+    assert time_renamed(files) == {
+        "outputs/2024-05-01/12-30-45/model.pt": "outputs/2024-05-01/12-31-02/model.pt",
+        "preds_20240501_1230.csv": "preds_20240501_1231.csv",
+    }
 
 
 def test_the_spec_overrides_the_defaults() -> None:
@@ -81,3 +96,14 @@ def test_local_run_files(tmp_path: Path) -> None:
     assert files.output("out/model.pt") == tmp_path / "work" / "out" / "model.pt"
     assert files.job_file("stdout.log") == tmp_path / "stdout.log"
     assert files.output("nope") is None and files.job_file("stderr.log") is None
+
+
+def test_a_jobs_own_job_directory_is_an_output_not_the_runs_files(tmp_path: Path) -> None:
+    """A job writing `_job/state/model.safetensors` cannot pass it off as the run's tracked state."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "model.safetensors").write_bytes(b"real")
+    (tmp_path / "work" / "_job" / "state").mkdir(parents=True)
+    (tmp_path / "work" / "_job" / "state" / "model.safetensors").write_bytes(b"forged")
+    files = RunFiles.local(tmp_path)
+    assert files.job_file("state/model.safetensors").read_bytes() == b"real"
+    assert files.output("_job/state/model.safetensors").read_bytes() == b"forged"
