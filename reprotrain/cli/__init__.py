@@ -1,13 +1,14 @@
 """The `reprotrain` command line.
 
 Errors exit with status 2 and one line on stderr, never a traceback. `run` and `submit --wait`
-exit 0 when the job succeeded, 1 when not; `compare` and `rerun --wait` exit 0 for `identical`,
-1 for any other verdict.
+exit 0 when the job succeeded, 1 when not; `compare` and `rerun --wait` exit 0 when the re-run
+reproduced (`identical`, `results_identical`), 1 for any other verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from reprotrain.cli import local, remote, server
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reprotrain: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`| head`): stop writing, quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 __all__ = ["build_parser", "main"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reprotrain.cli.output import format_result, format_verdict, print_json
+from reprotrain.cli.output import REPRODUCED, format_result, format_verdict, print_json
 from reprotrain.errors import SpecInvalid
 from reprotrain.spec import load_spec, parse_spec
 
@@ -92,4 +92,4 @@ def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
         print_json(verdict)
     else:
         print(format_verdict(verdict))
-    return 0 if verdict["verdict"] == "identical" else 1
+    return 0 if verdict["verdict"] in REPRODUCED else 1

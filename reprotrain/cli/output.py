@@ -155,6 +155,7 @@ def _causes(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+REPRODUCED = ("identical", "results_identical")  # what `compare` and `rerun --wait` exit 0 for
 COMPONENT_NAMES = ("trace", "metrics", "model", "optimizer", "stdout", "stderr")
 
 

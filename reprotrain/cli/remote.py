@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reprotrain.cli.output import _metrics, format_job, format_jobs, format_verdict, print_json
+from reprotrain.cli.output import REPRODUCED, _metrics, format_job, format_jobs, format_verdict, print_json
 from reprotrain.client import Client
 from reprotrain.errors import SpecInvalid
 from reprotrain.spec import load_spec
@@ -115,7 +115,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return _show(args, job)
     job = _wait(client, job["id"], args)
     _show(args, job)
-    return 0 if (job.get("verdict") or {}).get("verdict") == "identical" else 1
+    return 0 if (job.get("verdict") or {}).get("verdict") in REPRODUCED else 1
 
 
 def _finish(args: argparse.Namespace, job: dict[str, Any]) -> int:
@@ -172,4 +172,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return compare_local(args.a, args.b, args.json)
     verdict = Client(args.url, args.token).compare(args.a, args.b)
     print_json(verdict) if args.json else print(format_verdict(verdict))
-    return 0 if verdict["verdict"] == "identical" else 1
+    return 0 if verdict["verdict"] in REPRODUCED else 1

@@ -75,3 +75,30 @@ def test_help_lists_commands() -> None:
     p = cli("--help")
     assert p.returncode == 0
     assert "run" in p.stdout and "compare" in p.stdout and "examples:" in p.stdout
+
+
+def test_a_reproduced_script_exits_0_and_says_what_differs(tmp_path: Path) -> None:
+    """A script whose results reproduce but whose timing lines differ: compare prints
+    results_identical with the incidental line, and exits 0; cut short by `head`, it stays quiet."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "t.py").write_text(
+        "import time\nprint(f'step 0 took {time.perf_counter_ns() % 9973}ms')\n"
+        "open('out.txt', 'w').write('42')\n"
+    )
+    (code / "spec.yaml").write_text("command: [python, t.py]\nseed: 1\ndevice: cpu\n")
+    for name in "ab":
+        assert cli("run", str(code / "spec.yaml"), "--out", str(tmp_path / name)).returncode == 0
+    p = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.startswith("verdict   results_identical")
+    assert "identical files: out.txt" in p.stdout and "stdout: timing noise only" in p.stdout
+    piped = subprocess.run(
+        f"{sys.executable} -m reprotrain.cli compare {tmp_path / 'a'} {tmp_path / 'b'} | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert piped.stdout == "verdict   " and "Traceback" not in piped.stderr
