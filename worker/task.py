@@ -151,11 +151,11 @@ def handle(rt: Runtime, job_id: str) -> str:
     beat.start()  # the lease is renewed until the result is stored, verdict and artifacts included
     try:
         result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
-        shipper.ship()
         artifacts = collect_artifacts(rt, result, job_dir)
         verdict = verdict_of_rerun(rt, job.rerun_of, result, job_dir) if job.rerun_of else None
     finally:
         beat.stop()
+        shipper.ship()  # the rest of the logs, once the heartbeat (which ships too) has stopped
     stored = rt.store.finish(
         job_id,
         rt.owner,
