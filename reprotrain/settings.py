@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="comma-separated"
     )
+    metrics_token: SecretStr | None = Field(None, description="a token good for /metrics only (scrapers)")
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     lease_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(2.0, gt=0)

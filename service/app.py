@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +20,7 @@ from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import create_celery, open_broker
 from reprotrain.errors import ReprotrainError
 from reprotrain.service import errors
+from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
 from reprotrain.service.routes import router
@@ -25,6 +29,8 @@ from reprotrain.settings import Settings
 from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
+
+log = logging.getLogger("reprotrain.api")
 
 DESCRIPTION = """Run PyTorch training jobs reproducibly, and prove it.
 
@@ -52,7 +58,15 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
         await app.state.dispatch.aclose()
         app.state.store.close()
 
-    app = FastAPI(title="reprotrain", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="reprotrain",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served below, behind the API's own auth
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.settings = settings
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
@@ -64,7 +78,24 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     errors.install(app)
     app.include_router(router)
     _probes(app)
+    _docs(app)
     return app
+
+
+def _docs(app: FastAPI) -> None:
+    """The schema and its two viewers, under the API's auth (open where the API is)."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Authorized) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_: Authorized) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="reprotrain API")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(_: Authorized) -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="reprotrain API")
 
 
 def _probes(app: FastAPI) -> None:
@@ -78,7 +109,7 @@ def _probes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["probes"])
     def readyz(request: Request, response: Response) -> dict[str, Any]:
-        """The database answers and the broker accepts connections."""
+        """The database answers and the broker accepts connections (why not is in the server log)."""
         checks = {
             "database": _check(lambda: _db_ping(request)),
             "broker": _check(lambda: _broker_ping(request)),
@@ -88,7 +119,7 @@ def _probes(app: FastAPI) -> None:
         return {"status": "ok" if ok else "unavailable", "checks": checks}
 
     @app.get("/metrics", tags=["probes"])
-    def metrics(request: Request) -> Response:
+    def metrics(request: Request, _: ScrapeAuthorized) -> Response:
         """Prometheus metrics: jobs by status."""
         with request.app.state.store.session() as s:
             counts = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
@@ -101,8 +132,9 @@ def _check(fn: Any) -> str:
     try:
         fn()
         return "ok"
-    except Exception as e:  # noqa: BLE001 - a probe reports, it does not raise
-        return f"failed: {type(e).__name__}"
+    except Exception:
+        log.warning("readiness check failed", exc_info=True)
+        return "failed"
 
 
 def _db_ping(request: Request) -> None:

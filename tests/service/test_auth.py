@@ -32,7 +32,7 @@ class AppClient:
 
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[AppClient]:
-    settings = Settings(data_dir=tmp_path, api_tokens=["s3cret", "other"])  # type: ignore[list-item]
+    settings = Settings(data_dir=tmp_path, api_tokens=["s3cret", "other"], metrics_token="scrape")  # type: ignore[arg-type]
     upgrade(settings.db_url)
     app = create_app(settings, maintenance=False)
     yield AppClient(app)
@@ -49,10 +49,28 @@ def test_missing_and_wrong_tokens_are_401(app_client: AppClient) -> None:
 
 
 def test_valid_token_is_accepted_and_probes_stay_open(app_client: AppClient) -> None:
-    """Any configured token works; health probes need none."""
+    """Any configured token works; health probes need none, and readiness names no internals."""
     for token in ("s3cret", "other"):
         assert app_client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert app_client.get("/healthz").status_code == 200
+    ready = app_client.get("/readyz")
+    assert ready.status_code in (200, 503)
+    assert set(ready.json()["checks"].values()) <= {"ok", "failed"}  # never an exception's name
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/docs", "/redoc", "/openapi.json"])
+def test_everything_but_liveness_needs_a_token(app_client: AppClient, path: str) -> None:
+    """With tokens set, metrics, docs and the schema answer 401 without one and 200 with one."""
+    assert app_client.get(path).status_code == 401
+    assert app_client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_the_scrape_token_opens_metrics_only(app_client: AppClient) -> None:
+    """The metrics token reads /metrics and nothing else."""
+    scrape = {"Authorization": "Bearer scrape"}
+    assert app_client.get("/metrics", headers=scrape).status_code == 200
+    assert app_client.get("/v1/jobs", headers=scrape).status_code == 401
+    assert app_client.get("/openapi.json", headers=scrape).status_code == 401
 
 
 def test_beyond_loopback_without_tokens_refuses_to_start(tmp_path: Path) -> None:
