@@ -16,6 +16,7 @@ _SPEC_CAUSES = {
     "bundle": "code bundle",
     "device": "device",
     "inputs": "input paths",
+    "env": "environment variable (spec)",
 }
 
 

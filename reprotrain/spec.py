@@ -48,6 +48,7 @@ class TrackSpec(Frozen):
 
 
 Glob = Annotated[str, Field(min_length=1, max_length=300)]
+EnvValue = Annotated[str, Field(max_length=4096, pattern=r"^[^\x00]*$")]
 
 
 class CompareSpec(Frozen):
@@ -87,12 +88,27 @@ class JobSpec(Frozen):
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600
     track: TrackSpec = Field(default_factory=TrackSpec)
     compare: CompareSpec | None = None
+    env: (
+        Annotated[
+            dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], EnvValue],
+            Field(max_length=64),
+        ]
+        | None
+    ) = Field(None, description="variables the job's processes get (REPROTRAIN_* is reserved)")
 
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_shape(cls, v: str | None) -> str | None:
         if v is not None and not _ENTRYPOINT.match(v):
             raise ValueError("must look like 'package.module:function'")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        reserved = sorted(k for k in v or {} if k.startswith("REPROTRAIN_"))
+        if reserved:
+            raise ValueError(f"REPROTRAIN_* names are reprotrain's own: {', '.join(reserved)}")
         return v
 
     @field_validator("params")
@@ -124,8 +140,9 @@ class JobSpec(Frozen):
         """The spec with every default filled in: what the digest is taken of. A spec without a
         `compare` section leaves it out, so its digest is the one it had before the section existed."""
         data = self.model_dump(mode="json")
-        if data["compare"] is None:
-            del data["compare"]
+        for optional in ("compare", "env"):  # absent: the digest a spec had before the field existed
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @cached_property  # the spec is frozen; a submit reads the digest more than once

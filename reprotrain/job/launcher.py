@@ -23,13 +23,15 @@ from reprotrain.errors import LaunchError
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
 from reprotrain.procs import python_argv, stop
-from reprotrain.wire import JobFiles
+from reprotrain.wire import BUILD_FACTS_ENV, JobFiles
 
 SERVER_START_TIMEOUT_S = 120
 
 
 def _python_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """The fork server's environment: the worker's, less its settings (a server of jobs has no use
+    for the database's URL; each job's process narrows it further, to an allowlist)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROTRAIN_") or k == BUILD_FACTS_ENV}
     env["PYTHONHASHSEED"] = PYTHON_HASH_SEED
     return env
 

@@ -46,24 +46,43 @@ def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
     os.close(null)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.dont_write_bytecode = True
-    os.environ.update(_job_env(req, spec, knobs))
+    inherited = {k: v for k, v in os.environ.items() if passes(k)}
+    os.environ.clear()  # the worker's settings and credentials stay with the worker
+    os.environ.update(inherited | dict(spec.env or {}) | _job_env(req, spec, knobs, inherited))
     req.workspace.mkdir(parents=True, exist_ok=True)
     os.chdir(req.workspace)
 
 
-def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> dict[str, str]:
+# What a job's environment keeps of the worker's (README, "A job's environment"): where programs,
+# libraries and the interpreter's packages are, locale, time zone, home, temp and GPU visibility.
+# Nothing else, no REPROTRAIN_* setting and no credential, unless the spec's `env:` sets it.
+PASSED = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "PYTHONPATH"}
+    | {"LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"}
+    | {"NVIDIA_DRIVER_CAPABILITIES"}
+)
+
+
+def passes(name: str) -> bool:
+    return name in PASSED or name.startswith("LC_")
+
+
+def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs, inherited: dict[str, str]) -> dict[str, str]:
+    """What reprotrain sets, over the inherited and the spec's variables: the policy's knobs win."""
     boot = _write_boot(req.dir / JobFiles.BOOT)
     # reprotrain itself is importable from the interpreter's own site-packages, never from a path
     # entry of ours: a job's own `worker`, `service` or `examples` must be the job's
     paths = [boot, *([req.code_dir] if req.code_dir else []), str(req.workspace)]
-    old = os.environ.get("PYTHONPATH")
+    extra = [p for p in ((spec.env or {}).get("PYTHONPATH"), inherited.get("PYTHONPATH")) if p]
     env = {
         **knobs.env(),
         JobEnv.EVENTS: str(req.dir / JobFiles.EVENTS),
         JobEnv.KNOBS: json.dumps({"knobs": knobs.model_dump(), "seed": spec.seed}),
-        "PYTHONPATH": os.pathsep.join(paths + ([old] if old else [])),
+        "PYTHONPATH": os.pathsep.join(paths + extra),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), (spec.env or {}).get("PATH") or inherited.get("PATH", "")]
+        ),
         JobEnv.OUTPUT_DIR: str(req.workspace / "outputs"),
         JobEnv.SEED: "" if spec.seed is None else str(spec.seed),
     }
