@@ -78,7 +78,7 @@ class _ForkedJob:
                     return None
             chunk = self.conn.recv(4096)
             if not chunk:
-                raise LaunchError(f"fork server went away while job process {self.pid} ran")
+                raise ForkServerGone(f"the fork server died while job process {self.pid} ran")
             self._buf += chunk
         self._exit = int(json.loads(self._buf.split(b"\n", 1)[0])["exit"])
         return self._exit
@@ -90,15 +90,27 @@ class _ForkedJob:
         self.conn.close()
 
 
+class ForkServerGone(LaunchError):
+    """The fork server died while a job ran (the job died with it: its parent-death signal)."""
+
+
 class ForkRunner:
-    """One fork server per runner; `launch` costs a fork instead of an interpreter start."""
+    """One fork server per runner; `launch` costs a fork instead of an interpreter start. A server
+    that died (a job may kill its parent) is started again on the next launch."""
 
     def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
         self._dir = tempfile.mkdtemp(prefix="reprotrain-fs-")
         self.sock_path = os.path.join(self._dir, "fork.sock")
-        self._log = open(os.path.join(self._dir, "server.log"), "wb")  # noqa: SIM115
+        self._log = open(os.path.join(self._dir, "server.log"), "ab")  # noqa: SIM115
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sock_path)  # a dead server's socket
         self.proc = subprocess.Popen(
-            python_argv(python, "reprotrain.job.forkserver", self.sock_path),
+            python_argv(self.python, "reprotrain.job.forkserver", self.sock_path),
             env=_python_env(),
             cwd=self._dir,
             stdin=subprocess.DEVNULL,
@@ -106,6 +118,10 @@ class ForkRunner:
             stderr=self._log,
         )
         self._await_ready()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def _await_ready(self) -> None:
         assert self.proc.stdout is not None
@@ -119,8 +135,11 @@ class ForkRunner:
             raise LaunchError(f"fork server did not start: {log.strip() or 'no output'}")
 
     def launch(self, req: LaunchRequest) -> JobHandle:
-        if self.proc.poll() is not None:
-            raise LaunchError(f"fork server exited with status {self.proc.returncode}")
+        if not self.alive:
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.restarts += 1
+            self._start()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.sock_path)
         conn.sendall(req.model_dump_json().encode() + b"\n")

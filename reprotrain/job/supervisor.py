@@ -19,7 +19,7 @@ from reprotrain import files
 from reprotrain.errors import InputError, LaunchError
 from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import digest_inputs
-from reprotrain.job.launcher import JobHandle
+from reprotrain.job.launcher import ForkServerGone, JobHandle
 from reprotrain.job.request import LaunchRequest
 from reprotrain.job.slots import default_root, move_out, slot
 from reprotrain.logs import last_raised, read_tail, tail
@@ -140,7 +140,10 @@ def supervise(
     """Wait for the job; on timeout kill its group, on cancel SIGTERM then SIGKILL."""
     deadline = time.monotonic() + timeout_s
     while True:
-        code = handle.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        try:
+            code = handle.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        except ForkServerGone:
+            return Status.FAILED, SERVER_GONE
         if code is not None:
             return (Status.SUCCEEDED if code == 0 else Status.FAILED), code
         if cancel is not None and cancel.is_set():
@@ -204,9 +207,8 @@ def _error(
         return JobError(type="Canceled", message="job was canceled")
     if status is Status.FAILED:
         error = child.error if child is not None and child.error is not None else None
-        return explain(
-            error or JobError(type="ProcessExit", message=_exit_message(exit_code, job_dir)), job_dir
-        )
+        kind = "ForkServerDied" if exit_code == SERVER_GONE else "ProcessExit"
+        return explain(error or JobError(type=kind, message=_exit_message(exit_code, job_dir)), job_dir)
     return None
 
 
@@ -260,7 +262,12 @@ def _nondet(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(ops.values())
 
 
+SERVER_GONE = -1000  # no exit status: the fork server that would report it died
+
+
 def _exit_message(code: int | None, job_dir: Path) -> str:
+    if code == SERVER_GONE:
+        return "the fork server died while this job ran, and the job with it (did the job kill its parent?)"
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
     tail = ""
     try:
