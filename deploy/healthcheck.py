@@ -1,7 +1,8 @@
 """Container health checks (installed as /usr/local/bin/reprotrain-healthcheck in both images).
 
     reprotrain-healthcheck api      GET http://127.0.0.1:$REPROTRAIN_PORT/healthz answers 200
-    reprotrain-healthcheck worker   the worker (PID 1) is alive, and the database and broker answer
+    reprotrain-healthcheck worker   the worker (PID 1) is alive, the database and broker answer, and
+                                    its last job launch worked (its fork server starts)
 
 A Celery `inspect ping` is deliberately not used for the worker: it runs a solo pool, so a worker
 busy with a long job would not answer and would be reported unhealthy while working correctly.
@@ -10,6 +11,7 @@ Exit status 0 = healthy, 1 = unhealthy (what Docker's HEALTHCHECK expects).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import urllib.request
@@ -42,6 +44,19 @@ def check_worker() -> None:
     if not settings.broker.startswith("filesystem"):
         with Connection(settings.broker, connect_timeout=5) as conn:
             conn.ensure_connection(max_retries=1)
+    check_launch(settings.jobs)
+
+
+def check_launch(jobs_dir: Path) -> None:
+    """Unhealthy while the worker's last launch failed (its fork server would not start)."""
+    from reprotrain.wire import LAUNCH_HEALTH
+
+    try:
+        state = json.loads((jobs_dir / LAUNCH_HEALTH).read_text())
+    except FileNotFoundError:
+        return  # no job launched yet
+    if not state.get("ok"):
+        raise RuntimeError(f"cannot launch jobs: {state.get('error')}")
 
 
 def main(argv: list[str]) -> int:

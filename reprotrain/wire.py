@@ -55,5 +55,7 @@ class JobEnv:
         return JobEnv.INPUT_PREFIX + name.upper().replace("-", "_").replace(".", "_")
 
 
+LAUNCH_HEALTH = "_health/launch.json"  # under the jobs dir: whether this worker can start jobs
+
 BUILD_FACTS_ENV = "REPROTRAIN_BUILD_FACTS"  # where an image's build facts are (default below)
 BUILD_FACTS_PATH = "/etc/reprotrain/build.json"

@@ -6,6 +6,7 @@ The Celery task is a thin edge over `handle`; everything here is plain functions
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
+from reprotrain.errors import LaunchError
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
 from reprotrain.result import JobError, Result
@@ -29,7 +31,7 @@ from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
-from reprotrain.wire import JobFiles, job_artifact, output_artifact
+from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -231,6 +233,33 @@ def prune_bundle_cache(cache: Path, max_bytes: int, *, keep: Path, idle_s: float
 
 
 def run(
+    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None, cancel: threading.Event
+) -> Result:
+    try:
+        result = _execute(rt, job_id, spec, job_dir, code_dir, cancel)
+    except LaunchError as e:  # the fork server will not start: unhealthy until a launch works
+        report_launch(rt.settings, str(e))
+        raise
+    report_launch(rt.settings, None)
+    return result
+
+
+def report_launch(settings: Settings, error: str | None) -> None:
+    """Record whether this worker can launch jobs, for its healthcheck (written when it changes)."""
+    path = settings.jobs / LAUNCH_HEALTH
+    state = {"ok": error is None, "error": error}
+    try:
+        if path.exists() and json.loads(path.read_text()) == state:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
+    except (OSError, ValueError):
+        log.exception("could not record launch health")
+
+
+def _execute(
     rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None, cancel: threading.Event
 ) -> Result:
     return execute(
