@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,15 @@ def digest_json(obj: Any) -> str:
     return digest_bytes(canonical_json(obj))
 
 
-def digest_file(path: Path) -> str:
-    """Hash a file's bytes in chunks; blake3 keeps this near memory bandwidth."""
+def digest_file(path: Path, check: Callable[[], None] | None = None) -> str:
+    """Hash a file's bytes in chunks; blake3 keeps this near memory bandwidth. `check` runs
+    between chunks (it raises to stop: a deadline, a cancel)."""
     h = blake3()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
+            if check is not None:
+                check()
     return h.hexdigest()
 
 

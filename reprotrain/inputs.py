@@ -7,6 +7,11 @@ SQLite cache keyed by what changes when a file is rewritten.
 from __future__ import annotations
 
 import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ class DigestCache:
             )
         self.hits = self.misses = 0
 
-    def digest(self, path: Path) -> str:
+    def digest(self, path: Path, check: Callable[[], None] | None = None) -> str:
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
         if self._db is not None:
@@ -44,7 +49,7 @@ class DigestCache:
                 self.hits += 1
                 return str(row[0])
         self.misses += 1
-        digest = digest_file(path)
+        digest = digest_file(path, check)
         if self._db is not None:
             self._db.execute("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?)", (*key, digest))
         return digest
@@ -54,20 +59,59 @@ class DigestCache:
             self._db.close()
 
 
-def digest_input(name: str, spec: InputSpec, cache: DigestCache) -> dict[str, Any]:
-    """Digest of one input: a file, or every file under a directory (paths sorted)."""
-    p = Path(spec.path)
-    if not p.exists():
-        raise InputError(f"input path does not exist: {spec.path}", field=f"inputs.{name}.path")
+@dataclass(frozen=True)
+class Budget:
+    """Digesting inputs counts against the job's timeout and stops on its cancel."""
+
+    deadline: float  # time.monotonic()
+    cancel: threading.Event | None = None
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise InputError("canceled while digesting inputs")
+        if time.monotonic() > self.deadline:
+            raise InputError("digesting the inputs took longer than the job's timeout_s")
+
+
+def _checked(name: str, spec: InputSpec, roots: list[Path] | None) -> Path:
+    """The input's real path: it exists, lies under an input root (when roots are set, links
+    resolved), and is a regular file or a directory (no device, FIFO or socket)."""
+    field = f"inputs.{name}.path"
     try:
-        if p.is_dir():
-            files = {rel: file_entry(fp, cache.digest) for rel, fp in walk(p)}
-        else:
-            files = {p.name: file_entry(p, cache.digest)}
+        real = Path(spec.path).resolve(strict=True)
+        mode = real.stat().st_mode
+    except (OSError, RuntimeError):
+        raise InputError(f"input path does not exist: {spec.path}", field=field) from None
+    if roots is not None and not any(real.is_relative_to(r.resolve()) for r in roots):
+        raise InputError("must be a path under an input root (REPROTRAIN_INPUT_ROOTS)", field=field)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"not a regular file or directory: {spec.path}", field=field)
+    return real
+
+
+def digest_input(
+    name: str,
+    spec: InputSpec,
+    cache: DigestCache,
+    roots: list[Path] | None = None,
+    budget: Budget | None = None,
+) -> dict[str, Any]:
+    """Digest of one input: a file, or every file under a directory (paths sorted). Links inside a
+    directory are recorded by their target's name, never followed."""
+    p = _checked(name, spec, roots)
+    check = budget.check if budget is not None else None
+
+    def entry(fp: Path) -> dict[str, object]:
+        if not fp.is_symlink() and not stat.S_ISREG(fp.lstat().st_mode):
+            raise InputError(f"not a regular file: {fp}", field=f"inputs.{name}.path")
+        return file_entry(fp, lambda q: cache.digest(q, check))
+
+    try:
+        files = {rel: entry(fp) for rel, fp in walk(p)} if p.is_dir() else {p.name: entry(p)}
     except OSError as e:
         raise InputError(f"cannot read input {name!r}: {e}", field=f"inputs.{name}.path") from e
     return {
-        "path": str(p),
+        "path": spec.path,
         "digest": overall(files),
         "files": len(files),
         "bytes": sum(int(e["size"]) for e in files.values()),  # type: ignore[call-overload]
@@ -78,9 +122,16 @@ def digest_input(name: str, spec: InputSpec, cache: DigestCache) -> dict[str, An
     }
 
 
-def digest_inputs(inputs: dict[str, InputSpec], cache_path: Path | None) -> dict[str, Any]:
+def digest_inputs(
+    inputs: dict[str, InputSpec],
+    cache_path: Path | None,
+    *,
+    roots: list[Path] | None = None,
+    budget: Budget | None = None,
+) -> dict[str, Any]:
+    """Every input's digest. `roots`: where inputs may lie (None: anywhere, as for local runs)."""
     cache = DigestCache(cache_path)
     try:
-        return {name: digest_input(name, spec, cache) for name, spec in sorted(inputs.items())}
+        return {name: digest_input(name, spec, cache, roots, budget) for name, spec in sorted(inputs.items())}
     finally:
         cache.close()

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated"
     )
     metrics_token: SecretStr | None = Field(None, description="a token good for /metrics only (scrapers)")
+    input_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="comma-separated: where inputs may lie (default data_dir/inputs)"
+    )
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     lease_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(2.0, gt=0)
@@ -43,7 +46,7 @@ class Settings(BaseSettings):
     max_live_log_bytes: int = Field(16 * 2**20, ge=1024, description="per stream, in the database")
     cancel_grace_s: float = Field(10.0, ge=0)
 
-    @field_validator("api_tokens", "queues", mode="before")
+    @field_validator("api_tokens", "queues", "input_roots", mode="before")
     @classmethod
     def _split_commas(cls, v: object) -> object:
         if isinstance(v, str):
@@ -69,6 +72,11 @@ class Settings(BaseSettings):
     @property
     def jobs(self) -> Path:
         return self.jobs_dir or self.data_dir / "jobs"
+
+    @property
+    def inputs_under(self) -> list[Path]:
+        """The input roots, absolute: configured, or the data directory's `inputs/`."""
+        return [p.resolve() for p in self.input_roots] or [(self.data_dir / "inputs").resolve()]
 
     @property
     def broker_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from reprotrain.errors import NotFound, SpecInvalid
@@ -12,9 +13,22 @@ from reprotrain.store import Store
 from reprotrain.store.tables import JobRow
 
 
-def validate(store: Store, body: Any) -> JobSpec:
-    """A submitted body as a spec whose bundle, if it names one, is stored here."""
+def validate(store: Store, body: Any, input_roots: list[Path]) -> JobSpec:
+    """A submitted body as a spec whose bundle, if it names one, is stored here, and whose inputs
+    name paths under an input root. The paths are checked as text, never looked up: whatever the
+    reason a path is refused, the answer is the same, so it says nothing of what exists."""
     spec = parse_spec(body)
+    for name, item in spec.inputs.items():
+        path = PurePosixPath(item.path)
+        if (
+            not path.is_absolute()
+            or ".." in path.parts
+            or not any(path.is_relative_to(r) for r in input_roots)
+        ):
+            raise SpecInvalid(
+                "must be an absolute path under an input root (REPROTRAIN_INPUT_ROOTS)",
+                field=f"inputs.{name}.path",
+            )
     if spec.bundle is not None and not store.has_bundle(spec.bundle):
         raise NotFound(f"unknown bundle {spec.bundle}; upload it with POST /v1/bundles first", field="bundle")
     return spec

@@ -75,9 +75,9 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
     st = _state(request)
     body = await json_body(request)
     if isinstance(body, dict) and body.get("bundle"):  # only a bundle check reads the database
-        spec = await run_in_threadpool(jobs.validate, st.store, body)
+        spec = await run_in_threadpool(jobs.validate, st.store, body, st.settings.inputs_under)
     else:
-        spec = jobs.validate(st.store, body)
+        spec = jobs.validate(st.store, body, st.settings.inputs_under)
     return _created(JobPublic.from_row(await st.writer.create(spec)))
 
 

@@ -273,6 +273,7 @@ def _execute(
         cancel_grace_s=rt.settings.cancel_grace_s,
         input_cache=rt.settings.data_dir / "input-digests.sqlite",
         slots=rt.settings.jobs / "_slots",
+        input_roots=rt.settings.inputs_under,
     )
 
 

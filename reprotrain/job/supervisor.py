@@ -18,7 +18,7 @@ from typing import Any
 from reprotrain import files
 from reprotrain.errors import InputError, LaunchError
 from reprotrain.fingerprint import env_digest
-from reprotrain.inputs import digest_inputs
+from reprotrain.inputs import Budget, digest_inputs
 from reprotrain.job.launcher import ForkServerGone, JobHandle
 from reprotrain.job.request import LaunchRequest
 from reprotrain.job.slots import default_root, move_out, slot
@@ -70,6 +70,7 @@ def execute(
     cancel_grace_s: float = CANCEL_GRACE_S,
     on_start: Any = None,
     slots: Path | None = None,
+    input_roots: list[Path] | None = None,
 ) -> Result:
     """Run `spec` once in a fresh job process and store its result under `job_dir`.
 
@@ -78,7 +79,7 @@ def execute(
     with slot(slots or default_root()) as work:
         try:
             return _execute(runner, spec, job_dir, work, job_id, code_dir, copy_code, input_cache,
-                            cancel, cancel_grace_s, on_start)  # fmt: skip
+                            cancel, cancel_grace_s, on_start, input_roots)  # fmt: skip
         finally:
             if work.exists() and not (job_dir / JobFiles.WORK).exists():
                 move_out(work, job_dir / JobFiles.WORK)
@@ -96,6 +97,7 @@ def _execute(
     cancel: threading.Event | None,
     cancel_grace_s: float,
     on_start: Any,
+    input_roots: list[Path] | None,
 ) -> Result:
     job_id = job_id or uuid.uuid4().hex
     started = datetime.now(UTC)
@@ -103,7 +105,8 @@ def _execute(
     manifest = prepare_job_dir(job_dir, work, code_dir, copy)
     base = {"job_id": job_id, "name": spec.name, "spec": spec.canonical(), "spec_digest": spec.digest}
     try:
-        inputs = digest_inputs(spec.inputs, input_cache)
+        budget = Budget(time.monotonic() + spec.timeout_s, cancel)
+        inputs = digest_inputs(spec.inputs, input_cache, roots=input_roots, budget=budget)
     except InputError as e:
         result = Result(**base, status=Status.FAILED, error=JobError(type="InputError", message=str(e)))
         result.save(job_dir)
