@@ -55,3 +55,10 @@ def overall(files: dict[str, object]) -> str:
 
 def manifest(root: Path) -> dict[str, str]:
     return {rel: str(file_entry(p)["digest"]) for rel, p in walk(root)}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or none: a temporary name, then a rename over the old one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

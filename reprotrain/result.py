@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError
 
 from reprotrain.errors import ResultInvalid
+from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
 from reprotrain.hashing import HASH_NAME
 from reprotrain.model import Frozen, Sparse, Stored
@@ -110,9 +111,7 @@ class Result(Stored):
     def save(self, job_dir: Path) -> Path:
         """Write result.json atomically (temporary name, then rename)."""
         path = job_dir / JobFiles.RESULT
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=1))
-        tmp.replace(path)
+        write_atomic(path, self.model_dump_json(indent=1))
         return path
 
 
@@ -127,9 +126,14 @@ def load_result(path: str | Path) -> tuple[Result, Path]:
         raise ResultInvalid(f"no result at {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultInvalid(f"cannot read result {p}: {e}") from e
+    return parse_result(data, str(p)), p.parent
+
+
+def parse_result(data: Any, what: str) -> Result:
+    """A result from its JSON; one that does not read is ResultInvalid, naming `what` and the field."""
     try:
-        return Result.model_validate(data), p.parent
+        return Result.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise ResultInvalid(f"{p} is not a reprotrain result ({where}: {first['msg']})") from e
+        raise ResultInvalid(f"{what} is not a reprotrain result ({where}: {first['msg']})") from e

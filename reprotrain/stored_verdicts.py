@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.compare import CheckpointDiffer, compare
 from reprotrain.errors import ResultInvalid
 from reprotrain.outputs import RunFiles
-from reprotrain.result import Result
+from reprotrain.result import Result, parse_result
 from reprotrain.store import Store
 from reprotrain.verdict import Verdict, incomparable
 
@@ -30,12 +28,7 @@ def stored_files(store: Store, artifacts: ArtifactStore, job_id: str) -> RunFile
 
 def stored_result(job_id: str, data: dict[str, Any]) -> Result:
     """A result as the store holds it; one that no longer reads is ResultInvalid, naming the job."""
-    try:
-        return Result.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ResultInvalid(f"stored result of job {job_id} does not read ({where}: {first['msg']})") from e
+    return parse_result(data, f"the stored result of job {job_id}")
 
 
 def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) -> Verdict:

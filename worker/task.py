@@ -22,6 +22,7 @@ from typing import Any
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
 from reprotrain.errors import LaunchError
+from reprotrain.files import write_atomic
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
 from reprotrain.result import JobError, Result
@@ -252,9 +253,7 @@ def report_launch(settings: Settings, error: str | None) -> None:
         if path.exists() and json.loads(path.read_text()) == state:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(state))
     except (OSError, ValueError):
         log.exception("could not record launch health")
 

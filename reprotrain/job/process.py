@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reprotrain.errors import JobFailed
+from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, EnvKnobs
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import Knobs, resolve
@@ -258,7 +259,7 @@ def run(req: LaunchRequest) -> int:
             traceback.print_exc()
             child["status"], child["error"] = Status.FAILED, _error(e)
         record = _record(child)
-        _write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
+        write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
         sys.stderr.flush()
     return 0 if record.status is Status.SUCCEEDED else 1
 
@@ -281,12 +282,6 @@ def _record(child: dict[str, Any]) -> ChildRecord:
         timing = child.get("timing") or {"process_start": time.monotonic()}
         error = JobError(type="ChildRecordInvalid", message=f"the job process wrote an invalid record: {e}")
         return ChildRecord(status=Status.FAILED, error=error, timing=timing)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
