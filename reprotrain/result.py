@@ -12,6 +12,7 @@ from reprotrain.errors import ResultInvalid
 from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
 from reprotrain.hashing import HASH_NAME
+from reprotrain.isolation import Isolation
 from reprotrain.model import Frozen, Sparse, Stored
 from reprotrain.policy import Knobs
 from reprotrain.spec import Policy
@@ -107,6 +108,7 @@ class Result(Stored):
     inputs: dict[str, Any] = Field(default_factory=dict)
     timing: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    isolation: Isolation | None = None  # how the run was confined (None: stored before it was recorded)
 
     def save(self, job_dir: Path) -> Path:
         """Write result.json atomically (temporary name, then rename)."""

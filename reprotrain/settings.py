@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     )
     max_live_log_bytes: int = Field(16 * 2**20, ge=1024, description="per stream, in the database")
     cancel_grace_s: float = Field(10.0, ge=0)
+    isolation: Literal["auto", "namespaces", "userns", "none"] = Field(
+        "auto", description="how jobs are confined (README, Security model); auto: the strongest available"
+    )
+    job_uid: int = Field(65534, ge=1, le=2**32 - 2, description="jobs run as it (root worker)")
 
     @field_validator("api_tokens", "queues", "input_roots", mode="before")
     @classmethod
@@ -81,6 +85,15 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def private_paths(self) -> list[Path]:
+        """What no job may see: the data directory (database, broker, artifacts, every job's
+        directory, the bundle cache), wherever each part is configured to live."""
+        paths = [self.data_dir, self.artifacts, self.jobs, self.broker_dir]
+        if self.db_url.startswith("sqlite:///"):
+            paths.append(Path(self.db_url.removeprefix("sqlite:///")).parent)
+        return paths
 
     @cached_property  # read on every request; the settings are frozen
     def loopback_only(self) -> bool:

@@ -88,6 +88,9 @@ class JobSpec(Frozen):
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600
     track: TrackSpec = Field(default_factory=TrackSpec)
     compare: CompareSpec | None = None
+    network: Literal["none", "host"] = Field(
+        "none", description="none: loopback only, where the worker can confine jobs; host: the worker's"
+    )
     env: (
         Annotated[
             dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], EnvValue],
@@ -143,6 +146,8 @@ class JobSpec(Frozen):
         for optional in ("compare", "env"):  # absent: the digest a spec had before the field existed
             if data[optional] is None:
                 del data[optional]
+        if data["network"] == "none":  # the default: the digest it had before the field existed
+            del data["network"]
         return data
 
     @cached_property  # the spec is frozen; a submit reads the digest more than once

@@ -50,7 +50,10 @@ class Runtime:
         if self.runner is None:
             from reprotrain.job.launcher import ForkRunner
 
-            self.runner = ForkRunner()
+            s = self.settings
+            self.runner = ForkRunner(isolation=s.isolation, job_uid=s.job_uid)
+            if self.runner.isolation.mode == "none":
+                log.warning("jobs on this worker are not confined: %s", self.runner.isolation.note)
         return self.runner
 
     def close(self) -> None:
@@ -273,6 +276,7 @@ def _execute(
         input_cache=rt.settings.data_dir / "input-digests.sqlite",
         slots=rt.settings.jobs / "_slots",
         input_roots=rt.settings.inputs_under,
+        hidden=rt.settings.private_paths,
     )
 
 

@@ -57,6 +57,7 @@ def _load_run_spec(args: argparse.Namespace) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from reprotrain.job.launcher import ForkRunner, SpawnRunner
     from reprotrain.job.supervisor import execute
+    from reprotrain.settings import load_settings
 
     spec = _load_run_spec(args)
     code = (
@@ -68,7 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecInvalid(f"code directory does not exist: {code}", field="--code")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{spec.name}-{stamp}-{secrets.token_hex(2)}")
-    runner = ForkRunner() if args.runner == "fork" else SpawnRunner()
+    settings = load_settings()  # REPROTRAIN_ISOLATION and REPROTRAIN_JOB_UID apply to local runs too
+    runner = (
+        ForkRunner(isolation=settings.isolation, job_uid=settings.job_uid)
+        if args.runner == "fork"
+        else SpawnRunner()
+    )
     with runner:
         result = execute(runner, spec, out, code_dir=code)
     if args.json:

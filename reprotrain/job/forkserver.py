@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import Any
 
+from reprotrain.job import confine
 from reprotrain.policy import PYTHON_HASH_SEED
 from reprotrain.procs import become_subreaper, children, die_with_parent
 
@@ -61,6 +62,7 @@ class Server:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "child")
         self.jobs: dict[int, socket.socket | None] = {}  # None: its client left
         self.parent = os.getppid()
+        self.home = os.path.dirname(os.path.abspath(sock_path))
         self.running = True
 
     def _stop(self, *_: Any) -> None:
@@ -118,7 +120,10 @@ class Server:
             from reprotrain.job import process
             from reprotrain.job.request import LaunchRequest
 
-            code = process.run(LaunchRequest.model_validate(request))
+            req = LaunchRequest.model_validate(request)
+            # this server's socket is never the job's to reach: it starts processes unconfined
+            plan = req.confine.model_copy(update={"hidden": [*req.confine.hidden, self.home]})
+            code = process.run(req.model_copy(update={"confine": plan}))
         except BaseException:  # noqa: BLE001 - never return into the server's loop
             import traceback
 
@@ -177,8 +182,14 @@ def _killpg(pid: int) -> None:
 
 
 def main() -> None:
+    """`python -m reprotrain.job.forkserver SOCKET [ISOLATION JOB_UID]`: prints `READY {isolation}`."""
     if os.environ.get("PYTHONHASHSEED") != PYTHON_HASH_SEED:
         sys.exit(f"fork server must start with PYTHONHASHSEED={PYTHON_HASH_SEED}")
+    want, job_uid = (sys.argv[2], int(sys.argv[3])) if len(sys.argv) > 3 else ("auto", 65534)
+    try:
+        isolation = confine.probe(want, job_uid)  # before preload: a probe's fork is cheaper
+    except confine.ConfineError as e:
+        sys.exit(str(e))
     preload()
     # torch and inductor leave ~3*10^5 long-lived objects: frozen, no job's collector re-scans them,
     # and a job's collections dirty none of the pages it shares with this server
@@ -186,7 +197,7 @@ def main() -> None:
     gc.freeze()
     become_subreaper()
     server = Server(sys.argv[1])
-    print("READY", flush=True)
+    print("READY", isolation.model_dump_json(), flush=True)
     server.serve()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reprotrain.errors import LaunchError
+from reprotrain.isolation import Isolation
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
 from reprotrain.procs import python_argv, stop
@@ -98,8 +99,10 @@ class ForkRunner:
     """One fork server per runner; `launch` costs a fork instead of an interpreter start. A server
     that died (a job may kill its parent) is started again on the next launch."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, isolation: str = "auto", job_uid: int = 65534) -> None:
         self.python = python
+        self.want, self.job_uid = isolation, job_uid
+        self.isolation = Isolation(mode="none", network="host")  # what the server's probe found
         self._dir = tempfile.mkdtemp(prefix="reprotrain-fs-")
         self.sock_path = os.path.join(self._dir, "fork.sock")
         self._log = open(os.path.join(self._dir, "server.log"), "ab")  # noqa: SIM115
@@ -110,7 +113,9 @@ class ForkRunner:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sock_path)  # a dead server's socket
         self.proc = subprocess.Popen(
-            python_argv(self.python, "reprotrain.job.forkserver", self.sock_path),
+            python_argv(
+                self.python, "reprotrain.job.forkserver", self.sock_path, self.want, str(self.job_uid)
+            ),
             env=_python_env(),
             cwd=self._dir,
             stdin=subprocess.DEVNULL,
@@ -129,10 +134,12 @@ class ForkRunner:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             ready = sel.select(SERVER_START_TIMEOUT_S)
         line = self.proc.stdout.readline() if ready else b""
-        if line.strip() != b"READY":
+        word, _, isolation = line.strip().partition(b" ")
+        if word != b"READY":
             self.close()
             log = Path(self._dir, "server.log").read_text(errors="replace")[-2000:]
             raise LaunchError(f"fork server did not start: {log.strip() or 'no output'}")
+        self.isolation = Isolation.model_validate_json(isolation)
 
     def launch(self, req: LaunchRequest) -> JobHandle:
         if not self.alive:
@@ -183,7 +190,10 @@ class _SpawnedJob:
 
 
 class SpawnRunner:
-    """Each job in a fresh interpreter: slower to start, same job process code."""
+    """Each job in a fresh interpreter: slower to start, same job process code; unconfined (a
+    fresh interpreter may start threads before the job could enter its namespaces)."""
+
+    isolation = Isolation(mode="none", network="host", note="the spawn runner does not confine jobs")
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from reprotrain.errors import JobFailed
 from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, EnvKnobs
+from reprotrain.job import confine
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import Knobs, resolve
 from reprotrain.procs import become_subreaper
@@ -89,6 +90,8 @@ def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs, inherited: dict[st
     }
     for name, path in req.inputs.items():
         env[JobEnv.input(name)] = path
+    if req.confine.mode != "none":
+        env["TMPDIR"] = "/tmp"  # its own, empty; the worker's temp is not the job's
     return env
 
 
@@ -227,6 +230,13 @@ def collect(
 
 def run(req: LaunchRequest) -> int:
     """The whole job process; returns its exit status (0 when the job succeeded)."""
+    try:
+        confine.enter(req.confine)  # returns in the confined job; before it, nothing of the job runs
+    except confine.ConfineError as e:
+        error = JobError(type="IsolationFailed", message=f"the job could not be confined: {e}")
+        record = ChildRecord(status=Status.FAILED, error=error, timing={"process_start": time.monotonic()})
+        write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
+        return 1
     become_subreaper()  # what the job daemonizes stays below it, and is killed when it ends
     spec = req.spec
     knobs = resolve(spec.determinism)

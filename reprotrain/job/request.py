@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from reprotrain.isolation import NO_PLAN, Plan
 from reprotrain.model import Frozen
 from reprotrain.spec import JobSpec
 
@@ -19,6 +20,7 @@ class LaunchRequest(Frozen):
     work_dir: str  # the job's working directory: a canonical slot (reprotrain/job/slots.py)
     code_dir: str | None = None  # put on sys.path / PYTHONPATH (function mode, local runs)
     inputs: dict[str, str] = Field(default_factory=dict)  # name → path, for ctx.inputs and the env
+    confine: Plan = NO_PLAN  # entered before anything else (reprotrain/job/confine.py)
 
     @property
     def dir(self) -> Path:

@@ -19,6 +19,8 @@ from reprotrain import files
 from reprotrain.errors import InputError, LaunchError
 from reprotrain.fingerprint import env_digest
 from reprotrain.inputs import Budget, digest_inputs
+from reprotrain.isolation import Isolation
+from reprotrain.job.confine import job_plan
 from reprotrain.job.launcher import ForkServerGone, JobHandle
 from reprotrain.job.request import LaunchRequest
 from reprotrain.job.slots import default_root, move_out, slot
@@ -31,10 +33,13 @@ from reprotrain.wire import JobFiles
 
 POLL_S = 0.2  # how often cancel and timeout are checked; exits wake at once
 CANCEL_GRACE_S = 10.0
+UNCONFINED = Isolation(mode="none", network="host", note="this runner does not confine jobs")
 COPY_IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "runs")
 
 
 class Runner:
+    isolation: Isolation  # the strongest confinement this runner's jobs get
+
     def launch(self, req: LaunchRequest) -> JobHandle: ...
 
 
@@ -71,15 +76,17 @@ def execute(
     on_start: Any = None,
     slots: Path | None = None,
     input_roots: list[Path] | None = None,
+    hidden: list[Path] | None = None,
 ) -> Result:
     """Run `spec` once in a fresh job process and store its result under `job_dir`.
 
     The job works in a canonical slot under `slots` (default: the local runs' one), so every job
-    of a worker sees the same working path; its directory then moves to `job_dir/work`."""
+    of a worker sees the same working path; its directory then moves to `job_dir/work`. Where the
+    runner confines jobs, `hidden` (the worker's data) is out of the job's sight."""
     with slot(slots or default_root()) as work:
         try:
             return _execute(runner, spec, job_dir, work, job_id, code_dir, copy_code, input_cache,
-                            cancel, cancel_grace_s, on_start, input_roots)  # fmt: skip
+                            cancel, cancel_grace_s, on_start, input_roots, hidden or [])  # fmt: skip
         finally:
             if work.exists() and not (job_dir / JobFiles.WORK).exists():
                 move_out(work, job_dir / JobFiles.WORK)
@@ -98,6 +105,7 @@ def _execute(
     cancel_grace_s: float,
     on_start: Any,
     input_roots: list[Path] | None,
+    hidden: list[Path],
 ) -> Result:
     job_id = job_id or uuid.uuid4().hex
     started = datetime.now(UTC)
@@ -111,13 +119,24 @@ def _execute(
         result = Result(**base, status=Status.FAILED, error=JobError(type="InputError", message=str(e)))
         result.save(job_dir)
         return result
+    shown = None if copy or code_dir is None else str(code_dir.resolve())
+    paths = {n: str(Path(i["path"]).resolve()) for n, i in inputs.items()}
+    plan = job_plan(
+        getattr(runner, "isolation", UNCONFINED),
+        spec.network,
+        writable=[str(job_dir.resolve()), str(work.resolve())],
+        readable=[*paths.values(), *([shown] if shown else [])],
+        hidden=[str(p.resolve()) for p in [*hidden, *(input_roots or [])]],
+    )
+    base["isolation"] = plan.record()
     req = LaunchRequest(
         job_id=job_id,
         spec=spec,
         job_dir=str(job_dir.resolve()),
         work_dir=str(work),
-        code_dir=None if copy or code_dir is None else str(code_dir.resolve()),
-        inputs={n: i["path"] for n, i in inputs.items()},
+        code_dir=shown,
+        inputs=paths,
+        confine=plan,
     )
     (job_dir / JobFiles.REQUEST).write_text(req.model_dump_json())
     t0 = time.monotonic()

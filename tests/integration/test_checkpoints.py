@@ -23,7 +23,7 @@ model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Lin
 if "--plant" in sys.argv:
     with torch.no_grad():
         model[2].weight[1, 3] += 1e-4 * (1 + int.from_bytes(os.urandom(4), "big") / 2**32)
-tmp = f"ckpt-tmp{os.getpid()}.pt"
+tmp = f"ckpt-tmp{os.urandom(4).hex()}.pt"  # tempfile-style; a pid is 1 in every confined job
 state = {
     "model": model.state_dict(),
     "epoch": 3,
@@ -43,7 +43,7 @@ def _twice(run_job, tmp_path: Path, *args: str):
 
 
 def test_identical_tensors_in_differing_bytes_reproduce(run_job, tmp_path: Path) -> None:
-    """Same tensors; bytes differ by the archive's inner name and a pid-named path: results_identical.
+    """Same tensors; bytes differ by the archive's inner name and a randomly named path: results_identical.
     The directory each run worked in is the same path (the canonical slot), so `dirpath` is equal."""
     v = _twice(run_job, tmp_path)
     assert v.files["ckpt.pt"] == "differs"

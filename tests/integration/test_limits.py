@@ -9,10 +9,12 @@ from pathlib import Path
 
 from tests.helpers import base_spec
 
+# the child sleeps for a unique number of seconds, to be found in the host's /proc afterwards: a
+# confined job's pids are its PID namespace's, not the host's
 SLEEPER = """
 import os, subprocess, time
-child = subprocess.Popen(["sleep", "300"])
-open("child.pid", "w").write(str(child.pid))
+child = subprocess.Popen(["sleep", f"300.{os.urandom(4).hex()}"[:12]])
+open("child.token", "w").write(" ".join(child.args))
 open("me.pid", "w").write(f"{os.getpid()} {os.getpgid(0)}")
 print("sleeping", flush=True)
 time.sleep(300)
@@ -40,6 +42,27 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _running(text: str, by: str = "cmdline") -> list[int]:
+    """Host pids of live (not zombie) processes whose command line (or comm) is exactly `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / by).read_bytes().replace(b"\0", b" ").strip() == text.encode():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [p for p in found if _alive(p)]
+
+
+def _wait_gone(text: str, seconds: float = 10, by: str = "cmdline") -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not _running(text, by):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _wait_dead(pid: int, seconds: float = 10) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -57,9 +80,12 @@ def test_timeout_kills_the_job_and_its_children(run_job, tmp_path: Path) -> None
     assert r.status == "TIMED_OUT"
     assert "timeout" in r.error.message
     job_pid, pgid = map(int, (job_dir / "work" / "me.pid").read_text().split())
-    assert job_pid == pgid, "the job leads its own process group"
-    assert pgid != os.getpgid(0)
-    assert _wait_dead(int((job_dir / "work" / "child.pid").read_text()))
+    if r.isolation.mode == "none":
+        assert job_pid == pgid, "the job leads its own process group"
+        assert pgid != os.getpgid(0)
+    else:  # its group's leader is the relay outside its PID namespace, which it cannot name
+        assert (job_pid, pgid) == (2, 0), "the job is PID 2 of a namespace of its own, under its init"
+    assert _wait_gone((job_dir / "work" / "child.token").read_text())
     assert "sleeping" in (job_dir / "stdout.log").read_text()
 
 
@@ -79,7 +105,7 @@ def test_cancel_terminates_the_job(run_job, tmp_path: Path) -> None:
     assert r.status == "CANCELED"
     assert time.monotonic() - t0 < 30
     assert _wait_dead(started[0])
-    assert _wait_dead(int((job_dir / "work" / "child.pid").read_text()))
+    assert _wait_gone((job_dir / "work" / "child.token").read_text())
 
 
 def test_job_crash_is_a_failure_not_a_hang(run_job, tmp_path: Path) -> None:
@@ -106,21 +132,28 @@ def test_fork_server_survives_many_jobs(run_job) -> None:
     assert len(digests) == 1
 
 
+# each daemon names itself (its comm) by a token of this run, to be found in the host's /proc
 DAEMONS = """
 import os, subprocess, sys, time
+tokens = {name: "rt" + os.urandom(6).hex() for name in ("daemon", "double")}
+name_me = "open('/proc/self/comm', 'w').write({!r}); print(flush=True)"
 # a setsid'd process (its own session and group: a process-group kill misses it) ...
-d = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
-open("daemon.pid", "w").write(str(d.pid))
+code = name_me.format(tokens["daemon"]) + "; import time; time.sleep(300)"
+d = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+d.stdout.readline()
 # ... and a classic double-fork daemon that never execs, orphaned before the job ends
 r, w = os.pipe()
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        os.write(w, str(os.getpid()).encode())
+        exec(name_me.format(tokens["double"]))
+        os.write(w, b"ok")
         time.sleep(300)
     os._exit(0)
 os.close(w)
-open("double.pid", "w").write(os.read(r, 32).decode())
+os.read(r, 2)
+for name, token in tokens.items():
+    open(name + ".token", "w").write(token)
 print("daemons started", flush=True)
 """
 
@@ -131,6 +164,6 @@ def test_daemonized_processes_die_with_the_job(run_job, tmp_path: Path) -> None:
     spec = {**sleeper_spec(timeout_s=60), "name": "daemons", "command": ["python", "daemons.py"]}
     r, job_dir = run_job(spec, code_dir=tmp_path)
     assert r.status == "SUCCEEDED", r.error
-    for name in ("daemon.pid", "double.pid"):
-        pid = int((job_dir / "work" / name).read_text())
-        assert _wait_dead(pid), f"{name}: process {pid} outlived its job"
+    for name in ("daemon", "double"):
+        token = (job_dir / "work" / f"{name}.token").read_text()
+        assert _wait_gone(token, by="comm"), f"{name}: process {token} outlived its job"

@@ -1,19 +1,42 @@
-"""The fork server survives its jobs: a job that kills it fails with that cause, and the next job runs."""
+"""The fork server survives its jobs: a confined job cannot reach it; an unconfined job that kills it
+fails with that cause, and the next job runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from reprotrain.job.launcher import ForkRunner
 from tests.helpers import base_spec
 
 
-def test_a_job_that_kills_its_fork_server_fails_and_the_next_one_runs(run_job, tmp_path: Path) -> None:
-    """`os.kill(os.getppid(), 9)`: that job is FAILED as ForkServerDied; the server is started again."""
-    (tmp_path / "kill.py").write_text("import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(30)\n")
+def _killer(tmp_path: Path, code: str) -> dict:
+    (tmp_path / "kill.py").write_text(code)
     spec = base_spec(command=["python", "kill.py"], params={})
     spec.pop("entrypoint")
+    return spec
+
+
+def test_a_confined_job_cannot_signal_its_fork_server(run_job, tmp_path: Path) -> None:
+    """Its parent and every process it may signal are inside its own PID namespace: `kill(ppid)` and
+    `kill(-1)` (everything it may signal, but itself and its PID 1) finds nobody; the server lives on."""
+    spec = _killer(tmp_path, "import os, time\nos.kill(os.getppid(), 9)\nos.kill(-1, 9)\ntime.sleep(30)\n")
     with ForkRunner() as runner:
+        if runner.isolation.mode == "none":
+            pytest.skip(f"this machine cannot confine jobs: {runner.isolation.note}")
+        killer, _ = run_job(spec, runner=runner, code_dir=tmp_path)
+        assert killer.status == "FAILED" and killer.error.type == "ProcessLookupError", killer.error
+        assert runner.alive and runner.restarts == 0
+        after, _ = run_job(base_spec(), runner=runner)
+        assert after.status == "SUCCEEDED", after.error
+
+
+def test_a_job_that_kills_its_fork_server_fails_and_the_next_one_runs(run_job, tmp_path: Path) -> None:
+    """Unconfined, `os.kill(os.getppid(), 9)`: that job is FAILED as ForkServerDied; the server is
+    started again."""
+    spec = _killer(tmp_path, "import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(30)\n")
+    with ForkRunner(isolation="none") as runner:
         killer, _ = run_job(spec, runner=runner, code_dir=tmp_path)
         assert killer.status == "FAILED"
         assert killer.error.type == "ForkServerDied" and "fork server died" in killer.error.message
