@@ -1,8 +1,10 @@
-"""Job start latency (request → user code running): fork runner vs a fresh interpreter.
+"""Job start latency (request → user code running): fork runner, confined and not, vs a fresh interpreter.
 
-Both runners execute the same job process code on the same trivial job under the same policy;
-the fork runner forks from a torch-preloaded server, the spawn runner starts a new interpreter
-that imports torch. A bare `python -c "import torch"` is printed for reference.
+All runners execute the same job process code on the same trivial job under the same policy;
+the fork runner forks from a torch-preloaded server (confined: the strongest mode this machine
+gives, entered before the job runs; interleaved job by job with an unconfined server), the spawn
+runner starts a new interpreter that imports torch. A bare `python -c "import torch"` is printed
+for reference.
 
     python -m bench.start_latency [--fork N] [--spawn N] [--policy strict]
 """
@@ -68,17 +70,26 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        with ForkRunner() as fr:
+        fork: list[float] = []
+        confined: list[float] = []
+        with ForkRunner(isolation="none") as fr, ForkRunner() as cr:
             measure(fr, 2, args.policy, tmp, "warm")
-            fork = measure(fr, args.fork, args.policy, tmp, "fork")
+            measure(cr, 2, args.policy, tmp, "warm-c")
+            for i in range(args.fork):  # interleaved: both see the same machine, job by job
+                fork += measure(fr, 1, args.policy, tmp, f"fork{i}")
+                confined += measure(cr, 1, args.policy, tmp, f"conf{i}")
+            mode = cr.isolation.mode
         spawn = measure(SpawnRunner(), args.spawn, args.policy, tmp, "spawn")
     bare = bare_import(args.spawn)
     print(f"job start latency, request → user code running (policy {args.policy})\n")
     print("| runner                             |   n |  p50 (ms) |  p90 (ms) |  min (ms) |")
     print("|------------------------------------|-----|-----------|-----------|-----------|")
     print(row("fork server (torch preloaded)", fork))
+    print(row(f"fork server, confined ({mode})", confined))
     print(row("fresh interpreter (same job path)", spawn))
     print(row("bare `python -c 'import torch'`", bare))
+    cost = statistics.median(confined) / statistics.median(fork)
+    print(f"\nconfinement costs {cost:.2f}× the unconfined fork start at p50 (goal: ≤ 2×)")
     ratio = statistics.median(spawn) / statistics.median(fork)
     print(
         f"\nfork runner is {ratio:.0f}× faster than a fresh interpreter at p50 "

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reprotrain.fingerprint import Fingerprint
+from reprotrain.isolation import Isolation
 from reprotrain.result import DeterminismRecord, JobError
 from reprotrain.store.repo import NewJob
 from reprotrain.store.tables import JobRow
@@ -54,6 +55,7 @@ class JobPublic(BaseModel):
     digests: dict[str, Any] | None = Field(None, description="model, optimizer, files, stdout")
     timing: dict[str, Any] | None = Field(None, description="user_s (the job's own run time), duration_s, …")
     verdict: Verdict | None = Field(None, description="for a re-run: its verdict against the original")
+    isolation: Isolation | None = Field(None, description="how the run was confined: mode, network, uid")
 
     @classmethod
     def from_row(cls, row: JobRow | NewJob) -> JobPublic:
@@ -80,7 +82,13 @@ class JobPublic(BaseModel):
             digests=(row.result or {}).get("digests"),
             timing=(row.result or {}).get("timing"),
             verdict=Verdict.model_validate(row.verdict) if row.verdict else None,
+            isolation=_isolation(row.result),
         )
+
+
+def _isolation(result: dict[str, Any] | None) -> Isolation | None:
+    found = (result or {}).get("isolation")
+    return Isolation.model_validate(found) if found else None
 
 
 class JobsPublic(BaseModel):

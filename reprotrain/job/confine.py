@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import signal
@@ -59,12 +60,36 @@ class _MountAttr(ctypes.Structure):
 
 
 def _set_readonly(path: str, readonly: bool, recursive: bool) -> None:
+    """Flip the read-only flag of the mount at `path` (and, recursive, of every mount below it)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else MOUNT_ATTR_RDONLY, 0, 0)
     ret = _libc.syscall(
         SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), AT_RECURSIVE if recursive else 0,
         ctypes.byref(attr), ctypes.sizeof(attr),
     )  # fmt: skip
-    _ok(int(ret), f"mount_setattr {path}")
+    if ret == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter that predates the call
+        raise ConfineError(err, f"mount_setattr {path}: {os.strerror(err)}")
+    for point, flags in _mounts(path, recursive):  # the older way: one remount per mount
+        flags = flags | MS_RDONLY if readonly else flags & ~MS_RDONLY
+        _mount(None, point, None, MS_REMOUNT | MS_BIND | flags)
+
+
+_OPTION_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+_OPTION_FLAGS |= {"noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
+
+
+def _mounts(path: str, recursive: bool) -> list[tuple[str, int]]:
+    """Mount points at (or under) path with their per-mount flags, parents first; a remount must
+    repeat the flags a user namespace cannot drop (nosuid, nodev, …)."""
+    found: dict[str, int] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = fields[4].encode().decode("unicode_escape")
+        if point == path or (recursive and point.startswith(path.rstrip("/") + "/")):
+            found[point] = sum(_OPTION_FLAGS.get(o, 0) for o in fields[5].split(","))  # the top one wins
+    return sorted(found.items(), key=lambda item: item[0].count("/"))
 
 
 def _drop_capabilities() -> None:
@@ -280,7 +305,8 @@ def job_plan(
         uid=isolation.uid,
         writable=list(writable),
         readable=[*python_paths(), *readable],
-        hidden=list(hidden),
+        # /run holds local services' sockets (PostgreSQL's among them): no network, none of them
+        hidden=[*hidden, *(["/run"] if network == "none" else [])],
         scratch=[str(Path.home())],
         note=isolation.note,
     )
