@@ -95,6 +95,15 @@ class Client:
     def download(self, job_id: str, name: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
 
+    def manifest(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/manifest").json()
+
+    def stored_result(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/result").json()
+
+    def keys(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/keys").json()
+
     def compare(self, a: str, b: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{a}/compare/{b}").json()
 

@@ -5,6 +5,8 @@
     ├── InputError               an input named by a spec is missing or unreadable
     ├── ResultInvalid            a stored result cannot be read or has the wrong shape
     ├── NotFound                 a job, bundle or artifact that does not exist
+    ├── ArtifactTampered         stored bytes no longer match their digest (code integrity_error)
+    ├── VerifyFailed             a run manifest's signature or a digest it lists does not check out
     ├── Conflict                 the request does not fit the job's state (cancel a finished job)
     ├── Unauthorized             a missing or wrong API token
     ├── BundleInvalid            an uploaded bundle is malformed or unsafe
@@ -49,6 +51,24 @@ class ResultInvalid(ReprotrainError):
 
 class NotFound(ReprotrainError):
     code = "not_found"
+
+
+class ArtifactTampered(ReprotrainError):
+    """Stored bytes that no longer match the digest they were stored under: never served."""
+
+    code = "integrity_error"
+
+    def __init__(self, digest: str, actual: str, what: str = "") -> None:
+        where = f"{what} ({digest})" if what else digest
+        super().__init__(
+            f"artifact {where} does not match its digest (the bytes now hash to {actual}): it was "
+            "changed after it was stored, and is not served"
+        )
+        self.digest, self.actual, self.what = digest, actual, what
+
+
+class VerifyFailed(ReprotrainError):
+    code = "verify_failed"
 
 
 class Conflict(ReprotrainError):

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "namespaces", "userns", "none"] = Field(
         "auto", description="how jobs are confined (README, Security model); auto: the strongest available"
     )
+    key_path: Path | None = Field(None, description="the worker's signing key; default data_dir/keys/")
     job_uid: int = Field(65534, ge=1, le=2**32 - 2, description="jobs run as it (root worker)")
 
     @field_validator("api_tokens", "queues", "input_roots", mode="before")
@@ -87,10 +88,15 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     @property
+    def key_file(self) -> Path:
+        """The worker's ed25519 signing key (made on first start; compose keeps it in a volume)."""
+        return self.key_path or self.data_dir / "keys" / "worker-ed25519.pem"
+
+    @property
     def private_paths(self) -> list[Path]:
         """What no job may see: the data directory (database, broker, artifacts, every job's
         directory, the bundle cache), wherever each part is configured to live."""
-        paths = [self.data_dir, self.artifacts, self.jobs, self.broker_dir]
+        paths = [self.data_dir, self.artifacts, self.jobs, self.broker_dir, self.key_file.parent]
         if self.db_url.startswith("sqlite:///"):
             paths.append(Path(self.db_url.removeprefix("sqlite:///")).parent)
         return paths

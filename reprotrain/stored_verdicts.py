@@ -7,7 +7,7 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.compare import CheckpointDiffer, compare
-from reprotrain.errors import ResultInvalid
+from reprotrain.errors import ArtifactTampered, ResultInvalid
 from reprotrain.outputs import RunFiles
 from reprotrain.result import Result, parse_result
 from reprotrain.store import Store
@@ -15,15 +15,27 @@ from reprotrain.verdict import Verdict, incomparable
 
 
 def stored_files(store: Store, artifacts: ArtifactStore, job_id: str) -> RunFiles:
-    """A stored job's files, by artifact name, from the content-addressed store."""
+    """A stored job's files, by artifact name, from the content-addressed store; each checked
+    against its digest before a verdict reads it (ArtifactTampered where it does not match)."""
     names = {a.name: a.digest for a in store.artifacts(job_id)}
+    checked: dict[str, Path] = {}
 
     def find(name: str) -> Path | None:
         digest = names.get(name)
         path = artifacts.path(digest) if digest else None
-        return path if path is not None and path.is_file() else None
+        if path is None or not path.is_file():
+            return None
+        if name not in checked:
+            checked[name] = artifacts.verified(str(digest), f"{name} of job {job_id}")
+        return checked[name]
 
     return RunFiles(find)
+
+
+def _tampered(store: Store, a_id: str, b_id: str, e: ArtifactTampered) -> Verdict:
+    """No verdict from changed bytes: the jobs holding them are marked, and the verdict says why."""
+    store.mark_tampered(e)
+    return incomparable(a_id, b_id, f"{e.code}: {e.message}")
 
 
 def stored_result(job_id: str, data: dict[str, Any]) -> Result:
@@ -50,6 +62,8 @@ def job_verdict(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) ->
         return incomparable(a_id, b_id, e.message)
     try:
         return compare(ra, rb, stored_files(store, artifacts, a_id), stored_files(store, artifacts, b_id))
+    except ArtifactTampered as e:
+        return _tampered(store, a_id, b_id, e)
     except OSError as e:  # a stored file went missing or unreadable under us
         return incomparable(a_id, b_id, f"the verdict could not be computed: {type(e).__name__}: {e}")
 
@@ -72,4 +86,7 @@ def rerun_verdict(
     except ResultInvalid as e:
         return incomparable(original_id, rerun.job_id, e.message)
     files = stored_files(store, artifacts, original_id), RunFiles.local(rerun_dir)
-    return compare(before, rerun, *files, checkpoints=checkpoints)
+    try:
+        return compare(before, rerun, *files, checkpoints=checkpoints)
+    except ArtifactTampered as e:
+        return _tampered(store, original_id, rerun.job_id, e)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reprotrain.errors import (
+    ArtifactTampered,
     BundleInvalid,
     BundleTooLarge,
     Conflict,
@@ -29,6 +30,7 @@ STATUS: list[tuple[type[ReprotrainError], int]] = [
     (InputError, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (ArtifactTampered, 409),
     (Unauthorized, 401),
 ]
 

@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import store_bundle
-from reprotrain.errors import BundleTooLarge, NotFound, SpecInvalid
+from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, SpecInvalid
+from reprotrain.manifest import SignedManifest
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
 from reprotrain.service.schemas import (
@@ -26,6 +27,9 @@ from reprotrain.service.schemas import (
     FingerprintPublic,
     JobPublic,
     JobsPublic,
+    KeyPublic,
+    KeysPublic,
+    StoredResultPublic,
     TracePublic,
 )
 from reprotrain.spec import JobSpec, parse_spec
@@ -195,11 +199,45 @@ def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> Fil
     match = next((a for a in st.store.artifacts(job_id) if a.name == name), None)
     if match is None:
         raise NotFound(f"job {job_id} has no artifact named {name!r}", field="name")
+    try:
+        path = st.artifacts.verified(match.digest, name)
+    except ArtifactTampered as e:
+        st.store.mark_tampered(e)
+        raise
     return FileResponse(
-        st.artifacts.open_path(match.digest),
+        path,
         filename=name.rsplit("/", 1)[-1],
         media_type="application/octet-stream",
     )
+
+
+@router.get("/jobs/{job_id}/manifest", response_model=SignedManifest, tags=["data"])
+def job_manifest(request: Request, job_id: str, _: Authorized) -> SignedManifest:
+    """The finished job's run manifest, signed by its worker (`reprotrain verify` checks it)."""
+    row = _state(request).store.get_job(job_id)
+    if row.manifest is None:
+        raise NotFound(f"job {job_id} has no signed manifest (status {row.status})", field="job_id")
+    return SignedManifest.model_validate(row.manifest)
+
+
+@router.get("/jobs/{job_id}/result", response_model=StoredResultPublic, tags=["data"])
+def job_result(request: Request, job_id: str, _: Authorized) -> StoredResultPublic:
+    """The stored result and verdict exactly as stored: what the manifest's digests are taken of."""
+    row = _state(request).store.get_job(job_id)
+    if row.result is None:
+        raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
+    return StoredResultPublic(result=row.result, verdict=row.verdict)
+
+
+@router.get("/keys", response_model=KeysPublic, tags=["data"])
+def worker_keys(request: Request, _: Authorized) -> KeysPublic:
+    """Every worker's public signing key, by key id."""
+    rows = _state(request).store.keys()
+    data = [
+        KeyPublic(key_id=k.key_id, public_key=k.public_key, owner=k.owner, created_at=k.created_at)
+        for k in rows
+    ]
+    return KeysPublic(data=data, count=len(data))
 
 
 @router.get("/jobs/{a}/compare/{b}", response_model=Verdict, tags=["jobs"])

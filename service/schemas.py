@@ -56,6 +56,9 @@ class JobPublic(BaseModel):
     timing: dict[str, Any] | None = Field(None, description="user_s (the job's own run time), duration_s, …")
     verdict: Verdict | None = Field(None, description="for a re-run: its verdict against the original")
     isolation: Isolation | None = Field(None, description="how the run was confined: mode, network, uid")
+    integrity_error: dict[str, Any] | None = Field(
+        None, description="set once a stored artifact of this job was found changed: digest, actual, artifact"
+    )
 
     @classmethod
     def from_row(cls, row: JobRow | NewJob) -> JobPublic:
@@ -83,6 +86,7 @@ class JobPublic(BaseModel):
             timing=(row.result or {}).get("timing"),
             verdict=Verdict.model_validate(row.verdict) if row.verdict else None,
             isolation=_isolation(row.result),
+            integrity_error=getattr(row, "integrity_error", None),
         )
 
 
@@ -130,3 +134,20 @@ class TracePublic(BaseModel):
     status: str
     data: list[dict[str, Any]]
     count: int = Field(description="entries in the whole trace so far")
+
+
+class StoredResultPublic(BaseModel):
+    result: dict[str, Any] = Field(description="the result exactly as stored")
+    verdict: dict[str, Any] | None = Field(None, description="a re-run's verdict exactly as stored")
+
+
+class KeyPublic(BaseModel):
+    key_id: str
+    public_key: str = Field(description="raw ed25519 public key, hex")
+    owner: str = Field(description="the worker host and key file that registered it")
+    created_at: datetime
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int

@@ -6,6 +6,7 @@ The Celery task is a thin edge over `handle`; everything here is plain functions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,15 +22,17 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
-from reprotrain.errors import LaunchError
-from reprotrain.files import write_atomic
+from reprotrain.errors import ArtifactTampered, LaunchError
+from reprotrain.files import manifest, write_atomic
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
+from reprotrain.manifest import WorkerKey, build
 from reprotrain.result import JobError, Result
 from reprotrain.settings import Settings
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.status import Status
 from reprotrain.store import Store
+from reprotrain.store.repo import clean_json
 from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
 from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
@@ -44,6 +47,7 @@ class Runtime:
     store: Store
     artifacts: ArtifactStore
     runner: Any = None
+    key: WorkerKey | None = None  # signs every finished job's manifest
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
 
     def get_runner(self) -> Any:
@@ -64,9 +68,11 @@ class Runtime:
 
 
 def make_runtime(settings: Settings) -> Runtime:
-    return Runtime(
-        settings=settings, store=Store(settings.db_url), artifacts=ArtifactStore(settings.artifacts)
-    )
+    """The worker's runtime; its signing key is made on first start and registered in the store."""
+    rt = Runtime(settings=settings, store=Store(settings.db_url), artifacts=ArtifactStore(settings.artifacts))
+    rt.key = WorkerKey.load_or_create(settings.key_file)
+    rt.store.register_key(rt.key.key_id, rt.key.public_hex, f"{socket.gethostname()}:{settings.key_file}")
+    return rt
 
 
 TRUNCATED = b"\n[reprotrain: live log truncated here; the whole log is the artifact %s]\n"
@@ -170,6 +176,7 @@ def handle(rt: Runtime, job_id: str) -> str:
         error=result.error,
         artifacts=artifacts,
         verdict=verdict,
+        manifest=signed_manifest(rt, result, artifacts, verdict, job.rerun_of),
     )
     if not stored:
         log.warning("job %s: lease lost before finishing; result not stored", job_id)
@@ -178,25 +185,71 @@ def handle(rt: Runtime, job_id: str) -> str:
     return result.status.value
 
 
+def signed_manifest(
+    rt: Runtime,
+    result: Result,
+    artifacts: list[tuple[str, str, int]],
+    verdict: Verdict | None,
+    rerun_of: str | None,
+) -> dict[str, Any] | None:
+    """The run's manifest over what is about to be stored, signed by this worker's key."""
+    if rt.key is None:
+        return None
+    stored_verdict = clean_json(verdict.model_dump(mode="json")) if verdict else None
+    body = build(
+        clean_json(result.model_dump(mode="json")), artifacts, rerun_of=rerun_of, verdict=stored_verdict
+    )
+    return rt.key.sign(body).model_dump(mode="json")
+
+
 def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
-    """The job's code directory: its bundle, extracted once per worker and kept read-only."""
+    """The job's code directory: its bundle, extracted once per worker and checked before each use.
+
+    The archive must hash to the spec's digest before it is extracted; the extracted tree must
+    match the file digests recorded at extraction (`_bundle_trees/<digest>.json`), else it is
+    extracted again: a cache changed behind the worker's back never becomes a job's code."""
     if spec.bundle is None:
         return None
     src = bundle_path(rt.settings.bundles, spec.bundle)
     cache = rt.settings.jobs / "_bundles"
     dest = cache / spec.bundle.removeprefix("sha256:")
-    if dest.exists():
+    tree = rt.settings.jobs / "_bundle_trees" / f"{dest.name}.json"
+    if dest.exists() and _tree_matches(dest, tree):
         os.utime(dest)  # recently used: the last to be pruned
-    else:
-        tmp = dest.with_name(dest.name + f".{uuid.uuid4().hex}")
-        tmp.mkdir(parents=True)
-        extract_bundle(src, tmp, max_unpacked_bytes=rt.settings.max_bundle_unpacked_bytes)
-        try:
-            tmp.rename(dest)
-        except OSError:  # another job extracted it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        prune_bundle_cache(cache, rt.settings.bundle_cache_bytes, keep=dest)
+        return dest
+    if dest.exists():
+        log.warning("extracted bundle %s changed since extraction; extracting it again", spec.bundle)
+        gone = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.gone")
+        dest.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    if sha256_file(src) != spec.bundle:
+        raise ArtifactTampered(spec.bundle, sha256_file(src), "bundle archive")
+    tmp = dest.with_name(dest.name + f".{uuid.uuid4().hex}")
+    tmp.mkdir(parents=True)
+    extract_bundle(src, tmp, max_unpacked_bytes=rt.settings.max_bundle_unpacked_bytes)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(tree, json.dumps(manifest(tmp)))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another job extracted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    prune_bundle_cache(cache, rt.settings.bundle_cache_bytes, keep=dest)
     return dest
+
+
+def _tree_matches(dest: Path, tree: Path) -> bool:
+    try:
+        return bool(manifest(dest) == json.loads(tree.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
 
 
 def _du(path: Path) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reprotrain.cli import evidence
 from reprotrain.cli.output import REPRODUCED, _metrics, format_job, format_jobs, format_verdict, print_json
 from reprotrain.client import Client
 from reprotrain.errors import SpecInvalid
@@ -78,6 +79,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("a")
     p.add_argument("b")
     p.set_defaults(func=cmd_compare)
+
+    evidence.add_commands(sub, common)
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], template: str) -> int:

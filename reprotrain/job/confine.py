@@ -19,6 +19,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -32,7 +33,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 SYS_MOUNT_SETATTR = 442  # one number on every architecture since Linux 5.12
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 1
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 38, 47, 4
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # the job's own temp: fresh, empty, writable
 SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/ssh")  # covered too: root without caps owns them
 
@@ -207,25 +208,27 @@ def enter(plan: Plan) -> None:
 
 
 def _relay_or_continue(plan: Plan) -> None:
-    """Fork PID 1 of the new namespace, which forks the job; this process relays their end.
+    """Start PID 1 of the new namespace, then the job in it; this process relays their end.
 
-    The job is not PID 1 itself: PID 1 ignores every signal it has no handler for (a job could
-    not even kill itself), and must reap what the job's processes orphan."""
+    PID 1 is `sleep`, exec'd (cheap: no copy of this process): the job must not be PID 1 itself,
+    which ignores every signal it has no handler for (a job could not even kill itself). The job
+    reaps its own orphans (it is their subreaper); PID 1 only holds the namespace, and is killed
+    when the job ends, taking whatever the job left behind with it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    r, w = os.pipe()
-    init = os.fork()
-    if init == 0:
-        os.close(r)
-        _init(plan, w)  # returns only in the job
+    if SLEEP is None:
+        raise ConfineError(errno.ENOENT, "no `sleep` program to be PID 1 of the job's namespace")
+    init = os.posix_spawn(SLEEP, [SLEEP, "infinity"], {}, setsigdef=FORWARDED)
+    job = os.fork()
+    if job == 0:
+        _become_job(plan)
         return
-    os.close(w)
-    for sig in FORWARDED:  # the supervisor signals the whole group; the job's part goes via init
-        signal.signal(sig, lambda s, _f: _forward(init, s))
-    _, status = os.waitpid(init, 0)
-    with os.fdopen(r, "rb") as f:
-        told = f.read()
-    code = os.waitstatus_to_exitcode(int(told) if told else status)
+    for sig in FORWARDED:  # the supervisor signals the whole group; a lone signal reaches us only
+        signal.signal(sig, lambda s, _f: _forward(job, s))
+    _, status = os.waitpid(job, 0)
+    _forward(init, signal.SIGKILL)
+    os.waitpid(init, 0)
+    code = os.waitstatus_to_exitcode(status)
     if code < 0:  # end as the job did, so the supervisor sees the same signal
         if -code != signal.SIGKILL:
             signal.signal(-code, signal.SIG_DFL)
@@ -233,6 +236,7 @@ def _relay_or_continue(plan: Plan) -> None:
     os._exit(code & 0xFF)
 
 
+SLEEP = shutil.which("sleep")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -241,29 +245,13 @@ def _forward(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _init(plan: Plan, status_w: int) -> None:
-    """PID 1: its own /proc, no privileges, then the job; reaps orphans, tells the job's end."""
+def _become_job(plan: Plan) -> None:
+    """In the job, inside its PID namespace: its own /proc, then no privileges left."""
     from reprotrain.procs import die_with_parent
 
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _drop_privileges(plan)
-    _ok(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "not dumpable")  # the job cannot ptrace PID 1
-    job = os.fork()
-    if job == 0:
-        os.close(status_w)
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
-        _ok(_libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
-        die_with_parent()
-        return
     die_with_parent()  # after the uid change, which clears the parent-death signal
-    for sig in FORWARDED:
-        signal.signal(sig, lambda s, _f: _forward(job, s))
-    while True:
-        pid, status = os.wait()
-        if pid == job:
-            os.write(status_w, str(status).encode())
-            os._exit(0)  # the kernel kills whatever the job left in the namespace
 
 
 def _drop_privileges(plan: Plan) -> None:

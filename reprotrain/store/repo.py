@@ -24,11 +24,11 @@ from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reprotrain.errors import Conflict, NotFound
+from reprotrain.errors import ArtifactTampered, Conflict, NotFound
 from reprotrain.result import JobError, Result
 from reprotrain.spec import JobSpec
 from reprotrain.status import Status
-from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow
+from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow, WorkerKeyRow
 from reprotrain.verdict import Verdict
 
 _INSERT_JOB = insert(JobRow)
@@ -269,8 +269,9 @@ class Store:
         error: JobError | None,
         artifacts: list[tuple[str, str, int]],
         verdict: Verdict | None = None,
+        manifest: dict[str, Any] | None = None,
     ) -> bool:
-        """Commit the final status with its result, artifacts and verdict, or nothing."""
+        """Commit the final status with its result, artifacts, verdict and signed manifest, or nothing."""
         values: dict[str, Any] = {
             "status": status.value,
             "finished_at": now(),
@@ -278,6 +279,7 @@ class Store:
             "lease_expires_at": None,
             "error": clean_json(error.model_dump(mode="json")) if error else None,
             "verdict": clean_json(verdict.model_dump(mode="json")) if verdict else None,
+            "manifest": manifest,
         }
         if result is not None:
             values |= {
@@ -296,6 +298,40 @@ class Store:
                 return False
             s.add_all(ArtifactRow(job_id=job_id, name=n, digest=d, size=z) for n, d, z in artifacts)
         return True
+
+    def register_key(self, key_id: str, public_key: str, owner: str) -> None:
+        """Record a worker's public key (once; a key already there keeps its first owner)."""
+        try:
+            with self.session() as s:
+                if s.get(WorkerKeyRow, key_id) is None:
+                    s.add(WorkerKeyRow(key_id=key_id, public_key=public_key, owner=owner, created_at=now()))
+        except IntegrityError:  # a worker sharing the key registered it at the same moment
+            pass
+
+    def keys(self) -> list[WorkerKeyRow]:
+        with self.session() as s:
+            return list(s.scalars(select(WorkerKeyRow).order_by(WorkerKeyRow.created_at)))
+
+    def key(self, key_id: str) -> WorkerKeyRow:
+        with self.session() as s:
+            row = s.get(WorkerKeyRow, key_id)
+        if row is None:
+            raise NotFound(f"no worker key {key_id!r} is registered with this service", field="key_id")
+        return row
+
+    def mark_tampered(self, e: ArtifactTampered) -> int:
+        """Record on every job holding the artifact that its stored bytes were changed (the first
+        detection is kept); returns how many jobs were marked."""
+        detail = {"digest": e.digest, "actual": e.actual, "artifact": e.what}
+        detail["detected_at"] = now().isoformat()
+        holders = select(ArtifactRow.job_id).where(ArtifactRow.digest == e.digest)
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id.in_(holders), JobRow.integrity_error.is_(None))
+            .values(integrity_error=detail)
+        )
+        with self.session() as s:
+            return int(s.execute(stmt).rowcount)
 
     def artifacts(self, job_id: str) -> list[ArtifactRow]:
         with self.session() as s:

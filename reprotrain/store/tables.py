@@ -41,6 +41,9 @@ class JobRow(Base):
     env_digest: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
     verdict: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # set when a stored artifact of the job no longer matches its digest (never cleared by a read)
+    integrity_error: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the signed run manifest
 
 
 class ArtifactRow(Base):
@@ -73,4 +76,15 @@ class BundleRow(Base):
 
     digest: Mapped[str] = mapped_column(String(71), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(When)
+
+
+class WorkerKeyRow(Base):
+    """A worker's public signing key (ed25519, hex): what every manifest it signed is checked with."""
+
+    __tablename__ = "worker_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(When)

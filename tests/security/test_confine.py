@@ -18,7 +18,7 @@ TIMEOUT = 120
 
 # Tries each attack and reports, per target, "blocked: why" or "OPEN: what it got".
 HOSTILE = r"""
-import json, os, signal, socket, sys
+import json, os, signal, socket, subprocess, sys
 t = json.loads(os.environ["TARGETS"])
 report = {}
 
@@ -70,6 +70,9 @@ def signal_others():
     return hit
 
 attempt("read database", lambda: read(t["database"]) if t["database"] else None)
+attempt("a `sh -c` child reads the database", lambda: subprocess.run(
+    ["sh", "-c", f"cat {t['database'] or t['data']}/* 2>/dev/null; ls {t['artifacts']} 2>/dev/null"],
+    capture_output=True).stdout)
 attempt("write database dir", lambda: write(os.path.join(os.path.dirname(t["database"] or t["data"]), "x")))
 attempt("list data dir", lambda: [d for d in os.listdir(t["data"]) if d != "jobs"])  # jobs/: its way
 attempt("write artifact store", lambda: write(os.path.join(t["artifacts"], "forged")))

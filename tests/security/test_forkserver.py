@@ -19,14 +19,14 @@ def _killer(tmp_path: Path, code: str) -> dict:
 
 
 def test_a_confined_job_cannot_signal_its_fork_server(run_job, tmp_path: Path) -> None:
-    """Its parent and every process it may signal are inside its own PID namespace: `kill(ppid)` and
-    `kill(-1)` (everything it may signal, but itself and its PID 1) finds nobody; the server lives on."""
+    """Outside its PID namespace nothing has a pid it can name (its parent's is 0, so `kill(ppid)`
+    signals its own group), and `kill(-1)` finds nobody: the server lives on and never restarts."""
     spec = _killer(tmp_path, "import os, time\nos.kill(os.getppid(), 9)\nos.kill(-1, 9)\ntime.sleep(30)\n")
     with ForkRunner() as runner:
         if runner.isolation.mode == "none":
             pytest.skip(f"this machine cannot confine jobs: {runner.isolation.note}")
         killer, _ = run_job(spec, runner=runner, code_dir=tmp_path)
-        assert killer.status == "FAILED" and killer.error.type == "ProcessLookupError", killer.error
+        assert killer.status == "FAILED", killer.error  # it may kill itself: its own group is all it reaches
         assert runner.alive and runner.restarts == 0
         after, _ = run_job(base_spec(), runner=runner)
         assert after.status == "SUCCEEDED", after.error

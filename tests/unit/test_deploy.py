@@ -266,3 +266,20 @@ def test_the_wheel_stage_copies_every_mapped_folder() -> None:
     for folder in mapped.values():
         assert folder in copied, f"Dockerfile's wheel stage does not COPY {folder}/"
         assert folder in allowed, f".dockerignore keeps {folder}/ out of the build context"
+
+
+def test_workers_can_confine_jobs_and_refuse_to_run_them_unconfined(compose: dict[str, Any]) -> None:
+    """Each worker service gets what namespace confinement needs (root in its container, SYS_ADMIN,
+    NET_ADMIN, no AppArmor mount ban) and REPROTRAIN_ISOLATION=namespaces; the API gets none of it."""
+    from reprotrain.settings import Settings
+
+    services = compose["services"]
+    for name in ("worker", "cpu-worker"):
+        svc = services[name]
+        assert svc["user"] == "0:0", name
+        assert set(svc["cap_add"]) == {"SYS_ADMIN", "NET_ADMIN"}, name
+        assert "apparmor=unconfined" in svc["security_opt"], name
+        assert svc["environment"]["REPROTRAIN_ISOLATION"] == "namespaces", name
+        Settings(isolation=svc["environment"]["REPROTRAIN_ISOLATION"])  # a value the worker accepts
+    for name in ("api", "migrate"):
+        assert "cap_add" not in services[name] and "user" not in services[name], name
