@@ -35,6 +35,11 @@ NOISE = (
     _NUM + r" ?(?:it/s|s/it|samples/s|tokens?/s|tok/s|img/s|examples/s|steps/s)(?![\w/])",
     _NUM + r"(?:ns|us|µs|ms|s|sec|secs|min|mins|h|hrs?)(?![\w/])",  # 12.85ms, 3s: unit attached
     _NUM + r" (?:ms|secs?|seconds|minutes|hours)(?![\w/])",  # 3.2 seconds: unit spelled out
+    # a time per unit of work, the number before or after it: "ms/batch 24.38" (pytorch/examples),
+    # "0.31 s/step", "sec/iter: 1.2"
+    r"(?<![\w/])(?:ms|s|secs?|seconds)/(?:batch|step|it|iter|iteration|epoch|sample|token|img|image)"
+    r"(?![\w/])\s*[:=]?\s*\d+(?:\.\d+)?(?:e[+-]?\d+)?",
+    _NUM + r" ?(?:ms|s|secs?)/(?:batch|step|it|iter|iteration|epoch|sample|token|img|image)(?![\w/])",
     r"(?<![\w])[\w]*(?:runtime|_per_second|elapsed|duration|_time|time_s)['\"]?\s*[:=]\s*"
     + _NUM,  # HF Trainer
     r"\b0x[0-9a-fA-F]{6,}\b",  # addresses in object reprs

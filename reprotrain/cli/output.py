@@ -25,12 +25,24 @@ def format_result(r: Any, out: Path) -> str:
         f"policy    {r.determinism.policy if r.determinism else '-'}",
         f"env       {_short(r.env_digest)}",
     ]
+    if r.isolation is not None:
+        lines.append(format_isolation(r.isolation.model_dump(mode="json")))
     if r.error:
         lines += format_error(r.error.model_dump(mode="json"))
     if r.nondeterministic_ops:
         lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
     lines.append(f"result    {out / 'result.json'}")
     return "\n".join(lines)
+
+
+def format_isolation(iso: dict[str, Any]) -> str:
+    """How the run was confined, in one line; plainly when it was not."""
+    if iso["mode"] == "none":
+        return f"isolation NONE: the job ran as the worker does ({iso.get('note') or 'no confinement'})"
+    uid = f", uid {iso['uid']}" if iso.get("uid") is not None else ""
+    return f"isolation {iso['mode']}, network {iso['network']}{uid}" + (
+        f" ({iso['note']})" if iso.get("note") else ""
+    )
 
 
 def format_error(error: dict[str, Any], stderr_lines: int = 8) -> list[str]:
@@ -182,6 +194,13 @@ def format_job(job: dict[str, Any]) -> str:
         lines.append(f"model     {_short(model)}")
     if job.get("env_digest"):
         lines.append(f"env       {_short(job['env_digest'])}")
+    if job.get("isolation"):
+        lines.append(format_isolation(job["isolation"]))
+    if job.get("integrity_error"):
+        bad = job["integrity_error"]
+        lines.append(
+            f"TAMPERED  {bad.get('artifact') or bad['digest']}: its stored bytes changed (integrity_error)"
+        )
     if job.get("error"):
         lines += format_error(job["error"])
     if job.get("verdict"):

@@ -6,6 +6,7 @@ run are the same code path from the spec to the stored result.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import threading
@@ -205,7 +206,7 @@ def assemble(
     return Result(
         **base,
         status=status,
-        error=_error(status, child, exit_code, job_dir),
+        error=offline_hint(_error(status, child, exit_code, job_dir), base.get("isolation")),
         metrics=metrics,
         trace=trace,
         param_digests=[e for e in events if e["kind"] == "params"],
@@ -232,6 +233,25 @@ def _error(
         kind = "ForkServerDied" if exit_code == SERVER_GONE else "ProcessExit"
         return explain(error or JobError(type=kind, message=_exit_message(exit_code, job_dir)), job_dir)
     return None
+
+
+# what a job sees of the network being off: resolver and socket errors, as Python and requests word them
+_OFFLINE = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|Network is unreachable"
+    r"|No address associated with hostname|nodename nor servname|gaierror|Failed to resolve"
+    r"|Max retries exceeded with url|Failed to establish a new connection"
+)
+
+
+def offline_hint(error: JobError | None, isolation: Isolation | None) -> JobError | None:
+    """A job without network that failed reaching it gets told why, and what to change."""
+    if error is None or isolation is None or isolation.network != "none":
+        return error
+    said = " ".join(x or "" for x in (error.type, error.message, error.traceback, error.stderr_tail))
+    if not _OFFLINE.search(said):
+        return error
+    hint = 'the job ran without network (`network: none`, the default); set `network: "host"` to reach it'
+    return error.model_copy(update={"detail": f"{error.detail}; {hint}" if error.detail else hint})
 
 
 # how a job process reports a command or process that failed without saying why

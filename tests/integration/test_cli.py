@@ -49,12 +49,16 @@ def test_bad_spec_is_one_line_and_nonzero(tmp_path: Path, body: str, expect: str
 
 
 def test_run_twice_and_compare(tmp_path: Path) -> None:
-    """run → run → compare prints identical; another seed prints diverged and exits 1."""
+    """run → run → compare prints identical; another seed prints diverged and exits 1; each run says
+    how it was confined."""
     spec = ROOT / "examples" / "specs" / "noise.yaml"
     for name, extra in (("a", []), ("b", ["--seed", "7"]), ("c", ["--seed", "8"])):
         p = cli("run", str(spec), "--out", str(tmp_path / name), *extra)
         assert p.returncode == 0, p.stderr
         assert "SUCCEEDED" in p.stdout
+        iso = json.loads((tmp_path / name / "result.json").read_text())["isolation"]
+        shown = "isolation NONE" if iso["mode"] == "none" else f"isolation {iso['mode']}, network none"
+        assert shown in p.stdout  # how the run was confined, said plainly
     same = cli("compare", str(tmp_path / "a"), str(tmp_path / "c"), "--json")
     verdict = json.loads(same.stdout)
     assert same.returncode == 1 and verdict["verdict"] == "diverged"

@@ -232,3 +232,22 @@ def test_without_mount_setattr_each_mount_is_remounted(tmp_path: Path, mode: str
     assert report["hidden"] == "No such file or directory"
     assert report["own"] == "written" and report["code"] == "Read-only file system"
     assert (data / "db").read_text() == "secret" and not (ROOT / "forged").exists()
+
+
+def test_a_job_that_needs_the_network_is_told_why_it_failed(run_job, tmp_path: Path) -> None:
+    """Without network, a failed name lookup fails the job with what to change in its spec; an
+    error that has nothing to do with the network gets no such hint."""
+    from reprotrain.isolation import Isolation
+    from reprotrain.job.supervisor import offline_hint
+    from reprotrain.result import JobError
+
+    (tmp_path / "fetch.py").write_text("import urllib.request\nurllib.request.urlopen('http://example.com')\n")
+    spec = {**base_spec(command=["python", "fetch.py"]), "params": {}}
+    spec.pop("entrypoint")
+    r, _ = run_job(spec, code_dir=tmp_path)
+    if r.isolation.mode == "none":
+        pytest.skip(f"this machine cannot confine jobs: {r.isolation.note}")
+    assert r.status == "FAILED" and r.error.type == "URLError"
+    assert 'set `network: "host"`' in r.error.detail
+    off = Isolation(mode="namespaces", network="none")
+    assert offline_hint(JobError(type="ZeroDivisionError", message="division by zero"), off).detail is None

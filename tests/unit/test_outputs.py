@@ -55,7 +55,8 @@ def _logs(tmp_path: Path, a: str, b: str) -> tuple[Path, Path]:
 
 
 def test_timing_lines_are_noise_a_loss_is_not(tmp_path: Path) -> None:
-    """'step time 20.49ms', '3.1 it/s', a timestamp differ only in noise; a differing loss is real."""
+    """'step time 20.49ms', '3.1 it/s', 'ms/batch 24.38', a timestamp differ only in noise; a differing
+    loss is real."""
     a, b = _logs(
         tmp_path,
         "start 2026-11-28 01:40:45\nstep 0 | loss 2.3 | step time 20.49ms\n"
@@ -65,6 +66,13 @@ def test_timing_lines_are_noise_a_loss_is_not(tmp_path: Path) -> None:
     )
     noise, real = first_line_diffs(a, b, Masker())
     assert real is None and noise is not None and noise.line == 1
+    # pytorch/examples' word_language_model: the time per batch comes after its unit
+    line = "| epoch   1 |     5/    7 batches | lr 20.00 | ms/batch {} | loss  3.35 | ppl    28.42\n"
+    a, b = _logs(tmp_path, line.format("24.38") + "0.31 s/step\n", line.format("24.36") + "0.29 s/step\n")
+    noise, real = first_line_diffs(a, b, Masker())
+    assert real is None and noise is not None and noise.line == 1
+    a, b = _logs(tmp_path, line.format("24.38"), line.format("24.38").replace("3.35", "3.36"))
+    assert first_line_diffs(a, b, Masker())[1] is not None  # the loss beside it still counts
     a, b = _logs(tmp_path, "iter 0: loss 2.30, iter_dt 12.85ms\n", "iter 0: loss 2.31, iter_dt 12.85ms\n")
     noise, real = first_line_diffs(a, b, Masker())
     assert (
