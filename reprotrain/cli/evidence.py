@@ -50,6 +50,19 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="HEX", help="the public key (hex) the manifest must be signed by")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("keys", parents=[common], help="list the workers' public signing keys")
+    p.set_defaults(func=cmd_keys)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    keys = Client(args.url, args.token).keys()
+    if args.json:
+        print_json(keys)
+    else:
+        for k in keys["data"]:
+            print(f"{k['key_id']}  {k['public_key']}  {k['created_at'][:19]}  {k['owner']}")
+    return 0
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     client = Client(args.url, args.token)
@@ -81,6 +94,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         checked, where = _verify_online(args), "against the service"
     elif Path(args.target).is_file():
         checked, where = _verify_tar(Path(args.target), args.key), "offline"
+        if not args.key:
+            where += ", by the key in the export (pass --key HEX, from `reprotrain keys`, to require yours)"
     else:
         raise SpecInvalid(f"neither a job id nor an exported tar: {args.target}", field="target")
     if args.json:

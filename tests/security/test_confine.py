@@ -241,7 +241,9 @@ def test_a_job_that_needs_the_network_is_told_why_it_failed(run_job, tmp_path: P
     from reprotrain.job.supervisor import offline_hint
     from reprotrain.result import JobError
 
-    (tmp_path / "fetch.py").write_text("import urllib.request\nurllib.request.urlopen('http://example.com')\n")
+    (tmp_path / "fetch.py").write_text(
+        "import urllib.request\nurllib.request.urlopen('http://example.com')\n"
+    )
     spec = {**base_spec(command=["python", "fetch.py"]), "params": {}}
     spec.pop("entrypoint")
     r, _ = run_job(spec, code_dir=tmp_path)

@@ -81,6 +81,8 @@ def test_every_finished_job_is_signed_and_verifies_online_and_offline(stack, tmp
         assert m.isolation is not None and m.isolation.mode == j["isolation"]["mode"]
         assert set(m.artifacts) == {a["name"] for a in c.artifacts(j["id"])["data"]}
     assert SignedManifest.model_validate(c.manifest(rerun["id"])).parsed.verdict == "identical"
+    listed = _cli(stack, "keys")
+    assert f"{signed.key_id}  {signed.public_key}" in listed.stdout, listed.stdout + listed.stderr
     online = _cli(stack, "verify", rerun["id"])
     assert online.returncode == 0 and "OK" in online.stdout, online.stdout + online.stderr
     tar = tmp_path / "job.tar"
