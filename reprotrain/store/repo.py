@@ -312,13 +312,6 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(WorkerKeyRow).order_by(WorkerKeyRow.created_at)))
 
-    def key(self, key_id: str) -> WorkerKeyRow:
-        with self.session() as s:
-            row = s.get(WorkerKeyRow, key_id)
-        if row is None:
-            raise NotFound(f"no worker key {key_id!r} is registered with this service", field="key_id")
-        return row
-
     def mark_tampered(self, e: ArtifactTampered) -> int:
         """Record on every job holding the artifact that its stored bytes were changed (the first
         detection is kept); returns how many jobs were marked."""
