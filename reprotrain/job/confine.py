@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -262,7 +263,8 @@ def _drop_privileges(plan: Plan) -> None:
     _drop_capabilities()
 
 
-def python_paths() -> list[str]:
+@functools.cache  # the worker's interpreter and path do not change while it runs
+def python_paths() -> tuple[str, ...]:
     """What a job must read to run Python at all: the interpreter's prefixes, every directory on
     this interpreter's path, and this package's own folders (an editable install maps several)."""
     import importlib.util
@@ -272,7 +274,7 @@ def python_paths() -> list[str]:
     for name in ("reprotrain", "reprotrain.service", "reprotrain.worker", "reprotrain.examples"):
         spec = importlib.util.find_spec(name)
         paths |= set(spec.submodule_search_locations or []) if spec else set()
-    return sorted({os.path.realpath(p) for p in paths} | paths)
+    return tuple(sorted({os.path.realpath(p) for p in paths} | paths))
 
 
 def job_plan(
