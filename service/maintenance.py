@@ -14,30 +14,34 @@ log = logging.getLogger("reprotrain.maintenance")
 
 
 def maintain_once(store: Store, sender: Broker, settings: Settings) -> dict[str, list[str]]:
-    """One pass: requeue or fail expired leases, then re-send QUEUED jobs the broker may have lost.
+    """One pass: requeue, cancel or fail expired leases, then re-send QUEUED jobs the broker may
+    have lost, queue by queue.
 
     A job sent long ago whose queue still holds messages is waiting behind a backlog, not lost:
     re-sending it every pass would pile up duplicates. It is re-sent once its queue has drained.
+    A job never sent is sent whatever its queue holds. Each queue is scanned on its own, so a
+    backlog on one never hides a lost job on another.
     """
     requeued = store.reap(settings.max_attempts)
-    resent, depth = [], {}
-    for job_id in requeued + [j for j in store.stale_queued(settings.resend_after_s) if j not in requeued]:
-        job = store.get_job(job_id)
-        try:
-            if job_id not in requeued and job.sent_at is not None:
-                if job.queue not in depth:
-                    depth[job.queue] = sender.queue_depth(job.queue)
-                if depth[job.queue]:
-                    continue
-            sender.send([(job_id, job.queue)])
-        except Exception:
-            log.exception("re-sending job %s failed", job_id)
-            continue
-        store.mark_sent(job_id)
-        resent.append(job_id)
+    resent = [j for j in requeued if _send(store, sender, j)]
+    for queue in store.stale_queues(settings.resend_after_s):
+        waiting = bool(sender.queue_depth(queue))
+        for job_id in store.stale_queued(settings.resend_after_s, queue=queue, unsent_only=waiting):
+            if job_id not in requeued and _send(store, sender, job_id, queue):
+                resent.append(job_id)
     if requeued or resent:
         log.info("maintenance: requeued %s, re-sent %s", requeued, resent)
     return {"requeued": requeued, "resent": resent}
+
+
+def _send(store: Store, sender: Broker, job_id: str, queue: str | None = None) -> bool:
+    try:
+        sender.send([(job_id, queue or store.get_job(job_id).queue)])
+    except Exception:
+        log.exception("re-sending job %s failed", job_id)
+        return False
+    store.mark_sent(job_id)
+    return True
 
 
 class Maintenance(threading.Thread):

@@ -359,10 +359,23 @@ class Store:
         raise Conflict(f"job {job_id} already ended with status {job.status}", field="job_id")
 
     def reap(self, max_attempts: int) -> list[str]:
-        """RUNNING jobs whose lease expired: back to QUEUED while attempts remain, else FAILED."""
+        """RUNNING jobs whose lease expired: CANCELED if a cancel was asked for (a cancel wins over
+        a retry: `claim` would refuse it forever), else back to QUEUED while attempts remain, else
+        FAILED."""
         t = now()
         expired = (JobRow.status == Status.RUNNING.value) & (JobRow.lease_expires_at < t)
         with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(expired, JobRow.cancel_requested.is_(True))
+                .values(
+                    status=Status.CANCELED.value,
+                    finished_at=t,
+                    lease_owner=None,
+                    error={"type": "Canceled", "message": "canceled; its worker was lost before it stopped"},
+                )
+            )
+            expired = expired & JobRow.cancel_requested.is_(False)
             failed = s.execute(
                 update(JobRow)
                 .where(expired, JobRow.attempts >= max_attempts)
@@ -384,20 +397,34 @@ class Store:
         return ids
 
     def stale_queued(
-        self, older_than_s: float, limit: int = 500, grace_s: float = UNSENT_GRACE_S
+        self,
+        older_than_s: float,
+        limit: int = 500,
+        grace_s: float = UNSENT_GRACE_S,
+        *,
+        queue: str | None = None,
+        unsent_only: bool = False,
     ) -> list[str]:
-        """QUEUED jobs never sent (created over grace_s ago), or sent long ago: maybe lost."""
-        t = now()
-        cutoff = t - timedelta(seconds=older_than_s)
-        unsent = JobRow.sent_at.is_(None) & (JobRow.created_at < t - timedelta(seconds=grace_s))
-        q = (
-            select(JobRow.id)
-            .where(JobRow.status == Status.QUEUED.value, or_(unsent, JobRow.sent_at < cutoff))
-            .order_by(JobRow.created_at)
-            .limit(limit)
-        )
+        """QUEUED jobs never sent (created over grace_s ago), or sent long ago: maybe lost. Per
+        `queue` where given, so a backlog on one queue never hides a lost job on another."""
+        q = select(JobRow.id).where(self._stale(older_than_s, grace_s, unsent_only))
+        if queue is not None:
+            q = q.where(JobRow.queue == queue)
         with self.session() as s:
-            return list(s.scalars(q))
+            return list(s.scalars(q.order_by(JobRow.created_at).limit(limit)))
+
+    def stale_queues(self, older_than_s: float, grace_s: float = UNSENT_GRACE_S) -> list[str]:
+        """The queues that hold a stale QUEUED job (what `stale_queued` would find)."""
+        q = select(JobRow.queue).where(self._stale(older_than_s, grace_s, False)).distinct()
+        with self.session() as s:
+            return sorted(s.scalars(q))
+
+    @staticmethod
+    def _stale(older_than_s: float, grace_s: float, unsent_only: bool) -> Any:
+        t = now()
+        unsent = JobRow.sent_at.is_(None) & (JobRow.created_at < t - timedelta(seconds=grace_s))
+        lost = unsent if unsent_only else or_(unsent, JobRow.sent_at < t - timedelta(seconds=older_than_s))
+        return (JobRow.status == Status.QUEUED.value) & lost
 
     # ---- bundles ---------------------------------------------------------------------------
     def add_bundle(self, digest: str, size: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,37 @@ def test_a_failed_send_clears_sent_at_for_the_reconciler(store: Store) -> None:
     dispatcher.stop()
     assert store.get_job(job.id).sent_at is None
     assert stub.closed
+
+
+def test_a_backlog_on_one_queue_never_hides_a_lost_job_on_another(store: Store, tmp_path: Path) -> None:
+    """520 jobs wait on a queue no worker consumes (its messages still there); a job on another queue
+    lost its message: the next pass re-sends that one, and none of the backlog."""
+    from sqlalchemy import update
+
+    from reprotrain.store.repo import now
+    from reprotrain.store.tables import JobRow
+
+    settings = Settings(data_dir=tmp_path, resend_after_s=10)
+    spec = parse_spec(base_spec(queue="nobody-consumes"))
+    backlog = [j.id for j in store.create_jobs([(spec, None)] * 520)]
+    lost = store.create_job(parse_spec(base_spec(queue="default")))
+    with store.session() as s:  # all sent a minute ago, the backlog first
+        s.execute(update(JobRow).values(sent_at=now() - timedelta(seconds=60)))
+        s.execute(update(JobRow).where(JobRow.id == lost.id).values(created_at=now() + timedelta(seconds=1)))
+    stub = StubBroker()
+    stub.send([(j, "nobody-consumes") for j in backlog])  # their messages are still in the queue
+    assert maintain_once(store, stub, settings)["resent"] == [lost.id]
+    assert stub.sent["default"] == [lost.id] and len(stub.sent["nobody-consumes"]) == 520
+
+
+def test_a_cancel_wins_over_a_lost_lease(store: Store) -> None:
+    """A running job asked to cancel whose worker died: the reaper ends it CANCELED, it is never
+    queued again (claim would refuse it forever)."""
+    job = store.create_job(parse_spec(base_spec()))
+    assert store.claim(job.id, "w1", lease_s=0.01)
+    assert store.request_cancel(job.id) == "RUNNING"
+    time.sleep(0.05)  # the lease runs out: the worker is gone
+    assert store.reap(max_attempts=3) == []
+    row = store.get_job(job.id)
+    assert row.status == "CANCELED" and row.error["type"] == "Canceled"
+    assert not store.claim(job.id, "w2", lease_s=30)
