@@ -69,7 +69,7 @@ def _open_tar(path: Path, *, max_unpacked_bytes: int, max_members: int) -> Itera
         raw = stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb")) if magic == b"\x1f\x8b" else fh
         reader = _CappedReader(raw, limit)
         try:
-            tf = stack.enter_context(tarfile.open(fileobj=reader, mode="r|"))
+            tf = stack.enter_context(tarfile.open(fileobj=reader, mode="r|", tarinfo=_RawChecked))
         except tarfile.ReadError:
             raise _invalid("not a tar.gz archive") from None
         except _CORRUPT as e:
@@ -108,13 +108,50 @@ def _resolve(parts: list[str], links: dict[str, str]) -> list[str] | None:
     return out
 
 
+class _RawChecked(tarfile.TarInfo):
+    """A member whose raw header bytes were checked as well: tarfile cuts a name at its first NUL,
+    so `a\\0b.py` would pass as `a`; the bytes after that NUL are a reason to refuse the member."""
+
+    raw_problem: str | None = None
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> _RawChecked:
+        obj = super().frombuf(buf, encoding, errors)
+        for field, what in ((buf[0:100], "name"), (buf[157:257], "link target"), (buf[345:500], "name")):
+            if b"\0" in field.rstrip(b"\0"):
+                obj.raw_problem = f"has a NUL byte in its {what}"
+        return obj  # type: ignore[return-value]
+
+    def _proc_gnulong(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        """tarfile's own (Python 3.11), with the long name's raw bytes checked before they are cut."""
+        buf = tarfile_.fileobj.read(self._block(self.size))  # type: ignore[union-attr, attr-defined]
+        try:
+            nxt = self.fromtarfile(tarfile_)
+        except tarfile.HeaderError as e:
+            raise tarfile.SubsequentHeaderError(str(e)) from None
+        nxt.offset = self.offset
+        text = tarfile.nts(buf, tarfile_.encoding, tarfile_.errors)  # type: ignore[attr-defined, arg-type]
+        what = "name" if self.type == tarfile.GNUTYPE_LONGNAME else "link target"
+        if what == "name":
+            nxt.name = text.removesuffix("/") if nxt.isdir() else text
+        else:
+            nxt.linkname = text
+        if b"\0" in buf[: self.size].rstrip(b"\0"):
+            nxt.raw_problem = f"has a NUL byte in its {what}"  # type: ignore[attr-defined]
+        return nxt
+
+
 def _check_member(m: tarfile.TarInfo, seen: dict[str, tarfile.TarInfo], links: dict[str, str]) -> None:
     """Refuse one member on its own and against the members before it; record it in seen and links."""
+    if getattr(m, "raw_problem", None):
+        raise _refuse(m, str(m.raw_problem))  # type: ignore[attr-defined]
     for text, what in ((m.name, "name"), (m.linkname, "link target")):
         if "\x00" in text:
             raise _refuse(m, f"has a NUL byte in its {what}")
         if "\\" in text:
             raise _refuse(m, f"has a backslash in its {what}")
+        if bad := next((c for c in text if ord(c) < 32 or ord(c) == 127), None):
+            raise _refuse(m, f"has a control character ({bad!r}) in its {what}")
     if m.name.startswith("/"):
         raise _refuse(m, "is an absolute path")
     parts = _parts(m.name)

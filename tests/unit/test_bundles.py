@@ -312,3 +312,38 @@ def test_bundle_path_rejects_malformed_digest(tmp_path: Path, digest: str) -> No
 def test_bundle_path_of_a_good_digest(tmp_path: Path) -> None:
     """A well-formed digest maps to <hex>.tar.gz inside the bundles directory."""
     assert bundle_path(tmp_path, "sha256:" + "ab" * 32) == tmp_path / ("ab" * 32 + ".tar.gz")
+
+
+def _raw_patched(name: str, fmt: int, find: bytes, put: bytes) -> bytes:
+    """A one-file archive whose raw header bytes are patched after tarfile wrote them (checksum
+    fixed), as a hand-made archive would carry them: tarfile itself never writes a NUL in a name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        info, data = _file(name)
+        tf.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    at = raw.index(find)
+    raw[at : at + len(find)] = put
+    if fmt == tarfile.USTAR_FORMAT:  # patched the header itself: its checksum again
+        raw[148:156] = b" " * 8
+        raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    return gzip.compress(bytes(raw), mtime=0)
+
+
+@pytest.mark.parametrize(
+    ("archive", "why"),
+    [
+        (lambda: _raw_patched("aXb.py", tarfile.USTAR_FORMAT, b"aXb.py", b"a\0b.py"), "NUL byte in its name"),
+        (lambda: _raw_patched("d/" + "x" * 120 + "Y.py", tarfile.GNU_FORMAT, b"Y.py", b"\0.py"), "NUL byte"),
+        (lambda: _tar(_pax_named("a\nb.py")), "control character ('\\n') in its name"),
+        (lambda: _tar(_pax_named("bell\x07.py")), "control character ('\\x07')"),
+    ],
+    ids=["nul-ustar", "nul-gnu-longname", "newline", "bell"],
+)
+def test_names_with_a_nul_or_a_control_character_are_refused(work: Path, archive, why: str) -> None:
+    """A NUL inside a raw name field (ustar or a GNU long name: tarfile alone cuts the name there and
+    keeps the part before it) or a control character anywhere in a name: refused, naming why."""
+    path = _write(work / "b.tar.gz", archive())
+    with pytest.raises(BundleInvalid) as e:
+        validate_bundle(path, max_unpacked_bytes=1 << 20)
+    assert why in e.value.message
