@@ -91,21 +91,29 @@ class LogShipper:
         self.cut: set[str] = set()
 
     def ship(self) -> None:
+        """Everything written since the last ship, in chunks, up to the cap (then the marker)."""
         for stream, name in STREAMS.items():
             path = self.job_dir / name
             if stream in self.cut or not path.exists():
                 continue
-            with open(path, "rb") as f:
-                f.seek(self.offsets[stream])
-                data = f.read(min(4 << 20, self.limit - self.offsets[stream] + 1))
-            if stream == "events":  # whole lines only
-                data = data[: data.rindex(b"\n") + 1] if b"\n" in data else b""
-            if self.offsets[stream] + len(data) > self.limit:
-                data = data[: self.limit - self.offsets[stream]] + TRUNCATED % job_artifact(name).encode()
-                self.cut.add(stream)
-            if data:
-                self.store.append_log(self.job_id, stream, self.offsets[stream], data)
-                self.offsets[stream] += len(data)
+            while stream not in self.cut and self._ship_chunk(stream, path, name):
+                pass
+
+    def _ship_chunk(self, stream: str, path: Path, name: str) -> bool:
+        """One chunk of at most 4 MiB; False once nothing (or no whole event line) is left."""
+        with open(path, "rb") as f:
+            f.seek(self.offsets[stream])
+            data = f.read(min(4 << 20, self.limit - self.offsets[stream] + 1))
+        if stream == "events":  # whole lines only
+            data = data[: data.rindex(b"\n") + 1] if b"\n" in data else b""
+        if self.offsets[stream] + len(data) > self.limit:
+            data = data[: self.limit - self.offsets[stream]] + TRUNCATED % job_artifact(name).encode()
+            self.cut.add(stream)
+        if not data:
+            return False
+        self.store.append_log(self.job_id, stream, self.offsets[stream], data)
+        self.offsets[stream] += len(data)
+        return True
 
 
 class Heartbeat(threading.Thread):

@@ -50,3 +50,19 @@ def test_events_ship_whole_lines_only(tmp_path: Path) -> None:
     shipper.ship()
     assert store.read_log(job.id, "events").count(b"\n") == 2
     store.close()
+
+
+def test_a_burst_larger_than_one_chunk_arrives_whole_in_one_ship(tmp_path: Path) -> None:
+    """10 MiB written at once (the job ended before the next heartbeat): one ship stores all of it,
+    in order, under a 16 MiB cap, and no marker; past the cap, the marker follows the cap's bytes."""
+    store = _store(tmp_path)
+    job = store.create_job(parse_spec(base_spec()))
+    burst = b"".join(b"line %07d\n" % i for i in range(10 << 20 >> 4))[: 10 << 20]
+    (tmp_path / "stdout.log").write_bytes(burst)
+    LogShipper(store, job.id, tmp_path, limit=16 << 20).ship()
+    assert store.read_log(job.id, "stdout") == burst
+    other = store.create_job(parse_spec(base_spec()))
+    LogShipper(store, other.id, tmp_path, limit=6 << 20).ship()
+    live = store.read_log(other.id, "stdout")
+    assert live.startswith(burst[: 6 << 20]) and live.endswith(b"_job/stdout.log]\n")
+    store.close()
