@@ -6,6 +6,7 @@
     ├── ResultInvalid            a stored result cannot be read or has the wrong shape
     ├── NotFound                 a job, bundle or artifact that does not exist
     ├── ArtifactTampered         stored bytes no longer match their digest (code integrity_error)
+    ├── RequestTooLarge          a request body over its limit (REPROTRAIN_MAX_SPEC_BYTES)
     ├── VerifyFailed             a run manifest's signature or a digest it lists does not check out
     ├── Conflict                 the request does not fit the job's state (cancel a finished job)
     ├── Unauthorized             a missing or wrong API token
@@ -65,6 +66,10 @@ class ArtifactTampered(ReprotrainError):
             "changed after it was stored, and is not served"
         )
         self.digest, self.actual, self.what = digest, actual, what
+
+
+class RequestTooLarge(ReprotrainError):
+    code = "request_too_large"
 
 
 class VerifyFailed(ReprotrainError):

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     bundle_cache_bytes: int = Field(
         5 * 2**30, ge=0, description="per worker: extracted bundles kept, least recently used first out"
     )
+    max_spec_bytes: int = Field(2**20, ge=1024, description="a submitted spec's body; larger is 413")
     max_live_log_bytes: int = Field(16 * 2**20, ge=1024, description="per stream, in the database")
     cancel_grace_s: float = Field(10.0, ge=0)
     isolation: Literal["auto", "namespaces", "userns", "none"] = Field(

@@ -155,10 +155,47 @@ class JobSpec(Frozen):
         return digest_bytes(canonical_json(self.canonical()))
 
 
+MAX_DEPTH = 32  # nesting of mappings and lists in a spec (params included); README, "Limits"
+
+
+def check_plain(data: Any) -> None:
+    """Every string storable as it is (no NUL, no lone surrogate: PostgreSQL's JSON refuses both)
+    and nothing nested deeper than MAX_DEPTH; SpecInvalid naming the first place that is not.
+    Iterative, so no depth can exhaust the stack before the limit says no."""
+    todo: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while todo:
+        value, where, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise SpecInvalid(f"nested deeper than {MAX_DEPTH} levels", field=where or None)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_text(str(k), f"{where}.{k}" if where else str(k), "name")
+                todo.append((v, f"{where}.{k}" if where else str(k), depth + 1))
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where, "value")
+
+
+def _check_text(text: str, where: str, what: str) -> None:
+    if "\x00" in text:
+        raise SpecInvalid(f"the {what} holds a NUL character", field=_printable(where))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        why = f"the {what} is not valid Unicode (a lone surrogate)"
+        raise SpecInvalid(why, field=_printable(where)) from None
+
+
+def _printable(where: str) -> str:
+    return where.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\0")[:200]
+
+
 def parse_spec(data: Any) -> JobSpec:
     """Validate a decoded spec; any problem becomes SpecInvalid naming the first bad field."""
     if not isinstance(data, dict):
         raise SpecInvalid(f"a job spec must be a mapping, got {type(data).__name__}")
+    check_plain(data)
     try:
         return JobSpec.model_validate(data)
     except SpecInvalid:

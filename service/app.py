@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
     app.state.writer.start()
     errors.install(app)
+    app.add_middleware(errors.RefuseControlCharacters)
     app.include_router(router)
     _probes(app)
     _docs(app)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +19,7 @@ from reprotrain.errors import (
     InputError,
     NotFound,
     ReprotrainError,
+    RequestTooLarge,
     SpecInvalid,
     Unauthorized,
 )
@@ -31,6 +34,7 @@ STATUS: list[tuple[type[ReprotrainError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (ArtifactTampered, 409),
+    (RequestTooLarge, 413),
     (Unauthorized, 401),
 ]
 
@@ -66,3 +70,24 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
         log.exception("internal error")
         return error_response(500, "internal", "internal server error; see the server log")
+
+
+class RefuseControlCharacters:
+    """A path or query string holding a NUL or another control character (`%00` in a job id, in
+    `name=`) is refused with 422 before any route, so no such string reaches the database, which
+    would refuse it with an error of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = unquote(scope.get("query_string", b"").decode("latin-1"))
+            for text, field in ((scope.get("path", ""), "path"), (query, "query")):
+                if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                    response = error_response(
+                        422, "request_invalid", f"the {field} holds a control character", field
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

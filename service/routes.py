@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import store_bundle
-from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, SpecInvalid
+from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
 from reprotrain.manifest import SignedManifest
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
@@ -32,7 +32,7 @@ from reprotrain.service.schemas import (
     StoredResultPublic,
     TracePublic,
 )
-from reprotrain.spec import JobSpec, parse_spec
+from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
 from reprotrain.stored_verdicts import job_verdict, stored_result
 from reprotrain.verdict import Verdict
@@ -65,12 +65,25 @@ SPEC_BODY = {
 
 
 async def json_body(request: Request) -> Any:
-    """The body as JSON whatever its Content-Type says; a clear 422 when it is not JSON."""
-    raw = await request.body()
+    """The body as JSON whatever its Content-Type says; 413 past REPROTRAIN_MAX_SPEC_BYTES, before
+    it is all read (or at all, when Content-Length says so), and a clear 422 when it is not JSON."""
+    limit = _state(request).settings.max_spec_bytes
+    too_large = RequestTooLarge(f"request body is larger than {limit} bytes (REPROTRAIN_MAX_SPEC_BYTES)")
+    declared = request.headers.get("content-length") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
     try:
-        return json.loads(raw)
+        return json.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as e:
         raise SpecInvalid(f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise SpecInvalid(f"request body is nested deeper than {MAX_DEPTH} levels") from None
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"], openapi_extra=SPEC_BODY)

@@ -13,6 +13,9 @@ import queue
 import threading
 from typing import Any
 
+from sqlalchemy.exc import DataError
+
+from reprotrain.errors import SpecInvalid
 from reprotrain.service.dispatch import Dispatch
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
@@ -33,6 +36,14 @@ def _resolve(done: list[tuple[asyncio.Future[NewJob], NewJob | BaseException]], 
         else:
             fut.set_result(outcome)
     dispatch.submit([(o.id, o.queue) for _, o in done if not isinstance(o, BaseException)])
+
+
+def _as_error(e: Exception) -> BaseException:
+    """What a submit answers when its own row could not be stored: a value the database refuses
+    (one that validation let through) is the spec's problem, 422; anything else stays a 500."""
+    if isinstance(e, DataError | RecursionError):
+        return SpecInvalid(f"the spec holds a value the database cannot store: {type(e).__name__}")
+    return e
 
 
 class JobWriter(threading.Thread):
@@ -67,8 +78,12 @@ class JobWriter(threading.Thread):
         try:
             outcomes = self.store.create_jobs([(spec, rerun_of) for spec, rerun_of, _, _ in batch])
         except Exception as e:
-            log.exception("storing %d job(s) failed", len(batch))
-            outcomes = [e] * len(batch)
+            if len(batch) == 1:
+                log.exception("storing a job failed")
+                outcomes = [_as_error(e)]
+            else:  # one bad row must not fail its neighbours: each alone, so only it fails
+                log.warning("storing %d jobs together failed (%r); storing each alone", len(batch), e)
+                outcomes = [self._alone(spec, rerun_of) for spec, rerun_of, _, _ in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, _, loop, fut), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, outcome))
@@ -82,6 +97,13 @@ class JobWriter(threading.Thread):
                     self.store.mark_unsent(stored)
                 except Exception:  # the periodic re-send still covers them, later
                     log.exception("could not mark %d job(s) unsent", len(stored))
+
+    def _alone(self, spec: JobSpec, rerun_of: str | None) -> NewJob | BaseException:
+        try:
+            return self.store.create_jobs([(spec, rerun_of)])[0]
+        except Exception as e:
+            log.exception("storing a job failed")
+            return _as_error(e)
 
     def stop(self) -> None:
         self.queue.put(_STOP)

@@ -77,3 +77,44 @@ def test_a_failed_commit_reaches_every_waiting_caller(tmp_path: Path) -> None:
     finally:
         writer.stop()
         store.close()
+
+
+class PoisonStore(Store):
+    """A real SQLite store whose database refuses any row named 'poison', as PostgreSQL refuses a
+    value its JSON column cannot hold: the whole transaction fails."""
+
+    def create_jobs(self, items):  # type: ignore[no-untyped-def]
+        from sqlalchemy.exc import DataError
+
+        if any(spec.name == "poison" for spec, _ in items):
+            raise DataError("INSERT", {}, ValueError("refused by the database"))
+        return super().create_jobs(items)
+
+
+def test_one_bad_row_fails_alone_not_its_burst(tmp_path: Path) -> None:
+    """20 refused among 180 good concurrent submits: the 180 are stored and dispatched, each of the
+    20 gets a 422-kind error naming the database's refusal."""
+    from reprotrain.errors import SpecInvalid
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    store = PoisonStore(url)
+    dispatch = RecordingDispatch()
+    writer = JobWriter(store, dispatch)  # type: ignore[arg-type]
+    good, bad = parse_spec(base_spec(name="good")), parse_spec(base_spec(name="poison"))
+
+    async def burst() -> list[object]:
+        specs = [bad if i % 9 == 0 else good for i in range(200)]
+        return await asyncio.gather(*(writer.create(s) for s in specs), return_exceptions=True)
+
+    writer.start()
+    try:
+        outcomes = asyncio.run(burst())
+    finally:
+        writer.stop()
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    stored = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(failed) == 23 and all(isinstance(e, SpecInvalid) for e in failed)
+    assert len(stored) == 177 and len({s.id for s in stored}) == 177  # type: ignore[attr-defined]
+    assert sorted(i for i, _ in dispatch.sent) == sorted(s.id for s in stored)  # type: ignore[attr-defined]
+    store.close()
