@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     bundle_cache_bytes: int = Field(
         5 * 2**30, ge=0, description="per worker: extracted bundles kept, least recently used first out"
     )
+    finish_retry_s: float = Field(
+        900.0, gt=0, description="how long a worker retries storing a finished job while the database is away"
+    )
     max_spec_bytes: int = Field(2**20, ge=1024, description="a submitted spec's body; larger is 413")
     max_live_log_bytes: int = Field(16 * 2**20, ge=1024, description="per stream, in the database")
     cancel_grace_s: float = Field(10.0, ge=0)

@@ -9,6 +9,8 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reprotrain.errors import (
@@ -23,8 +25,11 @@ from reprotrain.errors import (
     SpecInvalid,
     Unauthorized,
 )
+from reprotrain.store.repo import store_unavailable
 
 log = logging.getLogger("reprotrain.api")
+RETRY_AFTER_S = 5
+
 
 STATUS: list[tuple[type[ReprotrainError], int]] = [
     (BundleTooLarge, 413),
@@ -65,6 +70,20 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         return error_response(e.status_code, code, str(e.detail))
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _database(_: Request, e: Exception) -> JSONResponse:
+        if not store_unavailable(e):
+            log.exception("database error")
+            return error_response(500, "internal", "internal server error; see the server log")
+        log.warning("the database is unavailable: %s", type(e).__name__)
+        return error_response(
+            503,
+            "store_unavailable",
+            "the database is unavailable; this request may not have taken effect: try it again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:

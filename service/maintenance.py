@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from reprotrain.broker import Broker
 from reprotrain.settings import Settings
 from reprotrain.store import Store
+from reprotrain.store.repo import store_unavailable
 
 log = logging.getLogger("reprotrain.maintenance")
 
 
-def maintain_once(store: Store, sender: Broker, settings: Settings) -> dict[str, list[str]]:
+def maintain_once(
+    store: Store, sender: Broker, settings: Settings, reap: bool = True
+) -> dict[str, list[str]]:
     """One pass: requeue, cancel or fail expired leases, then re-send QUEUED jobs the broker may
     have lost, queue by queue.
 
@@ -22,7 +26,7 @@ def maintain_once(store: Store, sender: Broker, settings: Settings) -> dict[str,
     A job never sent is sent whatever its queue holds. Each queue is scanned on its own, so a
     backlog on one never hides a lost job on another.
     """
-    requeued = store.reap(settings.max_attempts)
+    requeued = store.reap(settings.max_attempts) if reap else []
     resent = [j for j in requeued if _send(store, sender, j)]
     for queue in store.stale_queues(settings.resend_after_s):
         waiting = bool(sender.queue_depth(queue))
@@ -51,12 +55,20 @@ class Maintenance(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        """Passes until stopped. After the database was unavailable, leases are not reaped for one
+        lease period: every lease ran out while nobody could renew it, and live workers renew
+        theirs within a heartbeat of its return (a finished run is stored, not run again)."""
         sender = self.open_broker()  # this thread's own connection
+        hold_until = 0.0
         while not self.stopped.wait(self.settings.maintenance_s):
             try:
-                maintain_once(self.store, sender, self.settings)
-            except Exception:
-                log.exception("maintenance pass failed")
+                maintain_once(self.store, sender, self.settings, reap=time.monotonic() >= hold_until)
+            except Exception as e:
+                if store_unavailable(e):
+                    hold_until = time.monotonic() + self.settings.lease_s
+                    log.warning("maintenance: the database is unavailable (%s)", type(e).__name__)
+                else:
+                    log.exception("maintenance pass failed")
         sender.close()
 
     def stop(self) -> None:

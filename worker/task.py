@@ -24,6 +24,7 @@ from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
 from reprotrain.errors import ArtifactTampered, LaunchError
 from reprotrain.files import manifest, write_atomic
+from reprotrain.hashing import digest_file
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
 from reprotrain.manifest import WorkerKey, build
@@ -36,6 +37,7 @@ from reprotrain.store.repo import clean_json
 from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
 from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
+from reprotrain.worker import durable
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -87,11 +89,16 @@ class LogShipper:
 
     def __init__(self, store: Store, job_id: str, job_dir: Path, limit: int) -> None:
         self.store, self.job_id, self.job_dir, self.limit = store, job_id, job_dir, limit
+        self._lock = threading.Lock()  # the heartbeat and the final ship may overlap
         self.offsets = dict.fromkeys(STREAMS, 0)
         self.cut: set[str] = set()
 
     def ship(self) -> None:
         """Everything written since the last ship, in chunks, up to the cap (then the marker)."""
+        with self._lock:
+            self._ship_all()
+
+    def _ship_all(self) -> None:
         for stream, name in STREAMS.items():
             path = self.job_dir / name
             if stream in self.cut or not path.exists():
@@ -151,6 +158,9 @@ def handle(rt: Runtime, job_id: str) -> str:
         return "dropped"
     job = rt.store.get_job(job_id)
     spec = parse_spec(job.spec)
+    if (done := durable.finished_attempt(rt.settings.jobs, job_id)) is not None:
+        log.info("job %s: an earlier attempt finished before the worker could store it; storing it", job_id)
+        return store_run(rt, job, *done, resumed=True)
     job_dir = rt.settings.jobs / job_id / f"attempt-{job.attempts}"
     if job_dir.exists():
         shutil.rmtree(job_dir)
@@ -171,25 +181,44 @@ def handle(rt: Runtime, job_id: str) -> str:
     beat.start()  # the lease is renewed until the result is stored, verdict and artifacts included
     try:
         result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
-        artifacts = collect_artifacts(rt, result, job_dir)
-        verdict = verdict_of_rerun(rt, job.rerun_of, result, job_dir) if job.rerun_of else None
+        durable.keep(result, job_dir)  # from here on, a restart stores this run instead of repeating it
+        return store_run(rt, job, result, job_dir, shipper=shipper)
     finally:
         beat.stop()
-        shipper.ship()  # the rest of the logs, once the heartbeat (which ships too) has stopped
-    stored = rt.store.finish(
-        job_id,
-        rt.owner,
-        result.status,
-        result=result,
-        error=result.error,
-        artifacts=artifacts,
-        verdict=verdict,
-        manifest=signed_manifest(rt, result, artifacts, verdict, job.rerun_of),
-    )
-    if not stored:
-        log.warning("job %s: lease lost before finishing; result not stored", job_id)
+
+
+def store_run(
+    rt: Runtime,
+    job: Any,
+    result: Result,
+    job_dir: Path,
+    *,
+    shipper: LogShipper | None = None,
+    resumed: bool = False,
+) -> str:
+    """Artifacts, a re-run's verdict, the final logs and the commit of a finished run, retried
+    while the database is unavailable; then its directory goes."""
+    artifacts = collect_artifacts(rt, result, job_dir, check=resumed)
+    verdict = verdict_of_rerun(rt, job.rerun_of, result, job_dir) if job.rerun_of else None
+    if shipper is not None:
+        try:  # the rest of the live logs (the whole logs are artifacts all the same)
+            durable.retry_while_unavailable(shipper.ship, rt.settings.finish_retry_s, f"logs of job {job.id}")
+        except Exception:
+            log.warning("job %s: the last live logs could not be shipped", job.id, exc_info=True)
+    manifest = signed_manifest(rt, result, artifacts, verdict, job.rerun_of)
+
+    def commit() -> bool:
+        return rt.store.finish(
+            job.id, rt.owner, result.status, result=result, error=result.error, artifacts=artifacts,
+            verdict=verdict, manifest=manifest, attempt=job.attempts,
+        )  # fmt: skip
+
+    if not durable.retry_while_unavailable(commit, rt.settings.finish_retry_s, f"finishing job {job.id}"):
+        log.warning(
+            "job %s: claimed by another attempt before this one was stored; result not stored", job.id
+        )
         return "lost"
-    shutil.rmtree(job_dir, ignore_errors=True)
+    shutil.rmtree(rt.settings.jobs / job.id, ignore_errors=True)
     return result.status.value
 
 
@@ -355,8 +384,11 @@ def verdict_of_rerun(rt: Runtime, original_id: str, result: Result, job_dir: Pat
         )
 
 
-def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[str, str, int]]:
-    """Output files, logs and the final state into the artifact store: (name, digest, size)."""
+def collect_artifacts(
+    rt: Runtime, result: Result, job_dir: Path, check: bool = False
+) -> list[tuple[str, str, int]]:
+    """Output files, logs and the final state into the artifact store: (name, digest, size). With
+    `check` (a run stored after a restart), each output must still hash to its recorded digest."""
     from reprotrain.files import file_entry
 
     out = []
@@ -364,6 +396,8 @@ def collect_artifacts(rt: Runtime, result: Result, job_dir: Path) -> list[tuple[
         path = job_dir / JobFiles.WORK / rel
         if "symlink" in entry or not path.is_file():
             continue
+        if check and digest_file(path) != entry["digest"]:
+            raise ArtifactTampered(entry["digest"], digest_file(path), f"{rel} of an unstored run")
         rt.artifacts.put(path, entry["digest"])
         out.append((output_artifact(rel), entry["digest"], entry["size"]))
     for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE):

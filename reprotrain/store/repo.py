@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from reprotrain.errors import ArtifactTampered, Conflict, NotFound
@@ -63,6 +64,14 @@ class NewJob:
 # what a new job sets; the other columns stay SQL NULL (not JSON 'null', which costs an encode each)
 _NEW_COLUMNS = ("id", "name", "queue", "spec", "spec_digest", "bundle", "rerun_of")
 _NEW_COLUMNS += ("created_at", "sent_at", "status", "attempts", "cancel_requested")
+
+
+def store_unavailable(e: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (as opposed to refusing a
+    statement): what a retry may cure, and what the API answers 503 for."""
+    if isinstance(e, SQLAlchemyTimeout | OperationalError | InterfaceError):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 
 
 def now() -> datetime:
@@ -270,8 +279,13 @@ class Store:
         artifacts: list[tuple[str, str, int]],
         verdict: Verdict | None = None,
         manifest: dict[str, Any] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """Commit the final status with its result, artifacts, verdict and signed manifest, or nothing."""
+        """Commit the final status with its result, artifacts, verdict and signed manifest, or nothing.
+
+        The job must still be this owner's, or (given its `attempt`) have gone back to the queue
+        after this attempt without anyone claiming it since: a lease that ran out while the
+        database was away does not throw away a finished run."""
         values: dict[str, Any] = {
             "status": status.value,
             "finished_at": now(),
@@ -287,11 +301,10 @@ class Store:
                 "metrics": clean_json(result.metrics),
                 "env_digest": result.env_digest,
             }
-        stmt = (
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.lease_owner == owner, JobRow.status == Status.RUNNING.value)
-            .values(**values)
-        )
+        ours = (JobRow.lease_owner == owner) & (JobRow.status == Status.RUNNING.value)
+        if attempt is not None:
+            ours = ours | ((JobRow.status == Status.QUEUED.value) & (JobRow.attempts == attempt))
+        stmt = update(JobRow).where(JobRow.id == job_id, ours).values(**values)
         with self.session() as s:
             if s.execute(stmt).rowcount != 1:
                 s.rollback()
