@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from reprotrain.hashing import digest_bytes, digest_file, digest_json
 
@@ -58,7 +60,42 @@ def manifest(root: Path) -> dict[str, str]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or none: a temporary name, then a rename over the old one."""
+    """Write a whole file or none: a temporary name, then a rename over the old one. The temporary
+    is made anew (O_EXCL), so a link left at its name is replaced, never written through."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def open_regular(path: Path) -> BinaryIO | None:
+    """A file in a directory a job can write, opened for reading only if it is a regular file
+    itself: never through a link, never a FIFO (which would block) or a device. None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def sanitize(root: Path, *, keep_links: bool) -> list[str]:
+    """Remove what a job may have planted under root for whoever reads it next: FIFOs, sockets and
+    devices always, links too unless `keep_links` (a working directory's links are outputs,
+    recorded by their target, never followed). Call only once no process of the job is left.
+    Returns what was removed, relative to root."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*filenames, *dirnames]:
+            p = os.path.join(dirpath, name)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or (keep_links and stat.S_ISLNK(mode)):
+                continue
+            os.unlink(p)
+            removed.append(os.path.relpath(p, root))
+    return removed

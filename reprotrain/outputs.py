@@ -132,7 +132,7 @@ class RunFiles:
                 path = job_dir / name.removeprefix(JOB_ARTIFACT_PREFIX)
             else:
                 path = job_dir / JobFiles.WORK / name.removeprefix("./")
-            return path if path.is_file() else None
+            return path if path.is_file() and not path.is_symlink() else None  # a link is its target text
 
         return cls(find)
 

@@ -23,7 +23,7 @@ from typing import Any
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bundles import bundle_path, extract_bundle
 from reprotrain.errors import ArtifactTampered, LaunchError
-from reprotrain.files import manifest, write_atomic
+from reprotrain.files import manifest, open_regular, write_atomic
 from reprotrain.hashing import digest_file
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
@@ -107,8 +107,12 @@ class LogShipper:
                 pass
 
     def _ship_chunk(self, stream: str, path: Path, name: str) -> bool:
-        """One chunk of at most 4 MiB; False once nothing (or no whole event line) is left."""
-        with open(path, "rb") as f:
+        """One chunk of at most 4 MiB; False once nothing (or no whole event line) is left. The job
+        can replace its logs while it runs: only a regular file is read, never through a link."""
+        f = open_regular(path)
+        if f is None:
+            return False
+        with f:
             f.seek(self.offsets[stream])
             data = f.read(min(4 << 20, self.limit - self.offsets[stream] + 1))
         if stream == "events":  # whole lines only

@@ -95,6 +95,7 @@ class Server:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+            conn.close()  # the job must not hold its supervisor's connection, nor this server's pipes
             self._child(request)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
@@ -114,6 +115,8 @@ class Server:
                 signal.signal(sig, signal.SIG_DFL)
             self.sel.close()
             self.listener.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
             for conn in self.jobs.values():
                 if conn is not None:
                     conn.close()

@@ -81,7 +81,11 @@ class _ForkedJob:
             if not chunk:
                 raise ForkServerGone(f"the fork server died while job process {self.pid} ran")
             self._buf += chunk
-        self._exit = int(json.loads(self._buf.split(b"\n", 1)[0])["exit"])
+        try:
+            self._exit = int(json.loads(self._buf.split(b"\n", 1)[0])["exit"])
+        except (ValueError, KeyError, TypeError):
+            why = f"the fork server sent a malformed exit report for job process {self.pid}"
+            raise ForkServerGone(why) from None
         return self._exit
 
     def signal(self, sig: int) -> None:

@@ -6,6 +6,7 @@ run are the same code path from the spec to the stored result.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -149,12 +150,28 @@ def _execute(
     finally:
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
-    move_out(work, job_dir / JobFiles.WORK)
+    take_back(job_dir, work)
     result = assemble(
         base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0)
     )
     result.save(job_dir)
     return result
+
+
+def take_back(job_dir: Path, work: Path) -> None:
+    """The job's directories, made safe for the worker to read once no process of the job is left:
+    nothing but regular files and directories at the job's own files (a link there would have the
+    worker read, copy or write through it: a key, a database, a file anywhere), no FIFO, socket or
+    device anywhere (opening one blocks or worse), and the working directory moved in (over
+    whatever the job put at its place)."""
+    files.sanitize(job_dir, keep_links=False)
+    files.sanitize(work, keep_links=True)
+    dest = job_dir / JobFiles.WORK
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif os.path.lexists(dest):
+        dest.unlink()
+    move_out(work, dest)
 
 
 def supervise(

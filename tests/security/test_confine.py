@@ -253,3 +253,63 @@ def test_a_job_that_needs_the_network_is_told_why_it_failed(run_job, tmp_path: P
     assert 'set `network: "host"`' in r.error.detail
     off = Isolation(mode="namespaces", network="none")
     assert offline_hint(JobError(type="ZeroDivisionError", message="division by zero"), off).detail is None
+
+
+# Plants, in the job's own (writable) directory, what the worker reads or writes after the job:
+# links to the worker's key and data, a link where the worker writes its result, FIFOs where it
+# reads; and reports which sockets it inherited (a way back to its supervisor).
+PLANTER = r"""
+import json, os
+t = json.loads(os.environ["TARGETS"])
+jd = os.path.dirname(os.environ["REPROTRAIN_EVENTS"])
+def points_to(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # the listing's own descriptor, closed by now
+        return ""
+fds = [fd for fd in os.listdir("/proc/self/fd") if int(fd) > 2]
+sockets = [fd for fd in fds if points_to(fd).startswith(("socket:", "pipe:"))]
+print(json.dumps({"inherited": sockets}), flush=True)
+os.unlink(jd + "/stderr.log"); os.symlink(t["key"], jd + "/stderr.log")
+os.symlink(t["data"], jd + "/work")
+os.symlink(t["victim"], jd + "/result.json.tmp")
+os.unlink(jd + "/events.jsonl"); os.mkfifo(jd + "/events.jsonl")
+os.mkfifo("fifo-output")
+os.symlink(t["key"], "key-link.txt")
+"""
+
+
+def test_what_a_job_plants_in_its_directory_is_never_followed(stack, tmp_path: Path) -> None:
+    """Links to the key and the data directory, a link where the result is written, FIFOs where
+    logs are read: the job ends, nothing of the key or the data leaks into logs or artifacts, the
+    linked file is untouched, the worker takes the next job; the job holds no socket or pipe of
+    its supervisor."""
+    data = Path(stack.env["REPROTRAIN_DATA_DIR"])
+    victim = tmp_path / "victim.sh"
+    victim.write_text("#!/bin/sh\necho untouched\n")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "plant.py").write_text(PLANTER)
+    targets = {"key": str(data / "keys" / "worker-ed25519.pem"), "data": str(data), "victim": str(victim)}
+    c = stack.client()
+    digest = c.upload_bundle(make_bundle(code))["digest"]
+    spec = {"name": "planter", "command": ["python", "plant.py"], "bundle": digest, "seed": 1}
+    job = c.wait(c.submit({**spec, "env": {"TARGETS": json.dumps(targets)}})["id"], timeout=120)
+    if job["isolation"]["mode"] == "none":
+        pytest.skip("this machine cannot confine jobs")
+    assert job["status"] in ("SUCCEEDED", "FAILED"), job
+    out = b"".join(c.logs(job["id"])).decode()
+    assert out, (job["error"], job["isolation"])
+    report = json.loads(out.strip().splitlines()[0])
+    assert report["inherited"] == []
+    assert b"PRIVATE KEY" not in b"".join(c.logs(job["id"], stream="stderr"))
+    names = {a["name"] for a in c.artifacts(job["id"])["data"]}
+    assert not any(n.endswith((".db", ".pem", "fifo-output")) or "keys/" in n for n in names), names
+    for a in c.artifacts(job["id"])["data"]:
+        assert b"PRIVATE KEY" not in c.download(job["id"], a["name"])
+    assert victim.read_text() == "#!/bin/sh\necho untouched\n"
+    assert not (data / "work").exists() and not (data / "keys" / "work").exists()
+    after = c.wait(
+        c.submit(base_spec(name="after-planter", params={"epochs": 1, "samples": 8}))["id"], timeout=120
+    )
+    assert after["status"] == "SUCCEEDED", after["error"]
