@@ -150,7 +150,7 @@ def _execute(
     finally:
         handle.signal(signal.SIGKILL)  # whatever the job left running goes with it
         handle.close()
-    take_back(job_dir, work)
+    take_back(job_dir, work, plan.uid is not None)
     result = assemble(
         base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0)
     )
@@ -158,7 +158,7 @@ def _execute(
     return result
 
 
-def take_back(job_dir: Path, work: Path) -> None:
+def take_back(job_dir: Path, work: Path, reown: bool = False) -> None:
     """The job's directories, made safe for the worker to read once no process of the job is left:
     nothing but regular files and directories at the job's own files (a link there would have the
     worker read, copy or write through it: a key, a database, a file anywhere), no FIFO, socket or
@@ -172,6 +172,10 @@ def take_back(job_dir: Path, work: Path) -> None:
     elif os.path.lexists(dest):
         dest.unlink()
     move_out(work, dest)
+    if reown:  # the job ran as another uid: its files are the worker's again
+        for root, dirs, names in os.walk(job_dir):
+            for name in [".", *dirs, *names]:
+                os.chown(os.path.join(root, name), os.getuid(), os.getgid(), follow_symlinks=False)
 
 
 def supervise(
