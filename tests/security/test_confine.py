@@ -223,7 +223,8 @@ def test_without_mount_setattr_each_mount_is_remounted(tmp_path: Path, mode: str
     job.mkdir()
     data.mkdir()
     (data / "db").write_text("secret")
-    argv = [sys.executable, "-c", FALLBACK, str(job), str(data), str(ROOT), mode]
+    code = ROOT / "reprotrain"  # the package itself: ROOT may lie under /tmp, the job's own scratch
+    argv = [sys.executable, "-c", FALLBACK, str(job), str(data), str(code), mode]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     if out.returncode != 0 and "not available" in out.stderr:
         pytest.skip(f"{mode} is not available here")
@@ -231,7 +232,7 @@ def test_without_mount_setattr_each_mount_is_remounted(tmp_path: Path, mode: str
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["hidden"] == "No such file or directory"
     assert report["own"] == "written" and report["code"] == "Read-only file system"
-    assert (data / "db").read_text() == "secret" and not (ROOT / "forged").exists()
+    assert (data / "db").read_text() == "secret" and not (code / "forged").exists()
 
 
 def test_a_job_that_needs_the_network_is_told_why_it_failed(run_job, tmp_path: Path) -> None:
