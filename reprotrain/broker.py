@@ -74,6 +74,15 @@ def consume(app: Celery, handler: Callable[[str], str]) -> None:
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
+def message_job_id(raw: bytes) -> str | None:
+    """The job id a task message on a Redis list carries (ours or Celery's own); None if none."""
+    try:
+        args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+        return str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def job_message(job_id: str, queue: str, *, origin: str, reply_to: str) -> bytes:
     """The message `send_task(TASK, args=[job_id], queue=queue)` pushes onto a Redis list.
 
@@ -145,6 +154,9 @@ class Broker(Protocol):
     def queue_depth(self, queue: str) -> int | None:
         """Messages waiting in `queue`, where the broker can tell cheaply; else None."""
 
+    def queued_ids(self, queue: str) -> set[str] | None:
+        """The job ids of the messages waiting in `queue`, where the broker can list them; else None."""
+
     def close(self) -> None: ...
 
 
@@ -202,6 +214,9 @@ class RedisBroker:
     def queue_depth(self, queue: str) -> int | None:
         return int(self._redis.llen(queue))
 
+    def queued_ids(self, queue: str) -> set[str] | None:
+        return {job_id for raw in self._redis.lrange(queue, 0, -1) if (job_id := message_job_id(raw))}
+
     def close(self) -> None:
         self._redis.close()
 
@@ -232,6 +247,9 @@ class CeleryBroker:
     def queue_depth(self, queue: str) -> int | None:
         return None
 
+    def queued_ids(self, queue: str) -> set[str] | None:
+        return None
+
     def close(self) -> None:
         if self._producer is not None:
             self._producer.release()
@@ -254,6 +272,9 @@ class StubBroker:
 
     def queue_depth(self, queue: str) -> int | None:
         return len(self.sent.get(queue, []))
+
+    def queued_ids(self, queue: str) -> set[str] | None:
+        return set(self.sent.get(queue, []))
 
     def close(self) -> None:
         self.closed = True

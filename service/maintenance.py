@@ -21,17 +21,19 @@ def maintain_once(
     """One pass: requeue, cancel or fail expired leases, then re-send QUEUED jobs the broker may
     have lost, queue by queue.
 
-    A job sent long ago whose queue still holds messages is waiting behind a backlog, not lost:
-    re-sending it every pass would pile up duplicates. It is re-sent once its queue has drained.
+    A job sent long ago whose message is still in its queue is waiting behind a backlog, not
+    lost: it is left alone. Where the broker can list a queue (Redis) that is known exactly, and a
+    job whose message is gone is re-sent; elsewhere a job is re-sent once its queue has drained.
     A job never sent is sent whatever its queue holds. Each queue is scanned on its own, so a
     backlog on one never hides a lost job on another.
     """
     requeued = store.reap(settings.max_attempts) if reap else []
     resent = [j for j in requeued if _send(store, sender, j)]
     for queue in store.stale_queues(settings.resend_after_s):
-        waiting = bool(sender.queue_depth(queue))
+        held = sender.queued_ids(queue)  # exact where the broker can list a queue (Redis)
+        waiting = held is None and bool(sender.queue_depth(queue))
         for job_id in store.stale_queued(settings.resend_after_s, queue=queue, unsent_only=waiting):
-            if job_id not in requeued and _send(store, sender, job_id, queue):
+            if job_id not in requeued and job_id not in (held or ()) and _send(store, sender, job_id, queue):
                 resent.append(job_id)
     if requeued or resent:
         log.info("maintenance: requeued %s, re-sent %s", requeued, resent)

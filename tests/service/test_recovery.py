@@ -18,23 +18,27 @@ from reprotrain.store.migrate import upgrade
 from tests.helpers import base_spec, free_port, make_database, sent_long_ago
 
 
-def test_backlog_is_not_resent_until_its_queue_drains(
+def test_a_job_whose_message_waits_is_left_and_a_lost_one_resent(
     store: Store, redis_server: Any, tmp_path: Path
 ) -> None:
-    """A job sent an hour ago behind a non-empty queue is waiting, not lost: re-sent once it drains."""
+    """Two jobs sent an hour ago: one's message still waits in the queue (behind a backlog: left
+    alone), the other's is gone (re-sent, once); once the first's is gone too, it is re-sent, and
+    the other, re-sent a moment ago, is not re-sent before resend_after_s."""
     settings = Settings(broker_url=redis_server.url(), data_dir=tmp_path, resend_after_s=60)
     r = redis.Redis.from_url(settings.broker)
-    job = store.create_job(parse_spec(base_spec(queue="busy")))
-    sent_long_ago(store, job.id)
-    r.lpush("busy", b"a message ahead of it")  # the queue is still working through a backlog
+    waiting, lost = (store.create_job(parse_spec(base_spec(queue="busy"))) for _ in range(2))
+    for job in (waiting, lost):
+        sent_long_ago(store, job.id)
     sender = RedisBroker(create_celery(settings))
     try:
-        assert maintain_once(store, sender, settings)["resent"] == []
-        assert r.llen("busy") == 1
-        r.delete("busy")  # drained, and our job still QUEUED: its message was lost
-        assert maintain_once(store, sender, settings)["resent"] == [job.id]
-        assert r.llen("busy") == 1
-        assert maintain_once(store, sender, settings)["resent"] == []  # sent just now: not again
+        sender.send([(waiting.id, "busy")])
+        r.lpush("busy", b"a message of another kind")  # not ours: not read as a job's
+        assert maintain_once(store, sender, settings)["resent"] == [lost.id]
+        assert r.llen("busy") == 3
+        assert maintain_once(store, sender, settings)["resent"] == []  # both now wait in the queue
+        r.delete("busy")  # the broker lost both
+        # the first's message is gone now: re-sent; the other was re-sent a moment ago: not yet again
+        assert maintain_once(store, sender, settings)["resent"] == [waiting.id]
     finally:
         sender.close()
 
