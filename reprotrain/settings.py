@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     maintenance_s: float = Field(5.0, gt=0, description="reaper/reconciler period")
     resend_after_s: float = Field(300.0, gt=0, description="re-send QUEUED jobs older than this")
     max_attempts: int = Field(3, ge=1, description="lease expiries before a job fails")
-    visibility_timeout_s: int = Field(12 * 3600, ge=60)
+    visibility_timeout_s: int = Field(12 * 3600, ge=1, description="Redis: an unacked message returns after")
     max_bundle_bytes: int = Field(100 * 2**20, ge=1024)
     max_bundle_unpacked_bytes: int = Field(1024 * 2**20, ge=1024)
     bundle_cache_bytes: int = Field(

@@ -1,0 +1,97 @@
+"""Drills 2, 9 and 11: a job outliving the broker's visibility timeout starts once; a job that
+tries to kill its worker cannot, and the jobs beside it flow; 200 concurrent submits end as 200
+terminal rows, no duplicate, no 5xx."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reprotrain.bundles import make_bundle
+from reprotrain.status import Status
+from tests.helpers import make_database, start_stack, wait_for
+
+SLOW = "import time\nprint('started', flush=True)\ntime.sleep(6)\n"
+KILLER = """
+import os, signal
+for pid in (os.getppid(), 1):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+try:
+    os.kill(-1, signal.SIGKILL)
+except OSError:
+    pass
+print("still here", flush=True)
+"""
+
+
+@pytest.fixture
+def short_visibility(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -> Any:
+    """A stack whose broker hands an unacked message out again after 2 s, with two workers."""
+    db = make_database("sqlite", tmp_path, request)
+    stack = start_stack(
+        tmp_path, db, redis_server.url(), workers=2, extra_env={"REPROTRAIN_VISIBILITY_TIMEOUT_S": "2"}
+    )
+    yield stack
+    stack.stop()
+
+
+def _script(c: Any, tmp_path: Path, name: str, text: str) -> dict[str, Any]:
+    code = tmp_path / name
+    code.mkdir()
+    (code / "job.py").write_text(text)
+    digest = c.upload_bundle(make_bundle(code))["digest"]
+    return {"name": name, "command": ["python", "job.py"], "bundle": digest, "seed": 1}
+
+
+def test_a_job_longer_than_the_visibility_timeout_starts_once(short_visibility, tmp_path: Path) -> None:
+    """6 s of work under a 2 s visibility timeout, a second worker idle: the message comes back
+    to the other worker, which cannot claim a job under a live lease; one start, one attempt."""
+    c = short_visibility.client()
+    job = c.wait(c.submit(_script(c, tmp_path, "slow", SLOW))["id"], timeout=120)
+    time.sleep(3)  # a late redelivery has time to arrive, and to be dropped
+    job = c.get(job["id"])
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
+    assert b"".join(c.logs(job["id"])).count(b"started") == 1
+
+
+def test_a_job_cannot_kill_its_worker_and_its_neighbours_flow(short_visibility, tmp_path: Path) -> None:
+    """A job signalling its parent, PID 1 and everything (-1) with SIGKILL: it reaches nothing
+    outside its namespace; the worker lives, and the next jobs run."""
+    c = short_visibility.client()
+    killer = c.wait(c.submit(_script(c, tmp_path, "killer", KILLER))["id"], timeout=120)
+    if killer.get("isolation", {}).get("mode") == "none":
+        pytest.skip("this machine cannot confine jobs")
+    assert all(w.poll() is None for w in short_visibility.workers)
+    after = [c.submit(_script(c, tmp_path, f"after{i}", "print('ok')\n"))["id"] for i in range(3)]
+    assert [c.wait(j, timeout=120)["status"] for j in after] == ["SUCCEEDED"] * 3
+
+
+def test_200_concurrent_submits_end_as_200_rows(short_visibility) -> None:
+    """200 submits at once: 200 × 201, 200 distinct ids, every one ends in a final status, none
+    twice (attempts 1), and nothing answered 5xx."""
+    spec = json.dumps({"name": "burst", "entrypoint": "reprotrain.examples.noop:train", "seed": 1})
+    with httpx.Client(base_url=short_visibility.url, timeout=60) as http, ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: http.post("/v1/jobs", content=spec), range(200)))
+    assert [a.status_code for a in answers] == [201] * 200
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == 200
+    c = short_visibility.client()
+    final = {s.value for s in Status if s.is_final}
+
+    def ended() -> bool:
+        page = c.list(name="burst", limit=500)
+        return page["count"] == 200 and all(j["status"] in final for j in page["data"])
+
+    wait_for(ended, 300, "200 jobs to end")
+    page = c.list(name="burst", limit=500)["data"]
+    assert {j["id"] for j in page} == ids
+    assert {j["status"] for j in page} == {"SUCCEEDED"} and {j["attempts"] for j in page} == {1}
