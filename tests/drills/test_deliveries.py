@@ -95,3 +95,37 @@ def test_200_concurrent_submits_end_as_200_rows(short_visibility) -> None:
     page = c.list(name="burst", limit=500)["data"]
     assert {j["id"] for j in page} == ids
     assert {j["status"] for j in page} == {"SUCCEEDED"} and {j["attempts"] for j in page} == {1}
+
+
+def test_a_trainer_killed_by_a_signal_fails_once(short_visibility, tmp_path: Path) -> None:
+    """The job's process SIGKILLs itself: FAILED naming the signal within 10 s of starting, and it
+    is not delivered again."""
+    c = short_visibility.client()
+    spec = _script(c, tmp_path, "suicide", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    job = c.wait(c.submit(spec)["id"], timeout=120)
+    assert job["status"] == "FAILED" and "killed by signal 9" in job["error"]["message"], job["error"]
+    assert job["timing"]["duration_s"] < 10
+    time.sleep(3)
+    assert c.get(job["id"])["attempts"] == 1
+
+
+def test_cancel_of_a_running_job_wins_even_when_its_worker_dies(short_visibility, tmp_path: Path) -> None:
+    """A running job canceled: CANCELED within 10 s. Another canceled while every worker is killed
+    at once: CANCELED when its lease runs out, never run again."""
+    c = short_visibility.client()
+    spec = _script(c, tmp_path, "long", "import time\nprint('running', flush=True)\ntime.sleep(60)\n")
+    first = c.submit(spec)["id"]
+    wait_for(lambda: b"running" in b"".join(c.logs(first)), 60, "the job to run")
+    t0 = time.monotonic()
+    c.cancel(first)
+    assert c.wait(first, timeout=30)["status"] == "CANCELED"
+    assert time.monotonic() - t0 < 10
+    second = c.submit(spec)["id"]
+    wait_for(lambda: b"running" in b"".join(c.logs(second)), 60, "the job to run")
+    c.cancel(second)
+    for w in short_visibility.workers:
+        w.kill()
+        w.wait(10)
+    short_visibility.start_worker()
+    done = c.wait(second, timeout=60)
+    assert done["status"] == "CANCELED" and done["attempts"] == 1, done
