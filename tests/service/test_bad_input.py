@@ -92,3 +92,20 @@ def test_bad_submits_never_fail_their_neighbours(stack) -> None:
     for a in answers:
         if a.status_code == 201:
             assert httpx.get(f"{stack.url}/v1/jobs/{a.json()['id']}", timeout=30).status_code == 200
+
+
+def test_artifact_names_never_reach_the_filesystem(stack) -> None:
+    """An artifact is found by its stored name only: traversal, encoded or not, an absolute path
+    and a digest-looking name are 404 and serve nothing."""
+    c = stack.client()
+    job = c.wait(c.submit(base_spec(name="traversal", params={"epochs": 1, "samples": 8}))["id"], timeout=120)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    digest = c.artifacts(job["id"])["data"][0]["digest"]
+    for name in (
+        "%2E%2E/%2E%2E/%2E%2E/etc/passwd",
+        "outputs/..%2F..%2Freprotrain.db",
+        "%2Fetc%2Fpasswd",
+        digest,
+    ):
+        r = httpx.get(f"{stack.url}/v1/jobs/{job['id']}/artifacts/{name}", timeout=30)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found"), (name, r.text[:200])
