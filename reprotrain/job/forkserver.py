@@ -21,7 +21,7 @@ import socket
 import sys
 from typing import Any
 
-from reprotrain.job import confine
+from reprotrain.job import confine, fingerprint
 from reprotrain.policy import PYTHON_HASH_SEED
 from reprotrain.procs import become_subreaper, children, die_with_parent
 
@@ -200,7 +200,12 @@ def main() -> None:
     gc.freeze()
     become_subreaper()
     server = Server(sys.argv[1])
-    print("READY", isolation.model_dump_json(), flush=True)
+    # what the worker records of the job's environment, read here, where no job code ever ran
+    ready = {
+        "isolation": isolation.model_dump(mode="json"),
+        "static": fingerprint.static_facts().model_dump(mode="json"),
+    }
+    print("READY", json.dumps(ready), flush=True)
     server.serve()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reprotrain.errors import LaunchError
+from reprotrain.fingerprint import StaticFacts
 from reprotrain.isolation import Isolation
 from reprotrain.job.request import LaunchRequest
 from reprotrain.policy import PYTHON_HASH_SEED
@@ -107,6 +108,7 @@ class ForkRunner:
         self.python = python
         self.want, self.job_uid = isolation, job_uid
         self.isolation = Isolation(mode="none", network="host")  # what the server's probe found
+        self.static: StaticFacts | None = None  # the fork server's own reading: no job can patch it
         self._dir = tempfile.mkdtemp(prefix="reprotrain-fs-")
         self.sock_path = os.path.join(self._dir, "fork.sock")
         self._log = open(os.path.join(self._dir, "server.log"), "ab")  # noqa: SIM115
@@ -143,7 +145,9 @@ class ForkRunner:
             self.close()
             log = Path(self._dir, "server.log").read_text(errors="replace")[-2000:]
             raise LaunchError(f"fork server did not start: {log.strip() or 'no output'}")
-        self.isolation = Isolation.model_validate_json(isolation)
+        ready = json.loads(isolation)
+        self.isolation = Isolation.model_validate(ready["isolation"])
+        self.static = StaticFacts.model_validate(ready["static"])
 
     def launch(self, req: LaunchRequest) -> JobHandle:
         if not self.alive:
@@ -198,6 +202,7 @@ class SpawnRunner:
     fresh interpreter may start threads before the job could enter its namespaces)."""
 
     isolation = Isolation(mode="none", network="host", note="the spawn runner does not confine jobs")
+    static = None
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 
 from reprotrain import files
 from reprotrain.errors import InputError, LaunchError
-from reprotrain.fingerprint import env_digest
+from reprotrain.fingerprint import StaticFacts, env_digest
 from reprotrain.inputs import Budget, digest_inputs
 from reprotrain.isolation import Isolation
 from reprotrain.job.confine import job_plan
@@ -112,6 +113,9 @@ def _execute(
     job_id = job_id or uuid.uuid4().hex
     started = datetime.now(UTC)
     copy = spec.mode == "script" if copy_code is None else copy_code
+    isolation = getattr(runner, "isolation", UNCONFINED)
+    if not copy and code_dir is not None and isolation.uid is not None and not _open_to_all(code_dir):
+        copy = True  # the job's uid could not read it where it is (a 0700 directory): a copy it owns
     manifest = prepare_job_dir(job_dir, work, code_dir, copy)
     base = {"job_id": job_id, "name": spec.name, "spec": spec.canonical(), "spec_digest": spec.digest}
     try:
@@ -124,7 +128,7 @@ def _execute(
     shown = None if copy or code_dir is None else str(code_dir.resolve())
     paths = {n: str(Path(i["path"]).resolve()) for n, i in inputs.items()}
     plan = job_plan(
-        getattr(runner, "isolation", UNCONFINED),
+        isolation,
         spec.network,
         writable=[str(job_dir.resolve()), str(work.resolve())],
         readable=[*paths.values(), *([shown] if shown else [])],
@@ -152,10 +156,16 @@ def _execute(
         handle.close()
     take_back(job_dir, work, plan.uid is not None)
     result = assemble(
-        base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0)
-    )
+        base, job_dir, status, exit_code, inputs, manifest, timing(read_child(job_dir), started, t0),
+        trusted=getattr(runner, "static", None),
+    )  # fmt: skip
     result.save(job_dir)
     return result
+
+
+def _open_to_all(path: Path) -> bool:
+    """Whether any uid may list and enter the directory (o+rx)."""
+    return path.stat().st_mode & 0o005 == 0o005
 
 
 def take_back(job_dir: Path, work: Path, reown: bool = False) -> None:
@@ -207,8 +217,11 @@ def assemble(
     inputs: dict[str, Any],
     manifest: dict[str, str],
     timing: dict[str, Any],
+    trusted: StaticFacts | None = None,
 ) -> Result:
-    """The stored result, from what the job process wrote and what is on disk now."""
+    """The stored result, from what the job process wrote and what is on disk now. `trusted`: the
+    fork server's own reading of the static environment, which replaces the job's (user code runs
+    in the job process and could rewrite its report; it cannot reach the fork server)."""
     child = read_child(job_dir)
     if status is Status.SUCCEEDED and (child is None or child.status is not Status.SUCCEEDED):
         status = Status.FAILED  # exited 0 without finishing its record: not a success
@@ -224,6 +237,9 @@ def assemble(
         for e in trace:  # script mode: the last value of each reported metric
             metrics.update(e["metrics"])
     fingerprint = child.fingerprint if child else None
+    if fingerprint is not None and trusted is not None:
+        host = fingerprint.host.model_copy(update={"hostname": socket.gethostname()})
+        fingerprint = fingerprint.model_copy(update={**dict(trusted), "host": host})
     return Result(
         **base,
         status=status,

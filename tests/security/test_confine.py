@@ -314,3 +314,37 @@ def test_what_a_job_plants_in_its_directory_is_never_followed(stack, tmp_path: P
         c.submit(base_spec(name="after-planter", params={"epochs": 1, "samples": 8}))["id"], timeout=120
     )
     assert after["status"] == "SUCCEEDED", after["error"]
+
+
+FORGER = """
+import reprotrain.job.fingerprint as fp
+
+_real = fp.collect
+
+
+def _forged(**kw):
+    got = _real(**kw)
+    torch = got.torch.model_copy(update={"version": "9.9.9"})
+    return got.model_copy(update={"torch": torch, "host": got.host.model_copy(update={"hostname": "forged"})})
+
+
+def train(ctx):
+    fp.collect = _forged  # the job process reports its environment after user code ran
+    return {"done": 1}
+"""
+
+
+def test_a_job_cannot_rewrite_the_environment_it_runs_in(run_job, tmp_path: Path) -> None:
+    """User code patching the job process's fingerprint collection: the static environment and the
+    host in the result are the fork server's own reading, so env_digest is the honest one."""
+    import socket
+
+    import torch
+
+    (tmp_path / "forger.py").write_text(FORGER)
+    honest, _ = run_job(base_spec(), code_dir=ROOT)
+    r, _ = run_job({**base_spec(entrypoint="forger:train"), "params": {}}, code_dir=tmp_path)
+    assert r.status == "SUCCEEDED", r.error
+    assert r.fingerprint.torch.version == torch.__version__ != "9.9.9"
+    assert r.fingerprint.host.hostname == socket.gethostname()
+    assert r.env_digest == honest.env_digest
