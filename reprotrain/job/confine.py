@@ -171,7 +171,7 @@ def _chown_tree(path: str, uid: int) -> None:
 
 
 def enter(plan: Plan) -> None:
-    """Confine this process as the plan says; returns in the confined job (PID 1 of its namespace).
+    """Confine this process as the plan says; returns in the confined job (PID 2 of its namespace).
 
     The caller (the job process) is single-threaded and runs no user code yet. Any failure raises
     ConfineError before user code could run: a job never runs less confined than its plan says."""
@@ -184,7 +184,8 @@ def enter(plan: Plan) -> None:
         _user_namespace(uid, gid)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do here shows outside, nor back
     # held open before anything covers them; opened in this namespace, so binds can take them
-    keep = {p: os.open(p, os.O_PATH) for p in [*plan.readable, *plan.writable] if os.path.exists(p)}
+    paths = [os.path.normpath(p) for p in [*plan.readable, *plan.writable]]
+    keep = {p: os.open(p, os.O_PATH) for p in paths if os.path.exists(p)}
     _set_readonly("/", readonly=True, recursive=True)
     covers = []
     for path, kind in _steps(plan):
