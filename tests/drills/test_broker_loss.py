@@ -73,6 +73,7 @@ def aof_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     yield stack, restart
     stack.stop()
     procs[-1].kill()
+    procs[-1].wait(10)
 
 
 def test_a_broker_killed_and_restarted_loses_nothing(aof_stack, tmp_path: Path) -> None:
