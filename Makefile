@@ -57,7 +57,7 @@ TOOLS_STAMP  := $(DEPLOY_TOOLS)/.installed
 PIP_COMPILE  := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(DEPLOY_TOOLS)/bin/pip-compile -q \
 	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --index-url https://pypi.org/simple
 
-.PHONY: deploy-tools deploy-check image-lock images
+.PHONY: deploy-tools deploy-check image-lock images vendor-web
 
 $(TOOLS_STAMP): deploy/requirements-tools.lock
 	test -x $(DEPLOY_TOOLS)/bin/python || $(PY) -m venv $(DEPLOY_TOOLS)
@@ -74,6 +74,9 @@ image-lock: $(TOOLS_STAMP)  ## regenerate the hashed image locks from requiremen
 	$(PIP_COMPILE) -o requirements-image.lock deploy/requirements-image.in
 	$(PIP_COMPILE) -o requirements-worker.lock deploy/requirements-worker.in
 	$(PIP_COMPILE) -o deploy/requirements-build.lock deploy/requirements-build.in
+
+vendor-web:  ## re-vendor the web assets /docs and /redoc load (needs npm; versions in the script)
+	deploy/vendor-web.sh
 
 images:  ## build both images with reproducible build facts (needs Docker with BuildKit)
 	docker build --target api -t reprotrain-api:local .

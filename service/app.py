@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import create_celery, open_broker
-from reprotrain.errors import ReprotrainError
+from reprotrain.errors import NotFound, ReprotrainError
 from reprotrain.service import errors
 from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
@@ -83,8 +84,20 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     return app
 
 
+VENDOR = Path(__file__).parent / "static" / "vendor"  # deploy/vendor-web.sh fills it from npm
+_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def vendored() -> dict[str, str]:
+    """Every vendored file the API may serve (MANIFEST: `package@version path sha256`), by path."""
+    lines = (VENDOR / "MANIFEST").read_text().splitlines()
+    return {path: spec for spec, path, _ in (line.split() for line in lines if line.strip())}
+
+
 def _docs(app: FastAPI) -> None:
-    """The schema and its two viewers, under the API's auth (open where the API is)."""
+    """The schema and its two viewers, under the API's auth (open where the API is). Their scripts
+    and styles are served from here, vendored: /docs works on a machine without internet."""
+    served = vendored()
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_: Authorized) -> JSONResponse:
@@ -92,11 +105,29 @@ def _docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs(_: Authorized) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="reprotrain API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="reprotrain API",
+            swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(_: Authorized) -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title="reprotrain API")
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="reprotrain API",
+            redoc_js_url="/static/vendor/redoc/redoc.standalone.js",
+            redoc_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+
+    @app.get("/static/vendor/{path:path}", include_in_schema=False)
+    def static(path: str, _: Authorized) -> FileResponse:
+        if path not in served or path.endswith("LICENSE"):
+            raise NotFound(f"no static file {path!r}", field="path")
+        return FileResponse(VENDOR / path, media_type=_TYPES.get(Path(path).suffix))
 
 
 def _probes(app: FastAPI) -> None:

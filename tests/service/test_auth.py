@@ -58,9 +58,12 @@ def test_valid_token_is_accepted_and_probes_stay_open(app_client: AppClient) -> 
     assert set(ready.json()["checks"].values()) <= {"ok", "failed"}  # never an exception's name
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/docs", "/redoc", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/docs", "/redoc", "/openapi.json", "/static/vendor/redoc/redoc.standalone.js"]
+)
 def test_everything_but_liveness_needs_a_token(app_client: AppClient, path: str) -> None:
-    """With tokens set, metrics, docs and the schema answer 401 without one and 200 with one."""
+    """With tokens set, metrics, docs, their assets and the schema answer 401 without one and 200
+    with one."""
     assert app_client.get(path).status_code == 401
     assert app_client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
