@@ -207,6 +207,16 @@ def start_stack(
     return stack
 
 
+def script_spec(
+    client: Client, code_dir: Path, text: str, name: str, script: str = "job.py"
+) -> dict[str, Any]:
+    """A spec (not yet submitted) running `python script` with `text` from a fresh bundle of code_dir."""
+    code_dir.mkdir(parents=True, exist_ok=True)
+    (code_dir / script).write_text(text)
+    digest = client.upload_bundle(make_bundle(code_dir))["digest"]
+    return {"name": name, "command": ["python", script], "bundle": digest, "seed": 1}
+
+
 def submit_script(client: Client, code_dir: Path, name: str, script: str) -> dict[str, Any]:
     """Upload code_dir as a bundle and submit `python script` from it under the seeded policy."""
     digest = client.upload_bundle(make_bundle(code_dir))["digest"]

@@ -14,18 +14,13 @@ import httpx
 import pytest
 import redis
 
-from reprotrain.bundles import make_bundle
-from tests.helpers import base_spec, free_port, make_database, start_stack, wait_for
+from tests.helpers import base_spec, free_port, make_database, script_spec, start_stack, wait_for
 
 BUSY = "import time\nprint('busy', flush=True)\ntime.sleep(4)\n"
 
 
 def _busy_job(c: Any, tmp_path: Path) -> str:
-    code = tmp_path / "busy"
-    code.mkdir(exist_ok=True)
-    (code / "busy.py").write_text(BUSY)
-    digest = c.upload_bundle(make_bundle(code))["digest"]
-    job = c.submit({"name": "busy", "command": ["python", "busy.py"], "bundle": digest, "seed": 1})
+    job = c.submit(script_spec(c, tmp_path / "busy", BUSY, "busy"))
     wait_for(lambda: c.get(job["id"])["status"] == "RUNNING", 60, "the busy job to start")
     return job["id"]
 

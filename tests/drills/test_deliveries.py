@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reprotrain.bundles import make_bundle
 from reprotrain.status import Status
-from tests.helpers import make_database, start_stack, wait_for
+from tests.helpers import make_database, script_spec, start_stack, wait_for
 
 SLOW = "import time\nprint('started', flush=True)\ntime.sleep(6)\n"
 KILLER = """
@@ -45,11 +44,7 @@ def short_visibility(request: pytest.FixtureRequest, redis_server: Any, tmp_path
 
 
 def _script(c: Any, tmp_path: Path, name: str, text: str) -> dict[str, Any]:
-    code = tmp_path / name
-    code.mkdir()
-    (code / "job.py").write_text(text)
-    digest = c.upload_bundle(make_bundle(code))["digest"]
-    return {"name": name, "command": ["python", "job.py"], "bundle": digest, "seed": 1}
+    return script_spec(c, tmp_path / name, text, name)
 
 
 def test_a_job_longer_than_the_visibility_timeout_starts_once(short_visibility, tmp_path: Path) -> None:

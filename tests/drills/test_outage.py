@@ -12,8 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from reprotrain.bundles import make_bundle
-from tests.helpers import make_database, start_stack, wait_for
+from tests.helpers import make_database, script_spec, start_stack, wait_for
 
 SLOW = """
 import os, time
@@ -46,12 +45,8 @@ def test_a_database_outage_is_503_and_runs_nothing_twice(pg_stack, postgres_admi
     """Outage of ~8 s while a 4 s job finishes: every request meanwhile is 503 with Retry-After, the
     job ends SUCCEEDED with attempts == 1 and its artifact, once the database is back."""
     stack, db = pg_stack
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "slow.py").write_text(SLOW)
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(code))["digest"]
-    job = c.submit({"name": "outage", "command": ["python", "slow.py"], "bundle": digest, "seed": 1})
+    job = c.submit(script_spec(c, tmp_path / "code", SLOW, "outage"))
     wait_for(lambda: c.get(job["id"])["status"] == "RUNNING", 60, "the job to start")
     _allow(postgres_admin, db, False)
     try:
@@ -80,12 +75,8 @@ def test_a_run_finished_before_its_worker_died_is_stored_not_run_again(
     a new worker, handed the job again, stores the finished run from the record its predecessor
     kept: SUCCEEDED, attempts 2, the script started once."""
     stack, db = pg_stack
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "slow.py").write_text(SLOW)
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(code))["digest"]
-    job = c.submit({"name": "orphaned", "command": ["python", "slow.py"], "bundle": digest, "seed": 1})
+    job = c.submit(script_spec(c, tmp_path / "code", SLOW, "orphaned"))
     wait_for(lambda: b"started" in b"".join(c.logs(job["id"])), 60, "the job to start")
     record = Path(stack.env["REPROTRAIN_DATA_DIR"]) / "jobs" / job["id"] / "attempt-1.result.json"
     _allow(postgres_admin, db, False)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reprotrain.bundles import make_bundle
-from tests.helpers import ROOT, base_spec
+from tests.helpers import ROOT, base_spec, script_spec
 
 TIMEOUT = 120
 
@@ -97,13 +96,11 @@ print(json.dumps(report))
 
 
 def _run_hostile(stack, redis_server, tmp_path: Path, network: str) -> tuple[dict, dict]:
-    (tmp_path / "hostile.py").write_text(HOSTILE)
     data = Path(stack.env["REPROTRAIN_DATA_DIR"])
     db = stack.env["REPROTRAIN_DATABASE_URL"]
     c = stack.client()
     c.wait(c.submit(base_spec())["id"], timeout=TIMEOUT)  # another job, with a directory to look for
-    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
-    spec = {"name": "hostile", "command": ["python", "hostile.py"], "bundle": digest, "seed": 1}
+    spec = script_spec(c, tmp_path, HOSTILE, "hostile", "hostile.py")
     targets = {
         "database": db.removeprefix("sqlite:///") if db.startswith("sqlite") else None,
         "data": str(data),
@@ -288,13 +285,9 @@ def test_what_a_job_plants_in_its_directory_is_never_followed(stack, tmp_path: P
     data = Path(stack.env["REPROTRAIN_DATA_DIR"])
     victim = tmp_path / "victim.sh"
     victim.write_text("#!/bin/sh\necho untouched\n")
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "plant.py").write_text(PLANTER)
     targets = {"key": str(data / "keys" / "worker-ed25519.pem"), "data": str(data), "victim": str(victim)}
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(code))["digest"]
-    spec = {"name": "planter", "command": ["python", "plant.py"], "bundle": digest, "seed": 1}
+    spec = script_spec(c, tmp_path / "code", PLANTER, "planter", "plant.py")
     job = c.wait(c.submit({**spec, "env": {"TARGETS": json.dumps(targets)}})["id"], timeout=120)
     if job["isolation"]["mode"] == "none":
         pytest.skip("this machine cannot confine jobs")

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from reprotrain.artifacts import ArtifactStore
-from reprotrain.bundles import make_bundle
 from reprotrain.errors import ApiError, ArtifactTampered
 from reprotrain.hashing import digest_bytes
-from tests.helpers import base_spec
+from tests.helpers import base_spec, script_spec
 
 TIMEOUT = 120
 
@@ -71,10 +70,8 @@ def test_a_verdict_never_reads_forged_bytes(stack, tmp_path: Path) -> None:
     """Two runs whose logs differ: the verdict reads both logs to find the first differing line; one
     forged in the store makes the verdict incomparable, naming integrity_error, and marks the job."""
     noisy = "import torch\nfor step in range(20):\n    print(step, torch.rand(1).item())\n"
-    (tmp_path / "noisy.py").write_text(noisy)
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
-    spec = {"name": "forged-log", "command": ["python", "noisy.py"], "bundle": digest}
+    spec = script_spec(c, tmp_path, noisy, "forged-log", "noisy.py")
     a = c.wait(c.submit({**spec, "seed": 1})["id"], timeout=TIMEOUT)
     b = c.wait(c.submit({**spec, "seed": 2})["id"], timeout=TIMEOUT)
     assert a["status"] == b["status"] == "SUCCEEDED", (a["error"], b["error"])
@@ -95,10 +92,9 @@ def test_a_changed_bundle_cache_is_extracted_again_and_a_changed_archive_fails_t
 ) -> None:
     """The worker's extracted copy of a bundle, rewritten between two runs, is not what the second
     run executes; an archive whose bytes no longer hash to its digest fails the job, unextracted."""
-    (tmp_path / "victim.py").write_text("print('the original text')\n")
     c = stack.client()
-    digest = c.upload_bundle(make_bundle(tmp_path))["digest"]
-    spec = {"name": "victim", "command": ["python", "victim.py"], "bundle": digest, "seed": 1}
+    spec = script_spec(c, tmp_path, "print('the original text')\n", "victim", "victim.py")
+    digest = spec["bundle"]
     first = c.wait(c.submit(spec)["id"], timeout=TIMEOUT)
     assert first["status"] == "SUCCEEDED", first["error"]
     data = Path(stack.env["REPROTRAIN_DATA_DIR"])
