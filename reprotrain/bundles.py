@@ -205,6 +205,15 @@ def validate_bundle(path: Path, *, max_unpacked_bytes: int, max_members: int = 2
         _scan(tf, max_unpacked_bytes=max_unpacked_bytes, max_members=max_members)
 
 
+def archive_digest(path: Path) -> str:
+    """A stored archive's digest as a spec names it ("sha256:<hex>"), from its bytes now."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return DIGEST_PREFIX + h.hexdigest()
+
+
 def _spool(chunks: Iterable[bytes], fd: int, max_bytes: int) -> tuple[str, int]:
     """Write chunks to fd, hashing and counting; BundleTooLarge before a byte past max_bytes is written."""
     digest, size = hashlib.sha256(), 0

@@ -71,6 +71,14 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def chown_tree(root: str | Path, uid: int, gid: int) -> None:
+    """Hand a tree, root included, to uid:gid; links are changed themselves, never followed."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirs, names in os.walk(root):
+        for name in dirs + names:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
 def open_regular(path: Path) -> BinaryIO | None:
     """A file in a directory a job can write, opened for reading only if it is a regular file
     itself: never through a link, never a FIFO (which would block) or a device. None otherwise."""

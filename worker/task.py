@@ -6,7 +6,6 @@ The Celery task is a thin edge over `handle`; everything here is plain functions
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
-from reprotrain.bundles import bundle_path, extract_bundle
+from reprotrain.bundles import archive_digest, bundle_path, extract_bundle
 from reprotrain.errors import ArtifactTampered, LaunchError
 from reprotrain.files import manifest, open_regular, write_atomic
 from reprotrain.hashing import digest_file
@@ -263,8 +262,8 @@ def prepare_code(rt: Runtime, spec: JobSpec) -> Path | None:
         gone = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.gone")
         dest.rename(gone)
         shutil.rmtree(gone, ignore_errors=True)
-    if sha256_file(src) != spec.bundle:
-        raise ArtifactTampered(spec.bundle, sha256_file(src), "bundle archive")
+    if (actual := archive_digest(src)) != spec.bundle:
+        raise ArtifactTampered(spec.bundle, actual, "bundle archive")
     tmp = dest.with_name(dest.name + f".{uuid.uuid4().hex}")
     tmp.mkdir(parents=True)
     extract_bundle(src, tmp, max_unpacked_bytes=rt.settings.max_bundle_unpacked_bytes)
@@ -283,14 +282,6 @@ def _tree_matches(dest: Path, tree: Path) -> bool:
         return bool(manifest(dest) == json.loads(tree.read_text()))
     except (OSError, ValueError):
         return False
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
 
 
 def _du(path: Path) -> int:

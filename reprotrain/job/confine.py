@@ -27,6 +27,7 @@ import struct
 import sys
 from pathlib import Path
 
+from reprotrain.files import chown_tree
 from reprotrain.isolation import Isolation, Mode, Network, Plan
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
@@ -163,13 +164,6 @@ def _steps(plan: Plan) -> list[tuple[str, str]]:
     )
 
 
-def _chown_tree(path: str, uid: int) -> None:
-    os.chown(path, uid, uid, follow_symlinks=False)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
-
-
 def enter(plan: Plan) -> None:
     """Confine this process as the plan says; returns in the confined job (PID 2 of its namespace).
 
@@ -203,7 +197,7 @@ def enter(plan: Plan) -> None:
         _loopback_up()
     if plan.uid is not None:
         for path in plan.writable:
-            _chown_tree(path, plan.uid)
+            chown_tree(path, plan.uid, plan.uid)
     for fd in keep.values():
         os.close(fd)
     _relay_or_continue(plan)

@@ -183,9 +183,7 @@ def take_back(job_dir: Path, work: Path, reown: bool = False) -> None:
         dest.unlink()
     move_out(work, dest)
     if reown:  # the job ran as another uid: its files are the worker's again
-        for root, dirs, names in os.walk(job_dir):
-            for name in [".", *dirs, *names]:
-                os.chown(os.path.join(root, name), os.getuid(), os.getgid(), follow_symlinks=False)
+        files.chown_tree(job_dir, os.getuid(), os.getgid())
 
 
 def supervise(
