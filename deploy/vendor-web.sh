@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Vendor the web assets the API serves (Swagger UI and ReDoc for /docs and /redoc), so nothing is
-# fetched from the internet at run time. Each package comes from the npm registry at the pinned
-# version below (`npm pack`), and only the files served are kept, with the package's license.
+# Vendor the web assets the API serves (Swagger UI and ReDoc for /docs and /redoc, uPlot for the
+# web UI's charts), so nothing is fetched from the internet at run time. Each package comes from
+# the npm registry at the pinned version below (`npm pack`), and only the files served are kept,
+# with the package's license.
 # service/static/vendor/MANIFEST lists package@version and each file's sha256; a test checks it.
 #
 #   deploy/vendor-web.sh        (needs npm; run it again after changing a version)
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
     "swagger-ui-dist@5.35.0:swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE"
     "redoc@3.0.1:bundles/redoc.standalone.js LICENSE"
+    "uplot@1.6.32:dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE"
 )
 dest=service/static/vendor
 tmp=$(mktemp -d)

@@ -19,6 +19,8 @@ MAX_SEED = 2**63 - 1
 POLICIES = ("off", "seeded", "strict", "warn")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+MAX_TAGS = 16
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:=/+-]{1,64}$")]  # no comma: stored comma-joined
 
 Policy = Literal["off", "seeded", "strict", "warn"]
 StrictBool = Annotated[bool, Field(strict=True)]
@@ -76,6 +78,9 @@ class JobSpec(Frozen):
     """Job spec v1. Exactly one of `entrypoint` (function mode) or `command` (script mode)."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = "job"
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(
+        default_factory=list, description="labels to find the job by (the runs table filters on them)"
+    )
     entrypoint: str | None = None
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     bundle: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
@@ -105,6 +110,11 @@ class JobSpec(Frozen):
         if v is not None and not _ENTRYPOINT.match(v):
             raise ValueError("must look like 'package.module:function'")
         return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_once(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))  # a tag given twice is one tag
 
     @field_validator("env")
     @classmethod
@@ -148,6 +158,8 @@ class JobSpec(Frozen):
                 del data[optional]
         if data["network"] == "none":  # the default: the digest it had before the field existed
             del data["network"]
+        if not data["tags"]:  # likewise
+            del data["tags"]
         return data
 
     @cached_property  # the spec is frozen; a submit reads the digest more than once

@@ -20,7 +20,7 @@ from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import create_celery, open_broker
 from reprotrain.errors import NotFound, ReprotrainError
-from reprotrain.service import errors
+from reprotrain.service import errors, ui
 from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.include_router(router)
     _probes(app)
     _docs(app)
+    ui.install(app)
     return app
 
 

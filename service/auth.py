@@ -1,4 +1,10 @@
-"""Bearer API tokens: required whenever tokens are configured or the server listens beyond loopback."""
+"""API tokens: required whenever tokens are configured or the server listens beyond loopback.
+
+A client sends `Authorization: Bearer <token>`. The web UI signs in once (`POST /v1/session`) and
+the browser then holds the token in an HttpOnly, SameSite=Strict session cookie, never in a URL
+or in script-readable storage; a request that changes something on the cookie's strength must also
+carry `X-Reprotrain-UI: 1`, which a page of another site cannot send without asking first (CSRF).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,25 @@ from fastapi import Depends, Request
 from reprotrain.errors import Unauthorized
 from reprotrain.settings import Settings
 
+COOKIE = "reprotrain_session"
+UI_HEADER = "x-reprotrain-ui"
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+def valid(token: str, accepted: set[str]) -> bool:
+    return any(hmac.compare_digest(token.encode(), t.encode()) for t in accepted)
+
 
 def _check(request: Request, accepted: set[str]) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and (cookie := request.cookies.get(COOKIE)):
+        if request.method not in _SAFE and request.headers.get(UI_HEADER) != "1":
+            raise Unauthorized(f"a signed-in browser's change needs the {UI_HEADER} header")
+        scheme, token = "bearer", cookie
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    if not any(hmac.compare_digest(token.encode(), t.encode()) for t in accepted):
+    if not valid(token, accepted):
         raise Unauthorized("invalid API token")
 
 

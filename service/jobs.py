@@ -50,6 +50,18 @@ def live_trace(store: Store, row: JobRow) -> list[dict[str, Any]]:
     return out
 
 
+VERDICTS = ("identical", "results_identical", "metrics_identical", "diverged", "incomparable", "none")
+
+
+def parse_verdict_filter(values: list[str] | None) -> list[str] | None:
+    """Verdict kinds, repeated or comma-separated; `none` matches jobs without a verdict."""
+    out = [v.strip().lower() for value in values or () for v in value.split(",") if v.strip()]
+    for v in out:
+        if v not in VERDICTS:
+            raise SpecInvalid(f"unknown verdict {v!r}; one of {', '.join(VERDICTS)}", field="verdict")
+    return out or None
+
+
 def parse_status_filter(values: list[str] | None) -> list[str] | None:
     if not values:
         return None

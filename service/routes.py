@@ -6,15 +6,17 @@ import asyncio
 import json
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import store_bundle
 from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
 from reprotrain.manifest import SignedManifest
+from reprotrain.series import MAX_POINTS, series
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
 from reprotrain.service.schemas import (
@@ -29,11 +31,15 @@ from reprotrain.service.schemas import (
     JobsPublic,
     KeyPublic,
     KeysPublic,
+    RunPublic,
+    RunsPublic,
+    SeriesPublic,
     StoredResultPublic,
     TracePublic,
 )
 from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
+from reprotrain.store.repo import RunFilter
 from reprotrain.stored_verdicts import job_verdict, stored_result
 from reprotrain.verdict import Verdict
 
@@ -98,21 +104,60 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
     return _created(JobPublic.from_row(await st.writer.create(spec)))
 
 
+def job_filter(
+    status: Annotated[list[str] | None, Query(description="filter; repeat or comma-separate")] = None,
+    name: Annotated[str | None, Query(description="exact name", max_length=200)] = None,
+    search: Annotated[
+        str | None, Query(description="part of the name, or the start of the id", max_length=200)
+    ] = None,
+    tag: Annotated[str | None, Query(description="jobs whose spec has this tag", max_length=64)] = None,
+    verdict: Annotated[
+        list[str] | None, Query(description="a re-run's verdict kind, or none; repeat or comma-separate")
+    ] = None,
+    rerun_of: Annotated[str | None, Query(max_length=32)] = None,
+) -> RunFilter:
+    return RunFilter(
+        status=jobs.parse_status_filter(status),
+        name=name or None,
+        search=search or None,
+        tag=tag or None,
+        verdict=jobs.parse_verdict_filter(verdict),
+        rerun_of=rerun_of or None,
+    )
+
+
+Filtered = Annotated[RunFilter, Depends(job_filter)]
+
+
 @router.get("/jobs", response_model=JobsPublic, tags=["jobs"])
 def list_jobs(
     request: Request,
     _: Authorized,
-    status: Annotated[list[str] | None, Query(description="filter; repeat or comma-separate")] = None,
-    name: str | None = None,
-    rerun_of: str | None = None,
+    where: Filtered,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobsPublic:
-    """Jobs, newest first, filtered by status, name or original job, one page at a time."""
-    rows, total = _state(request).store.list_jobs(
-        status=jobs.parse_status_filter(status), name=name, rerun_of=rerun_of, limit=limit, offset=offset
-    )
+    """Jobs, newest first, filtered by status, name, tag, verdict or original job, one page at a time."""
+    rows, total = _state(request).store.list_jobs(where, limit=limit, offset=offset)
     return JobsPublic(data=[JobPublic.from_row(r) for r in rows], count=total, limit=limit, offset=offset)
+
+
+@router.get("/runs", response_model=RunsPublic, tags=["jobs"])
+def list_runs(
+    request: Request,
+    _: Authorized,
+    where: Filtered,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> RunsPublic:
+    """The runs table: a light row per job (no spec, result or trace), newest first, with the same
+    filters as GET /v1/jobs. What the web UI lists."""
+    store = _state(request).store
+    rows, total = store.list_runs(where, limit=limit, offset=offset)
+    facts = store.run_facts([r.id for r in rows])
+    at = datetime.now(UTC)
+    data = [RunPublic.from_row(r, facts.get(r.id, {}), at) for r in rows]
+    return RunsPublic(data=data, count=total, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
@@ -181,6 +226,24 @@ def job_trace(
     return TracePublic(status=row.status, data=trace[since:], count=len(trace))
 
 
+@router.get("/jobs/{job_id}/series", response_model=SeriesPublic, tags=["data"])
+def job_series(
+    request: Request,
+    job_id: str,
+    _: Authorized,
+    points: Annotated[int, Query(ge=8, le=MAX_POINTS, description="about how many steps to return")] = 2000,
+    start: Annotated[int | None, Query(ge=-MAX_OFFSET, le=MAX_OFFSET, description="first step")] = None,
+    end: Annotated[int | None, Query(ge=-MAX_OFFSET, le=MAX_OFFSET, description="last step")] = None,
+    keep: Annotated[list[int] | None, Query(description="steps always returned (a divergence)")] = None,
+) -> SeriesPublic:
+    """The trace as chart columns, downsampled past `points` entries (first, last, min and max of
+    each metric per bucket, and every `keep` step); exact values for a range that fits."""
+    st = _state(request)
+    row = st.store.get_job(job_id)
+    found = series(jobs.live_trace(st.store, row), points=points, start=start, end=end, keep=keep or ())
+    return SeriesPublic(status=row.status, **found)
+
+
 @router.get("/jobs/{job_id}/fingerprint", response_model=FingerprintPublic, tags=["data"])
 def job_fingerprint(request: Request, job_id: str, _: Authorized) -> FingerprintPublic:
     """The environment fingerprint the job ran in, with its env_digest and determinism record."""
@@ -189,7 +252,11 @@ def job_fingerprint(request: Request, job_id: str, _: Authorized) -> Fingerprint
         raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
     r = stored_result(job_id, row.result)
     return FingerprintPublic(
-        env_digest=r.env_digest, fingerprint=r.fingerprint, determinism=r.determinism, inputs=r.inputs
+        env_digest=r.env_digest,
+        fingerprint=r.fingerprint,
+        determinism=r.determinism,
+        inputs=r.inputs,
+        nondeterministic_ops=[op.model_dump(mode="json") for op in r.nondeterministic_ops],
     )
 
 

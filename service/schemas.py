@@ -102,6 +102,77 @@ class JobsPublic(BaseModel):
     offset: int
 
 
+class RunPublic(BaseModel):
+    """One row of the runs table: what a list shows, read without the large JSON columns."""
+
+    id: str
+    name: str
+    status: str
+    queue: str
+    tags: list[str]
+    seed: int | None
+    policy: str | None
+    rerun_of: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None = Field(description="started to finished (to now while running)")
+    user_s: float | None = Field(description="the job's own run time, once it ended")
+    attempts: int
+    metrics: dict[str, Any] | None = Field(description="final metrics")
+    verdict: str | None = Field(description="a re-run's verdict kind")
+    diverged_at: int | None = Field(description="a diverged re-run's first differing step")
+    error_type: str | None
+
+    @classmethod
+    def from_row(cls, row: Any, facts: dict[str, Any], at: datetime) -> RunPublic:
+        started, finished = _utc(row.started_at), _utc(row.finished_at)
+        duration = ((finished or at) - started).total_seconds() if started else None
+        user_s = facts.get("user_s")
+        return cls(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            queue=row.queue,
+            tags=[t for t in (row.tags or "").split(",") if t],
+            seed=facts.get("seed") if isinstance(facts.get("seed"), int) else None,
+            policy=facts.get("policy") if isinstance(facts.get("policy"), str) else None,
+            rerun_of=row.rerun_of,
+            created_at=_utc(row.created_at),  # type: ignore[arg-type]
+            started_at=started,
+            finished_at=finished,
+            duration_s=duration,
+            user_s=user_s if isinstance(user_s, int | float) else None,
+            attempts=row.attempts,
+            metrics=row.metrics,
+            verdict=row.verdict_kind,
+            diverged_at=facts.get("diverged_at") if isinstance(facts.get("diverged_at"), int) else None,
+            error_type=(row.error or {}).get("type"),
+        )
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int = Field(description="jobs matching the filter, across all pages")
+    limit: int
+    offset: int
+
+
+class SeriesPublic(BaseModel):
+    """A job's trace as chart columns: every entry in range (`exact`), or per-bucket first, last,
+    min and max of each metric plus the steps asked to be kept (`keep`)."""
+
+    status: str
+    count: int = Field(description="trace entries in the range")
+    exact: bool
+    steps: list[int]
+    metrics: dict[str, list[float | None]] = Field(description="one value per step; null: not a number")
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+
+
 class CancelPublic(BaseModel):
     id: str
     status: str = Field(description="CANCELED at once if queued; RUNNING until its worker stops it")
@@ -128,6 +199,9 @@ class FingerprintPublic(BaseModel):
     fingerprint: Fingerprint | None
     determinism: DeterminismRecord | None
     inputs: dict[str, Any] = Field(description="each input's content digest, by name")
+    nondeterministic_ops: list[dict[str, Any]] = Field(
+        default_factory=list, description="ops torch warned about (policy warn): op, count, message"
+    )
 
 
 class TracePublic(BaseModel):

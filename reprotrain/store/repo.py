@@ -33,6 +33,7 @@ from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow,
 from reprotrain.verdict import Verdict
 
 _INSERT_JOB = insert(JobRow)
+_NEWEST_FIRST = (JobRow.created_at.desc(), JobRow.id.desc())  # ix_jobs_created_at_id, read backwards
 UNSENT_GRACE_S = 10  # a job is sent right after its row commits; give that moment to happen
 
 
@@ -59,11 +60,58 @@ class NewJob:
     env_digest: str | None = None
     result: dict[str, Any] | None = None
     verdict: dict[str, Any] | None = None
+    tags: str | None = None
+
+
+def tags_column(tags: list[str]) -> str | None:
+    """Spec tags as the runs table stores them: ",a,b," (a filter matches ",tag,"), None for none."""
+    return "," + ",".join(tags) + "," if tags else None
 
 
 # what a new job sets; the other columns stay SQL NULL (not JSON 'null', which costs an encode each)
 _NEW_COLUMNS = ("id", "name", "queue", "spec", "spec_digest", "bundle", "rerun_of")
-_NEW_COLUMNS += ("created_at", "sent_at", "status", "attempts", "cancel_requested")
+_NEW_COLUMNS += ("created_at", "sent_at", "status", "attempts", "cancel_requested", "tags")
+
+# the runs table's columns: everything but the large JSON ones (spec, result, manifest, verdict)
+RUN_COLUMNS = (
+    JobRow.id, JobRow.name, JobRow.status, JobRow.queue, JobRow.tags, JobRow.rerun_of,
+    JobRow.created_at, JobRow.started_at, JobRow.finished_at, JobRow.attempts,
+    JobRow.metrics, JobRow.verdict_kind, JobRow.error, JobRow.spec_digest,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """What the runs table (and the job list) can filter on; every field narrows."""
+
+    status: list[str] | None = None
+    name: str | None = None  # exact
+    search: str | None = None  # part of the name, or the start of the id
+    tag: str | None = None
+    verdict: list[str] | None = None  # verdict kinds; "none": jobs without one
+    rerun_of: str | None = None
+
+    def where(self, q: Any) -> Any:
+        if self.status:
+            q = q.where(JobRow.status.in_(self.status))
+        if self.name:
+            q = q.where(JobRow.name == self.name)
+        if self.search:
+            q = q.where(
+                JobRow.name.contains(self.search, autoescape=True)
+                | JobRow.id.startswith(self.search.lower(), autoescape=True)
+            )
+        if self.tag:
+            q = q.where(JobRow.tags.contains(f",{self.tag},", autoescape=True))
+        if self.verdict:
+            kinds = [v for v in self.verdict if v != "none"]
+            cond = JobRow.verdict_kind.in_(kinds)
+            if "none" in self.verdict:
+                cond = cond | JobRow.verdict_kind.is_(None)
+            q = q.where(cond)
+        if self.rerun_of:
+            q = q.where(JobRow.rerun_of == self.rerun_of)
+        return q
 
 
 def store_unavailable(e: BaseException) -> bool:
@@ -148,6 +196,7 @@ class Store:
                 rerun_of=rerun_of,
                 created_at=t,
                 sent_at=t,  # the API sends right after this commit; the reconciler covers a crash
+                tags=tags_column(spec.tags),
             )
             for spec, rerun_of in items
         ]
@@ -182,26 +231,40 @@ class Store:
         return row
 
     def list_jobs(
-        self,
-        *,
-        status: list[str] | None = None,
-        name: str | None = None,
-        rerun_of: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
+        self, where: RunFilter | None = None, *, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobRow], int]:
         """Newest first; the total counts every match, not only this page."""
-        q = select(JobRow)
-        if status:
-            q = q.where(JobRow.status.in_(status))
-        if name:
-            q = q.where(JobRow.name == name)
-        if rerun_of:
-            q = q.where(JobRow.rerun_of == rerun_of)
+        where = where or RunFilter()
         with self.session() as s:
-            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
-            return list(rows), total
+            total = s.scalar(where.where(select(func.count()).select_from(JobRow))) or 0
+            q = where.where(select(JobRow)).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
+            return list(s.scalars(q)), total
+
+    def list_runs(
+        self, where: RunFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Any], int]:
+        """The runs table: light rows (no spec, result or manifest), newest first, and the total."""
+        where = where or RunFilter()
+        with self.session() as s:
+            total = s.scalar(where.where(select(func.count()).select_from(JobRow))) or 0
+            q = where.where(select(*RUN_COLUMNS)).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
+            return list(s.execute(q).all()), total
+
+    def run_facts(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Seed, policy, user time and the verdict's first differing step of these jobs, read out of
+        their JSON in the database (one page of the runs table; never the whole trace)."""
+        if not job_ids:
+            return {}
+        cols = (
+            JobRow.id,
+            JobRow.spec["seed"],
+            JobRow.spec["determinism"]["policy"],
+            JobRow.result["timing"]["user_s"],
+            JobRow.verdict["divergence"]["step"],
+        )
+        with self.session() as s:
+            rows = s.execute(select(*cols).where(JobRow.id.in_(job_ids))).all()
+        return {r[0]: {"seed": r[1], "policy": r[2], "user_s": r[3], "diverged_at": r[4]} for r in rows}
 
     def mark_sent(self, job_id: str) -> None:
         with self.session() as s:
@@ -293,6 +356,7 @@ class Store:
             "lease_expires_at": None,
             "error": clean_json(error.model_dump(mode="json")) if error else None,
             "verdict": clean_json(verdict.model_dump(mode="json")) if verdict else None,
+            "verdict_kind": verdict.verdict if verdict else None,
             "manifest": manifest,
         }
         if result is not None:

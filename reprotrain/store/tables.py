@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -44,6 +44,11 @@ class JobRow(Base):
     # set when a stored artifact of the job no longer matches its digest (never cleared by a read)
     integrity_error: Mapped[dict[str, Any] | None] = mapped_column(Json)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the signed run manifest
+    # for the runs table, which filters and sorts without reading the JSON columns
+    tags: Mapped[str | None] = mapped_column(String(1200))  # ",a,b," (spec tags; None: no tags)
+    verdict_kind: Mapped[str | None] = mapped_column(String(24), index=True)  # a re-run's verdict
+
+    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
 
 
 class ArtifactRow(Base):

@@ -1,0 +1,637 @@
+// The reprotrain web UI: runs, one job, and any two jobs compared. Plain ES module, no build step.
+// Everything it shows comes from the API (/v1/...), with the browser's session cookie; every value
+// from a job is inserted as text (esc, textContent), never as markup.
+
+const main = document.getElementById("main");
+const STATUSES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "TIMED_OUT"];
+const VERDICTS = ["identical", "results_identical", "metrics_identical", "diverged", "incomparable", "none"];
+const FINAL = new Set(["SUCCEEDED", "FAILED", "CANCELED", "TIMED_OUT"]);
+const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#9a6700"];
+const LOG_KEEP = 200_000; // characters of each log kept on the page
+
+// what tests and the curious can read: the charts on the page, by metric
+window.reprotrain = { charts: {} };
+
+class AuthNeeded extends Error {}
+
+const esc = (v) =>
+  String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const short = (id) => esc(String(id).slice(0, 8));
+const enc = encodeURIComponent;
+
+async function request(path, { method = "GET", body } = {}) {
+  const headers = { "X-Reprotrain-UI": "1" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (r.status === 401) throw new AuthNeeded();
+  if (!r.ok) {
+    let message = `${r.status} ${r.statusText}`;
+    try {
+      message = (await r.json()).error?.message || message;
+    } catch {}
+    throw new Error(message);
+  }
+  return r;
+}
+
+async function api(path, opts) {
+  const r = await request(path, opts);
+  return r.status === 204 ? null : r.json();
+}
+
+// ---- navigation -----------------------------------------------------------------------------
+let generation = 0; // bumped on every navigation: a page's timers stop when it is no longer shown
+
+function go(path) {
+  history.pushState(null, "", path);
+  route();
+}
+
+document.addEventListener("click", (e) => {
+  const a = e.target.closest("a[data-link]");
+  if (a && e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey) {
+    e.preventDefault();
+    go(a.getAttribute("href"));
+  }
+});
+window.addEventListener("popstate", route);
+
+function every(gen, ms, fn) {
+  const tick = async () => {
+    if (gen !== generation) return;
+    let again = true;
+    try {
+      again = (await fn()) !== false;
+    } catch (e) {
+      if (e instanceof AuthNeeded) return showLogin();
+      console.warn(e);
+    }
+    if (again && gen === generation) setTimeout(tick, ms);
+  };
+  setTimeout(tick, ms);
+}
+
+async function route() {
+  const gen = ++generation;
+  window.reprotrain.charts = {};
+  const path = location.pathname;
+  try {
+    const session = await api("/v1/session");
+    if (!session.signed_in) return showLogin();
+    whoami(session);
+    await loadUPlot();
+    let m;
+    if (path === "/") await runsPage(gen);
+    else if ((m = path.match(/^\/jobs\/([^/]+)$/))) await jobPage(gen, decodeURIComponent(m[1]));
+    else if ((m = path.match(/^\/compare\/([^/]+)\/([^/]+)$/)))
+      await comparePage(gen, decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+    else main.innerHTML = `<p>No page here. <a href="/" data-link>Runs</a></p>`;
+  } catch (e) {
+    if (e instanceof AuthNeeded) return showLogin();
+    main.innerHTML = `<div class="error"><b>Could not load this page:</b> ${esc(e.message)}</div>`;
+  }
+}
+
+function whoami(session) {
+  const who = document.getElementById("who");
+  if (!session.auth_required) {
+    who.textContent = "no sign-in (loopback)";
+    return;
+  }
+  who.innerHTML = `<button id="signout">Sign out</button>`;
+  document.getElementById("signout").onclick = async () => {
+    await api("/v1/session", { method: "DELETE" });
+    showLogin();
+  };
+}
+
+function showLogin(message = "") {
+  generation++;
+  document.getElementById("who").textContent = "";
+  main.innerHTML = `
+    <form class="login" id="login">
+      <h1>Sign in</h1>
+      <p class="muted">This server wants an API token (REPROTRAIN_API_TOKENS). It is kept for this
+      browser session only, in a cookie scripts cannot read.</p>
+      <input type="password" name="token" placeholder="API token" autocomplete="current-password" required>
+      <button class="primary">Sign in</button>
+      <p class="error-line" id="login-error">${esc(message)}</p>
+    </form>`;
+  document.getElementById("login").onsubmit = async (e) => {
+    e.preventDefault();
+    const token = e.target.token.value;
+    try {
+      await api("/v1/session", { method: "POST", body: { token } });
+      route();
+    } catch (err) {
+      showLogin(err instanceof AuthNeeded ? "That token is not valid." : err.message);
+    }
+  };
+}
+
+let uplotLoaded = null;
+function loadUPlot() {
+  if (window.uPlot) return Promise.resolve();
+  uplotLoaded ??= new Promise((resolve, reject) => {
+    const css = document.createElement("link");
+    css.rel = "stylesheet";
+    css.href = "/static/vendor/uplot/uPlot.min.css";
+    document.head.append(css);
+    const s = document.createElement("script");
+    s.src = "/static/vendor/uplot/uPlot.iife.min.js";
+    s.onload = resolve;
+    s.onerror = () => {
+      uplotLoaded = null;
+      reject(new Error("the chart library did not load"));
+    };
+    document.head.append(s);
+  });
+  return uplotLoaded;
+}
+
+// ---- formatting -----------------------------------------------------------------------------
+const badge = (status) => `<span class="badge s-${esc(status)}" data-status="${esc(status)}">${esc(status)}</span>`;
+const verdictBadge = (kind) =>
+  kind ? `<span class="badge v-${esc(kind)}" data-verdict="${esc(kind)}">${esc(kind.replace("_", " "))}</span>` : "";
+
+function num(v) {
+  if (typeof v !== "number") return esc(typeof v === "object" ? JSON.stringify(v) : v);
+  if (Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(4) : v.toPrecision(6).replace(/\.?0+$/, "");
+}
+
+function secs(s) {
+  if (s == null) return "";
+  if (s < 1) return `${(s * 1000).toFixed(0)} ms`;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const t = new Date(iso);
+  const ago = (Date.now() - t.getTime()) / 1000;
+  const rel = ago < 60 ? `${Math.max(0, Math.round(ago))} s ago` : ago < 3600 ? `${Math.round(ago / 60)} min ago`
+    : ago < 86400 ? `${Math.round(ago / 3600)} h ago` : t.toISOString().slice(0, 10);
+  return `<span title="${esc(t.toISOString())}">${rel}</span>`;
+}
+
+const between = (a, b) => (a && b ? (new Date(b) - new Date(a)) / 1000 : null);
+
+function metrics(m, most = 3) {
+  const entries = Object.entries(m || {}).filter(([, v]) => typeof v !== "object" || v === null);
+  return entries.slice(0, most).map(([k, v]) => `<span class="metric">${esc(k)} <b>${num(v)}</b></span>`).join("");
+}
+
+function flatten(obj, prefix = "", out = {}) {
+  if (obj && typeof obj === "object" && !Array.isArray(obj) && Object.keys(obj).length) {
+    for (const [k, v] of Object.entries(obj)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) out[prefix] = obj;
+  return out;
+}
+
+const show = (v) => (v === undefined ? `<span class="muted">—</span>` : esc(typeof v === "string" ? v : JSON.stringify(v)));
+
+function kvTable(obj) {
+  const rows = Object.entries(flatten(obj)).map(([k, v]) => `<tr><td class="mono">${esc(k)}</td><td class="mono">${show(v)}</td></tr>`);
+  return `<table class="kv">${rows.join("") || `<tr><td class="muted">nothing</td><td></td></tr>`}</table>`;
+}
+
+// ---- runs -----------------------------------------------------------------------------------
+const PAGE = 50;
+
+async function runsPage(gen) {
+  const q = new URLSearchParams(location.search);
+  const opt = (values, chosen, any) =>
+    `<option value="">${any}</option>` +
+    values.map((v) => `<option value="${v}" ${v === chosen ? "selected" : ""}>${v.toLowerCase().replace("_", " ")}</option>`).join("");
+  main.innerHTML = `
+    <h1>Runs <span class="muted" id="count"></span></h1>
+    <form class="filters" id="filters">
+      <select name="status" aria-label="status">${opt(STATUSES, q.get("status"), "any status")}</select>
+      <input name="search" placeholder="name or id" value="${esc(q.get("search") || "")}" aria-label="name or id">
+      <input name="tag" placeholder="tag" value="${esc(q.get("tag") || "")}" aria-label="tag">
+      <select name="verdict" aria-label="verdict">${opt(VERDICTS, q.get("verdict"), "any verdict")}</select>
+      <button>Filter</button>
+      <span class="muted">updates live</span>
+    </form>
+    <table class="runs">
+      <thead><tr><th>status</th><th>name</th><th>tags</th><th>seed</th><th>policy</th><th>queue</th>
+      <th>created</th><th>duration</th><th>final metrics</th><th>verdict</th><th>re-run of</th></tr></thead>
+      <tbody id="rows"></tbody>
+    </table>
+    <div class="pager"><button id="newer">← newer</button><span id="range" class="muted"></span><button id="older">older →</button></div>`;
+  const offset = Number(q.get("offset") || 0);
+  const filters = new URLSearchParams([...q].filter(([k, v]) => v && k !== "offset"));
+  const page = (o) => go(`/?${new URLSearchParams([...filters, ...(o ? [["offset", o]] : [])])}`);
+  document.getElementById("filters").onsubmit = (e) => {
+    e.preventDefault();
+    const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
+    go(`/?${f}`);
+  };
+  document.getElementById("newer").onclick = () => page(Math.max(0, offset - PAGE));
+  document.getElementById("older").onclick = () => page(offset + PAGE);
+  const rows = document.getElementById("rows");
+  rows.onclick = (e) => {
+    if (e.target.closest("a")) return;
+    const tr = e.target.closest("tr[data-id]");
+    if (tr) go(`/jobs/${tr.dataset.id}`);
+  };
+  let shown = "";
+  const load = async () => {
+    const data = await api(`/v1/runs?${filters}&limit=${PAGE}&offset=${offset}`);
+    const html = data.data.map(runRow).join("") || `<tr><td colspan="11" class="muted">No runs${filters.size ? " match" : " yet: submit one (README, quick start)"}.</td></tr>`;
+    if (html !== shown) rows.innerHTML = shown = html;
+    document.getElementById("count").textContent = `${data.count}`;
+    document.getElementById("range").textContent = data.count ? `${offset + 1}–${Math.min(offset + PAGE, data.count)} of ${data.count}` : "";
+    document.getElementById("newer").disabled = offset === 0;
+    document.getElementById("older").disabled = offset + PAGE >= data.count;
+  };
+  await load();
+  every(gen, 2000, load);
+}
+
+function runRow(r) {
+  const verdict = r.verdict && r.rerun_of
+    ? `<a href="/compare/${esc(r.rerun_of)}/${esc(r.id)}" data-link>${verdictBadge(r.verdict)}</a>${r.diverged_at != null ? ` <span class="muted">step ${r.diverged_at}</span>` : ""}`
+    : "";
+  return `<tr data-id="${esc(r.id)}" data-status="${esc(r.status)}">
+    <td>${badge(r.status)}${r.error_type ? `<div class="muted">${esc(r.error_type)}</div>` : ""}</td>
+    <td><a href="/jobs/${esc(r.id)}" data-link>${esc(r.name)}</a><div class="muted mono">${short(r.id)}</div></td>
+    <td>${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}</td>
+    <td class="mono">${r.seed ?? ""}</td><td>${esc(r.policy)}</td><td>${esc(r.queue)}</td>
+    <td>${when(r.created_at)}</td><td>${secs(r.duration_s)}</td>
+    <td>${metrics(r.metrics)}</td><td>${verdict}</td>
+    <td>${r.rerun_of ? `<a href="/jobs/${esc(r.rerun_of)}" data-link class="mono">${short(r.rerun_of)}</a>` : ""}</td></tr>`;
+}
+
+// ---- charts ---------------------------------------------------------------------------------
+// One chart per metric, one series per run. Long traces come downsampled from the server; a zoom
+// (drag across the chart) asks for the exact values of that range; a double click zooms out.
+
+function markerPlugin(step) {
+  return {
+    hooks: {
+      draw: (u) => {
+        if (step == null) return;
+        const x = Math.round(u.valToPos(step, "x", true));
+        const { ctx, bbox } = u;
+        ctx.save();
+        ctx.strokeStyle = "#cf222e";
+        ctx.lineWidth = 2;
+        ctx.setLineDash([6, 4]);
+        ctx.beginPath();
+        ctx.moveTo(x, bbox.top);
+        ctx.lineTo(x, bbox.top + bbox.height);
+        ctx.stroke();
+        ctx.restore();
+      },
+    },
+  };
+}
+
+class MetricChart {
+  constructor(parent, name, labels, { marker = null, onZoom = null } = {}) {
+    this.el = document.createElement("div");
+    this.el.className = "chart";
+    this.el.dataset.metric = name;
+    if (marker != null) this.el.dataset.markerStep = String(marker);
+    this.el.innerHTML = `<div class="title">${esc(name)}${marker != null ? ` <span class="note">dashed line: first differing step ${marker}</span>` : ""}</div><div class="plot"></div><div class="note" data-role="note"></div>`;
+    parent.append(this.el);
+    this.zoomed = false;
+    this.quiet = false;
+    this.onZoom = onZoom;
+    const width = Math.max(320, this.el.clientWidth - 14);
+    const opts = {
+      width,
+      height: 220,
+      legend: { live: true },
+      scales: { x: { time: false } },
+      series: [{ label: "step" }, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
+      plugins: [markerPlugin(marker)],
+      hooks: { setScale: [(u, key) => key === "x" && this.scaled(u)] },
+    };
+    this.u = new uPlot(opts, [[], ...labels.map(() => [])], this.el.querySelector(".plot"));
+    this.el.chart = this.u;
+    window.reprotrain.charts[name] = this.u;
+  }
+
+  scaled(u) {
+    if (this.quiet || !this.onZoom) return;
+    const { min, max } = u.scales.x;
+    const xs = this.full?.[0] || [];
+    this.zoomed = xs.length > 0 && (min > xs[0] || max < xs[xs.length - 1]);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.onZoom(this.zoomed ? [Math.floor(min), Math.ceil(max)] : null), 200);
+  }
+
+  set(data, { note = "", keepScale = false } = {}) {
+    if (!keepScale) this.full = data;
+    this.quiet = true;
+    this.u.setData(data, !keepScale);
+    this.quiet = false;
+    this.el.querySelector('[data-role="note"]').textContent = note;
+  }
+}
+
+// columns of several runs' series, joined on step (a run without that step: null)
+function join(seriesList, name) {
+  const steps = [...new Set(seriesList.flatMap((s) => s.steps))].sort((a, b) => a - b);
+  const cols = seriesList.map((s) => {
+    const at = new Map(s.steps.map((step, i) => [step, s.metrics[name]?.[i] ?? null]));
+    return steps.map((step) => (at.has(step) ? at.get(step) : null));
+  });
+  return [steps, ...cols];
+}
+
+function seriesNote(list) {
+  const sampled = list.filter((s) => !s.exact);
+  if (!sampled.length) return "";
+  return `${sampled.map((s) => s.count).join(" / ")} steps, downsampled (first, last, min, max per bucket); drag to zoom for exact values`;
+}
+
+// draws (and redraws) the charts of these runs into `box`; returns a function that refreshes them
+function charts(box, jobs, labels, marker) {
+  const made = {};
+  let range = null;
+  const fetchAll = () => {
+    const p = new URLSearchParams({ points: "2000" });
+    if (range) p.set("start", range[0]), p.set("end", range[1]);
+    if (marker != null) p.set("keep", marker);
+    return Promise.all(jobs.map((id) => api(`/v1/jobs/${enc(id)}/series?${p}`)));
+  };
+  const draw = async (zoomRange) => {
+    const list = await fetchAll();
+    const names = [...new Set(list.flatMap((s) => Object.keys(s.metrics)))].sort();
+    if (!names.length && !Object.keys(made).length) box.innerHTML = `<p class="muted">No per-step metrics logged${FINAL.has(list[0]?.status) ? "" : " yet"}.</p>`;
+    else if (box.querySelector("p.muted")) box.innerHTML = "";
+    for (const name of names) {
+      made[name] ??= new MetricChart(box, name, labels, {
+        marker,
+        onZoom: (r) => {
+          range = r;
+          draw(true);
+        },
+      });
+      const c = made[name];
+      if (c.zoomed && !zoomRange) continue; // live data does not pull a zoomed chart back out
+      c.set(join(list, name), { note: seriesNote(list), keepScale: !!zoomRange && c.zoomed });
+    }
+    return list;
+  };
+  return () => draw(false);
+}
+
+// ---- one job --------------------------------------------------------------------------------
+async function jobPage(gen, id) {
+  let job = await api(`/v1/jobs/${enc(id)}`);
+  main.innerHTML = `
+    <h1 id="head"></h1>
+    <div class="row" id="actions">
+      <button id="rerun" class="primary">Re-run</button>
+      <button id="cancel" class="danger">Cancel</button>
+      <form id="compare-with" class="row">
+        <input name="other" list="others" placeholder="compare with job id…" size="36" aria-label="compare with job id">
+        <datalist id="others"></datalist><button>Compare</button>
+      </form>
+    </div>
+    <div id="banner"></div>
+    <div id="verdict"></div>
+    <div id="error"></div>
+    <h2>Status and timings</h2><div id="timing"></div>
+    <h2>Metrics per step</h2><div class="grid" id="charts"></div>
+    <h2>Logs</h2>
+    <div class="tabs"><button data-stream="stdout" class="on">stdout</button><button data-stream="stderr">stderr</button></div>
+    <pre class="log" id="log" data-stream="stdout"></pre>
+    <h2>Spec and params</h2><pre class="json" id="spec"></pre>
+    <h2>Digests</h2><div id="digests"></div>
+    <h2>Determinism</h2><div id="determinism"><p class="muted">When the job ends.</p></div>
+    <h2>Artifacts</h2><div id="artifacts"><p class="muted">When the job ends.</p></div>
+    <h2>Environment</h2><div id="fingerprint"><p class="muted">When the job ends.</p></div>
+    <div id="against"></div>`;
+  document.getElementById("spec").textContent = JSON.stringify(job.spec, null, 2);
+  document.getElementById("rerun").onclick = async () => {
+    const next = await api(`/v1/jobs/${enc(id)}/rerun`, { method: "POST" });
+    go(`/jobs/${next.id}`);
+  };
+  document.getElementById("cancel").onclick = async () => {
+    await api(`/v1/jobs/${enc(id)}/cancel`, { method: "POST" });
+    refresh();
+  };
+  document.getElementById("compare-with").onsubmit = (e) => {
+    e.preventDefault();
+    const other = e.target.other.value.trim();
+    if (other) go(`/compare/${enc(id)}/${enc(other)}`);
+  };
+  api(`/v1/runs?${new URLSearchParams({ name: job.name, limit: "50" })}`).then((r) => {
+    document.getElementById("others").innerHTML = r.data
+      .filter((o) => o.id !== id)
+      .map((o) => `<option value="${esc(o.id)}">${esc(o.name)} · ${esc(o.status)} · ${esc(o.created_at.slice(0, 19))}</option>`)
+      .join("");
+  });
+  const logs = logTail(id);
+  const redraw = charts(document.getElementById("charts"), [id], [job.name]);
+  let ended = false;
+  const refresh = async () => {
+    job = await api(`/v1/jobs/${enc(id)}`);
+    renderJob(job);
+    await Promise.all([redraw(), logs.poll()]);
+    if (FINAL.has(job.status) && !ended) {
+      ended = true;
+      await finished(job);
+    }
+    return !ended;
+  };
+  await refresh();
+  every(gen, 1500, refresh);
+}
+
+function renderJob(job) {
+  document.getElementById("head").innerHTML = `${esc(job.name)} ${badge(job.status)}
+    <span class="muted mono" title="job id">${esc(job.id)}</span>
+    ${job.rerun_of ? `<span class="muted">re-run of <a href="/jobs/${esc(job.rerun_of)}" data-link class="mono">${short(job.rerun_of)}</a></span>` : ""}`;
+  document.getElementById("cancel").disabled = FINAL.has(job.status) || job.cancel_requested;
+  const t = job.timing || {};
+  const iso = job.isolation;
+  document.getElementById("timing").innerHTML = `<table class="kv">
+    <tr><td>status</td><td>${badge(job.status)}${job.cancel_requested && !FINAL.has(job.status) ? " cancel requested" : ""} · attempt ${job.attempts}</td></tr>
+    <tr><td>created</td><td>${when(job.created_at)}</td></tr>
+    <tr><td>queued for</td><td>${secs(between(job.created_at, job.started_at)) || (job.status === "QUEUED" ? "waiting…" : "—")}</td></tr>
+    <tr><td>start latency</td><td>${t.start_latency_s != null ? secs(t.start_latency_s) : "—"} <span class="muted">launch → user code running</span></td></tr>
+    <tr><td>run time</td><td>${t.user_s != null ? secs(t.user_s) : job.started_at && !job.finished_at ? `${secs(between(job.started_at, new Date().toISOString()))} so far` : "—"}</td></tr>
+    <tr><td>duration</td><td>${secs(between(job.started_at, job.finished_at)) || "—"}</td></tr>
+    <tr><td>seed · policy · device · queue</td><td class="mono">${esc(job.spec.seed)} · ${esc(job.spec.determinism?.policy)} · ${esc(job.spec.device)} · ${esc(job.queue)}</td></tr>
+    <tr><td>final metrics</td><td>${metrics(job.metrics, 20) || "—"}</td></tr>
+    <tr><td>isolation</td><td>${iso ? `${esc(iso.mode)} · network ${esc(iso.network)} · uid ${esc(iso.uid)}${iso.note ? ` <span class="muted">${esc(iso.note)}</span>` : ""}` : "—"}</td></tr>
+  </table>`;
+  document.getElementById("digests").innerHTML = job.digests ? kvTable(job.digests) : `<p class="muted">When the job ends.</p>`;
+  document.getElementById("banner").innerHTML = job.integrity_error
+    ? `<div class="banner"><b>Integrity error:</b> a stored artifact of this job no longer matches its digest: ${esc(JSON.stringify(job.integrity_error))}</div>` : "";
+  const err = job.error;
+  document.getElementById("error").innerHTML = err
+    ? `<div class="error" data-role="job-error"><b>${esc(err.type)}</b>: ${esc(err.message)}${err.traceback ? `<pre class="mono">${esc(err.traceback.split("\n").slice(-25).join("\n"))}</pre>` : ""}</div>` : "";
+  if (job.verdict && job.rerun_of) {
+    document.getElementById("verdict").innerHTML = `<div class="verdict v-${esc(job.verdict.verdict)}">
+      ${verdictBadge(job.verdict.verdict)} <span class="words">${esc(headline(job.verdict))}</span>
+      <a href="/compare/${esc(job.rerun_of)}/${esc(job.id)}" data-link>side by side with the original →</a></div>`;
+  }
+}
+
+async function finished(job) {
+  const [arts, fp] = await Promise.all([
+    api(`/v1/jobs/${enc(job.id)}/artifacts`),
+    job.status === "QUEUED" || job.status === "CANCELED" && !job.started_at ? null : api(`/v1/jobs/${enc(job.id)}/fingerprint`).catch(() => null),
+  ]);
+  document.getElementById("artifacts").innerHTML = arts.count
+    ? `<table><thead><tr><th>name</th><th>size</th><th>digest</th></tr></thead><tbody>${arts.data
+        .map((a) => `<tr><td><a href="/v1/jobs/${enc(job.id)}/artifacts/${a.name.split("/").map(enc).join("/")}" download data-artifact="${esc(a.name)}">${esc(a.name)}</a></td>
+          <td>${bytes(a.size)}</td><td class="mono muted">${esc(a.digest.slice(0, 16))}…</td></tr>`).join("")}</tbody></table>`
+    : `<p class="muted">No artifacts.</p>`;
+  if (!fp) {
+    document.getElementById("determinism").innerHTML = document.getElementById("fingerprint").innerHTML = `<p class="muted">No result.</p>`;
+  } else {
+    const d = fp.determinism;
+    const knobs = d ? [...new Set([...Object.keys(d.requested || {}), ...Object.keys(d.effective || {})])] : [];
+    document.getElementById("determinism").innerHTML = d
+      ? `<p>policy <b>${esc(d.policy)}</b></p><table><thead><tr><th>knob</th><th>requested</th><th>effective (read back from torch)</th></tr></thead><tbody>${knobs
+          .map((k) => `<tr><td class="mono">${esc(k)}</td><td class="mono">${show(d.requested?.[k])}</td><td class="mono">${show(d.effective?.[k])}</td></tr>`).join("")}</tbody></table>
+        ${fp.nondeterministic_ops.length ? `<h3>Nondeterministic ops</h3><table><tbody>${fp.nondeterministic_ops.map((o) => `<tr><td class="mono">${esc(o.op)}</td><td>${o.count}×</td><td>${esc(o.message)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No nondeterministic op reported.</p>`}`
+      : `<p class="muted">No determinism record.</p>`;
+    document.getElementById("fingerprint").innerHTML = `<p>env digest <span class="mono">${esc(fp.env_digest || "—")}</span></p>
+      <details><summary>Fingerprint (${Object.keys(flatten(fp.fingerprint || {})).length} facts)</summary>${kvTable(fp.fingerprint || {})}</details>
+      ${Object.keys(fp.inputs || {}).length ? `<details><summary>Inputs</summary>${kvTable(fp.inputs)}</details>` : ""}`;
+  }
+  if (job.rerun_of && job.verdict) {
+    const box = document.getElementById("against");
+    box.innerHTML = `<h2>Against its original</h2><div id="against-body"></div>`;
+    await renderCompare(document.getElementById("against-body"), job.rerun_of, job.id);
+  }
+}
+
+const bytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`);
+
+function logTail(id) {
+  const pre = document.getElementById("log");
+  const text = { stdout: "", stderr: "" };
+  const offset = { stdout: 0, stderr: 0 };
+  const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+  let shown = "stdout";
+  for (const b of document.querySelectorAll(".tabs button")) {
+    b.onclick = () => {
+      shown = b.dataset.stream;
+      for (const o of document.querySelectorAll(".tabs button")) o.classList.toggle("on", o === b);
+      pre.dataset.stream = shown;
+      pre.textContent = text[shown];
+      pre.scrollTop = pre.scrollHeight;
+    };
+  }
+  const read = async (stream) => {
+    const r = await request(`/v1/jobs/${enc(id)}/logs?stream=${stream}&offset=${offset[stream]}`);
+    const buf = await r.arrayBuffer();
+    if (!buf.byteLength) return;
+    offset[stream] += buf.byteLength;
+    text[stream] = (text[stream] + decoder[stream].decode(buf, { stream: true })).slice(-LOG_KEEP);
+    if (stream === shown) {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = text[stream];
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    }
+  };
+  return { poll: () => Promise.all([read("stdout"), read("stderr")]) };
+}
+
+// ---- two jobs -------------------------------------------------------------------------------
+function headline(v) {
+  const d = v.divergence || {};
+  switch (v.verdict) {
+    case "identical":
+      return "Bit-identical: every digest of the two runs is equal.";
+    case "results_identical":
+      return `Every result is bit-identical; only incidental outputs differ (${(v.incidental || []).length}).`;
+    case "metrics_identical":
+      return "The per-step metrics are identical, but other results differ.";
+    case "diverged":
+      if (d.step != null) return `Diverged at step ${d.step}: ${(d.differs || []).join(", ") || "the step's entry"} differ${d.differs?.length === 1 ? "s" : ""}.`;
+      if (d.file) return `Diverged: the first differing file is ${d.file}.`;
+      return `Diverged: ${(d.differs || []).join(", ") || "results differ"}.`;
+    default:
+      return `Not comparable: ${v.reason || "a run did not succeed"}.`;
+  }
+}
+
+function findings(v) {
+  const out = [];
+  const d = v.divergence || {};
+  if (v.identical?.length) out.push(`Identical: ${v.identical.join(", ")}.`);
+  if (d.first) out.push(`What parted first: ${d.first}.`);
+  for (const [name, m] of Object.entries(d.metrics || {}))
+    out.push(`Metric ${name} at step ${d.step}: ${num(m.a)} → ${num(m.b)}${m.abs != null ? ` (abs ${num(m.abs)}${m.rel != null ? `, rel ${num(m.rel)}` : ""})` : ""}.`);
+  if (d.tensor) out.push(`First differing tensor: ${d.tensor}${d.tensor_step != null ? ` at step ${d.tensor_step}` : ""}${d.tensor_file ? ` in ${d.tensor_file}` : ""}${d.tensor_max_abs != null ? ` (max abs ${num(d.tensor_max_abs)})` : ""}.`);
+  if (d.file) out.push(`First differing file: ${d.file}${d.max_abs != null ? ` (max abs ${num(d.max_abs)})` : ""}.`);
+  if (d.note) out.push(d.note);
+  for (const l of v.lines || [])
+    out.push(`First differing ${l.stream} line ${l.line}${l.noise ? " (only in noise: times, durations)" : ""}: “${l.a ?? "(ended)"}” vs “${l.b ?? "(ended)"}”.`);
+  for (const i of v.incidental || []) out.push(`Incidental: ${i.what} ${i.state.replace("_", " ")} (${i.reason}).`);
+  if (v.likely_causes?.length) out.push(`Likely causes: ${v.likely_causes.join("; ")}.`);
+  if (v.nondeterministic_ops?.length) out.push(`Nondeterministic ops: ${v.nondeterministic_ops.join(", ")}.`);
+  for (const n of v.notes || []) out.push(n);
+  return out;
+}
+
+async function comparePage(gen, a, b) {
+  main.innerHTML = `<h1>Compare <a href="/jobs/${esc(a)}" data-link class="mono">${short(a)}</a> (original, blue) with
+    <a href="/jobs/${esc(b)}" data-link class="mono">${short(b)}</a> (red)</h1><div id="cmp"></div>`;
+  await renderCompare(document.getElementById("cmp"), a, b);
+}
+
+async function renderCompare(box, a, b) {
+  const [v, ja, jb] = await Promise.all([
+    api(`/v1/jobs/${enc(a)}/compare/${enc(b)}`),
+    api(`/v1/jobs/${enc(a)}`),
+    api(`/v1/jobs/${enc(b)}`),
+  ]);
+  const d = v.divergence || {};
+  const marker = d.step ?? d.tensor_step ?? null;
+  const env = (v.causes || []).filter((c) => !c.key.startsWith("spec."));
+  const sa = flatten(ja.spec), sb = flatten(jb.spec);
+  const specKeys = [...new Set([...Object.keys(sa), ...Object.keys(sb)])].sort()
+    .filter((k) => JSON.stringify(sa[k]) !== JSON.stringify(sb[k]));
+  const likely = new Set((v.causes || []).filter((c) => c.likely_cause).map((c) => c.key));
+  box.innerHTML = `
+    <div class="verdict v-${esc(v.verdict)}" data-role="verdict" data-verdict="${esc(v.verdict)}">
+      ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
+      <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
+    </div>
+    <h2>Metrics per step: both runs</h2><div class="grid" data-role="compare-charts"></div>
+    <h2>Files</h2>${filesTable(v)}
+    <h2>Environment: what differs</h2>${env.length ? causesTable(env) : `<p class="muted">The fingerprints agree on everything that can change result bits${v.causes?.length ? "" : ""}.</p>`}
+    <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>original</th><th>re-run</th></tr></thead><tbody>${specKeys
+      .map((k) => `<tr class="${likely.has(`spec.${k}`) || [...likely].some((l) => l.startsWith(`spec.${k.split(".")[0]}`)) ? "likely" : ""}"><td class="mono">${esc(k)}</td><td class="mono">${show(sa[k])}</td><td class="mono">${show(sb[k])}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">The specs are the same.</p>`}`;
+  const refresh = charts(box.querySelector('[data-role="compare-charts"]'), [a, b], [`${ja.name} ${a.slice(0, 8)}`, `${jb.name} ${b.slice(0, 8)}`], marker);
+  await refresh();
+}
+
+function filesTable(v) {
+  const files = Object.entries(v.files || {});
+  const equal = Object.entries(v.equal || {});
+  if (!files.length && !equal.length) return `<p class="muted">Nothing to compare file by file.</p>`;
+  return `<table data-role="files"><thead><tr><th>what</th><th>state</th></tr></thead><tbody>
+    ${equal.map(([k, same]) => `<tr><td>${esc(k)}</td><td class="st-${same ? "same" : "differs"}">${same ? "same" : "differs"}</td></tr>`).join("")}
+    ${files.map(([name, st]) => `<tr><td class="mono">${esc(name)}</td><td class="st-${esc(st)}">${esc(st.replace("_", " "))}</td></tr>`).join("")}
+  </tbody></table>`;
+}
+
+function causesTable(causes) {
+  const sorted = [...causes].sort((x, y) => Number(y.likely_cause) - Number(x.likely_cause));
+  return `<table data-role="causes"><thead><tr><th>fact</th><th>what it is</th><th>original</th><th>re-run</th></tr></thead><tbody>${sorted
+    .map((c) => `<tr class="${c.likely_cause ? "likely" : ""}"><td class="mono">${esc(c.key)}</td><td>${esc(c.label)}${c.likely_cause ? " <b>(likely changes result bits)</b>" : ""}</td><td class="mono">${show(c.a)}</td><td class="mono">${show(c.b)}</td></tr>`).join("")}</tbody></table>`;
+}
+
+route();
