@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
     "swagger-ui-dist@5.35.0:swagger-ui-bundle.js swagger-ui.css favicon-32x32.png LICENSE"
-    "redoc@3.0.1:bundles/redoc.standalone.js LICENSE"
+    "redoc@2.5.4:bundles/redoc.standalone.js LICENSE"
     "uplot@1.6.32:dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE"
 )
 dest=service/static/vendor

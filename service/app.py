@@ -20,6 +20,7 @@ from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import create_celery, open_broker
 from reprotrain.errors import NotFound, ReprotrainError
+from reprotrain.series import ColumnCache
 from reprotrain.service import errors, ui
 from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.store = Store(settings.db_url)
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
+    app.state.columns = ColumnCache()  # finished jobs' traces, parsed for charts
     app.state.dispatch = make_dispatcher(open_broker(app.state.celery), app.state.store)
     app.state.dispatch.start()
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
@@ -106,22 +108,26 @@ def _docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs(_: Authorized) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="reprotrain API",
-            swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
-            swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css",
-            swagger_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
+        return _offline(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title="reprotrain API",
+                swagger_js_url="/static/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+                swagger_css_url="/static/vendor/swagger-ui-dist/swagger-ui.css",
+                swagger_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
+            )
         )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(_: Authorized) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title="reprotrain API",
-            redoc_js_url="/static/vendor/redoc/redoc.standalone.js",
-            redoc_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
-            with_google_fonts=False,
+        return _offline(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title="reprotrain API",
+                redoc_js_url="/static/vendor/redoc/redoc.standalone.js",
+                redoc_favicon_url="/static/vendor/swagger-ui-dist/favicon-32x32.png",
+                with_google_fonts=False,
+            )
         )
 
     @app.get("/static/vendor/{path:path}", include_in_schema=False)
@@ -129,6 +135,19 @@ def _docs(app: FastAPI) -> None:
         if path not in served or path.endswith("LICENSE"):
             raise NotFound(f"no static file {path!r}", field="path")
         return FileResponse(VENDOR / path, media_type=_TYPES.get(Path(path).suffix))
+
+
+# the viewers' pages load scripts, styles and images from this server only (ReDoc's footer would
+# fetch its logo from a CDN: the browser does not even try); FastAPI's pages start them inline
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 def _probes(app: FastAPI) -> None:

@@ -77,7 +77,7 @@ def install(app: FastAPI) -> None:
         if not store_unavailable(e):
             log.exception("database error")
             return error_response(500, "internal", "internal server error; see the server log")
-        log.warning("the database is unavailable: %s", type(e).__name__)
+        log.warning("the database is unavailable: %s: %s", type(e).__name__, (str(e).splitlines() or [""])[0])
         return error_response(
             503,
             "store_unavailable",

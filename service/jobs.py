@@ -35,9 +35,10 @@ def validate(store: Store, body: Any, input_roots: list[Path]) -> JobSpec:
 
 
 def live_trace(store: Store, row: JobRow) -> list[dict[str, Any]]:
-    """The stored trace of a finished job, or what the worker has shipped so far."""
-    if row.result is not None:
-        return list(row.result.get("trace") or [])
+    """The stored trace of a finished job, or what the worker has shipped so far (`row` may be
+    light: its result is not read from it)."""
+    if Status(row.status).is_final:
+        return store.trace(row.id)
     raw = store.read_log(row.id, "events")
     out = []
     for line in raw.decode("utf-8", errors="replace").splitlines():

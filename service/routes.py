@@ -163,7 +163,7 @@ def list_runs(
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
 def get_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
     """One job: status, metrics, digests, and for a re-run its verdict."""
-    return JobPublic.from_row(_state(request).store.get_job(job_id))
+    return JobPublic.from_row(_state(request).store.get_job(job_id, light=True))
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
@@ -193,12 +193,12 @@ async def job_logs(
 ) -> StreamingResponse:
     """The job's stdout or stderr as text; with follow, streamed until the job ends."""
     store = _state(request).store
-    await run_in_threadpool(store.get_job, job_id)
+    await run_in_threadpool(lambda: store.get_job(job_id, light=True))
 
     async def chunks() -> AsyncIterator[bytes]:
         pos = offset
         while True:
-            row = await run_in_threadpool(store.get_job, job_id)
+            row = await run_in_threadpool(lambda: store.get_job(job_id, light=True))
             data = await run_in_threadpool(store.read_log, job_id, stream, pos)
             if data:
                 pos += len(data)
@@ -221,7 +221,7 @@ def job_trace(
 ) -> TracePublic:
     """Per-step metrics (exact values), live while the job runs."""
     st = _state(request)
-    row = st.store.get_job(job_id)
+    row = st.store.get_job(job_id, light=True)
     trace = jobs.live_trace(st.store, row)
     return TracePublic(status=row.status, data=trace[since:], count=len(trace))
 
@@ -239,8 +239,12 @@ def job_series(
     """The trace as chart columns, downsampled past `points` entries (first, last, min and max of
     each metric per bucket, and every `keep` step); exact values for a range that fits."""
     st = _state(request)
-    row = st.store.get_job(job_id)
-    found = series(jobs.live_trace(st.store, row), points=points, start=start, end=end, keep=keep or ())
+    row = st.store.get_job(job_id, light=True)
+    if Status(row.status).is_final:  # a finished trace never changes: parsed once, kept
+        trace: Any = st.columns.get(job_id, lambda: st.store.trace(job_id))
+    else:
+        trace = jobs.live_trace(st.store, row)
+    found = series(trace, points=points, start=start, end=end, keep=keep or ())
     return SeriesPublic(status=row.status, **found)
 
 
@@ -264,7 +268,7 @@ def job_fingerprint(request: Request, job_id: str, _: Authorized) -> Fingerprint
 def job_artifacts(request: Request, job_id: str, _: Authorized) -> ArtifactsPublic:
     """Files the job produced (outputs, logs, final state), by name."""
     st = _state(request)
-    st.store.get_job(job_id)
+    st.store.get_job(job_id, light=True)
     rows = st.store.artifacts(job_id)
     return ArtifactsPublic(
         data=[ArtifactPublic(name=a.name, digest=a.digest, size=a.size) for a in rows], count=len(rows)
@@ -275,7 +279,7 @@ def job_artifacts(request: Request, job_id: str, _: Authorized) -> ArtifactsPubl
 def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> FileResponse:
     """Download one artifact by name."""
     st = _state(request)
-    st.store.get_job(job_id)
+    st.store.get_job(job_id, light=True)
     match = next((a for a in st.store.artifacts(job_id) if a.name == name), None)
     if match is None:
         raise NotFound(f"job {job_id} has no artifact named {name!r}", field="name")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from reprotrain.fingerprint import Fingerprint
 from reprotrain.isolation import Isolation
 from reprotrain.result import DeterminismRecord, JobError
-from reprotrain.store.repo import NewJob
+from reprotrain.store.repo import RESULT_PARTS, NewJob
 from reprotrain.store.tables import JobRow
 from reprotrain.verdict import Verdict
 
@@ -65,6 +65,10 @@ class JobPublic(BaseModel):
         def utc(t: datetime | None) -> datetime | None:
             return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
+        parts = getattr(row, "parts", None)  # a light row (Store.get_job): the result's parts only
+        if parts is None:
+            parts = {k: (row.result or {}).get(k) for k in RESULT_PARTS}
+
         return cls(
             id=row.id,
             name=row.name,
@@ -82,17 +86,12 @@ class JobPublic(BaseModel):
             error=JobError.model_validate(row.error) if row.error else None,
             metrics=row.metrics,
             env_digest=row.env_digest,
-            digests=(row.result or {}).get("digests"),
-            timing=(row.result or {}).get("timing"),
+            digests=parts["digests"],
+            timing=parts["timing"],
             verdict=Verdict.model_validate(row.verdict) if row.verdict else None,
-            isolation=_isolation(row.result),
+            isolation=Isolation.model_validate(parts["isolation"]) if parts["isolation"] else None,
             integrity_error=getattr(row, "integrity_error", None),
         )
-
-
-def _isolation(result: dict[str, Any] | None) -> Isolation | None:
-    found = (result or {}).get("isolation")
-    return Isolation.model_validate(found) if found else None
 
 
 class JobsPublic(BaseModel):
@@ -117,7 +116,6 @@ class RunPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None = Field(description="started to finished (to now while running)")
-    user_s: float | None = Field(description="the job's own run time, once it ended")
     attempts: int
     metrics: dict[str, Any] | None = Field(description="final metrics")
     verdict: str | None = Field(description="a re-run's verdict kind")
@@ -128,7 +126,6 @@ class RunPublic(BaseModel):
     def from_row(cls, row: Any, facts: dict[str, Any], at: datetime) -> RunPublic:
         started, finished = _utc(row.started_at), _utc(row.finished_at)
         duration = ((finished or at) - started).total_seconds() if started else None
-        user_s = facts.get("user_s")
         return cls(
             id=row.id,
             name=row.name,
@@ -142,7 +139,6 @@ class RunPublic(BaseModel):
             started_at=started,
             finished_at=finished,
             duration_s=duration,
-            user_s=user_s if isinstance(user_s, int | float) else None,
             attempts=row.attempts,
             metrics=row.metrics,
             verdict=row.verdict_kind,

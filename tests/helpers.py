@@ -253,10 +253,11 @@ class Serve:
             return self.proc.wait()
 
 
-def start_serve(tmp: Path, cwd: Path = ROOT) -> Serve:
-    """`reprotrain serve` on a free port with its data under tmp, started from `cwd`; returns once ready."""
+def start_serve(tmp: Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Serve:
+    """`reprotrain serve` on a free port with its data under tmp, started from `cwd` with `env` added
+    to ours (less our REPROTRAIN_* settings); returns once ready."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROTRAIN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROTRAIN_")} | (env or {})
     log = tmp / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

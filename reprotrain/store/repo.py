@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from reprotrain.errors import ArtifactTampered, Conflict, NotFound
 from reprotrain.result import JobError, Result
@@ -78,6 +78,23 @@ RUN_COLUMNS = (
     JobRow.created_at, JobRow.started_at, JobRow.finished_at, JobRow.attempts,
     JobRow.metrics, JobRow.verdict_kind, JobRow.error, JobRow.spec_digest,
 )  # fmt: skip
+
+
+RESULT_PARTS = ("digests", "timing", "isolation")  # what a job's public view shows of its result
+
+
+def _light(q: Any) -> Any:
+    """A JobRow query without the result and manifest columns, plus the result's small parts."""
+    parts = [JobRow.result[k] for k in RESULT_PARTS]
+    return q.add_columns(*parts).options(
+        defer(JobRow.result, raiseload=True), defer(JobRow.manifest, raiseload=True)
+    )
+
+
+def _with_parts(found: Any) -> JobRow:
+    row = found[0]
+    row.parts = dict(zip(RESULT_PARTS, found[1:], strict=True))
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,22 +240,33 @@ class Store:
         with self.session() as s:
             return set(s.scalars(select(JobRow.id).where(JobRow.id.in_(job_ids))))
 
-    def get_job(self, job_id: str) -> JobRow:
+    def get_job(self, job_id: str, *, light: bool = False) -> JobRow:
+        """The job's row. `light`: without its result and manifest, which can be megabytes (a long
+        trace); the parts of the result a client is shown come as `row.parts` (RESULT_PARTS)."""
         with self.session() as s:
-            row = s.get(JobRow, job_id)
+            if light:
+                found = s.execute(_light(select(JobRow).where(JobRow.id == job_id))).first()
+                row = _with_parts(found) if found else None
+            else:
+                row = s.get(JobRow, job_id)
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", field="job_id")
         return row
 
+    def trace(self, job_id: str) -> list[dict[str, Any]]:
+        """A finished job's stored trace (only that part of its result)."""
+        with self.session() as s:
+            return list(s.scalar(select(JobRow.result["trace"]).where(JobRow.id == job_id)) or [])
+
     def list_jobs(
         self, where: RunFilter | None = None, *, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobRow], int]:
-        """Newest first; the total counts every match, not only this page."""
+        """Newest first, light (see get_job); the total counts every match, not only this page."""
         where = where or RunFilter()
         with self.session() as s:
             total = s.scalar(where.where(select(func.count()).select_from(JobRow))) or 0
             q = where.where(select(JobRow)).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
-            return list(s.scalars(q)), total
+            return [_with_parts(r) for r in s.execute(_light(q)).all()], total
 
     def list_runs(
         self, where: RunFilter | None = None, *, limit: int = 50, offset: int = 0
@@ -251,20 +279,19 @@ class Store:
             return list(s.execute(q).all()), total
 
     def run_facts(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Seed, policy, user time and the verdict's first differing step of these jobs, read out of
-        their JSON in the database (one page of the runs table; never the whole trace)."""
+        """Seed, policy and the verdict's first differing step of these jobs, read out of their
+        spec and verdict in the database (one page of the runs table; never a result)."""
         if not job_ids:
             return {}
         cols = (
             JobRow.id,
             JobRow.spec["seed"],
             JobRow.spec["determinism"]["policy"],
-            JobRow.result["timing"]["user_s"],
             JobRow.verdict["divergence"]["step"],
         )
         with self.session() as s:
             rows = s.execute(select(*cols).where(JobRow.id.in_(job_ids))).all()
-        return {r[0]: {"seed": r[1], "policy": r[2], "user_s": r[3], "diverged_at": r[4]} for r in rows}
+        return {r[0]: {"seed": r[1], "policy": r[2], "diverged_at": r[3]} for r in rows}
 
     def mark_sent(self, job_id: str) -> None:
         with self.session() as s:

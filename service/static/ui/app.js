@@ -298,7 +298,7 @@ function markerPlugin(step) {
 }
 
 class MetricChart {
-  constructor(parent, name, labels, { marker = null, onZoom = null } = {}) {
+  constructor(parent, name, labels, { marker = null, onZoom = null, color = 0 } = {}) {
     this.el = document.createElement("div");
     this.el.className = "chart";
     this.el.dataset.metric = name;
@@ -314,7 +314,8 @@ class MetricChart {
       height: 220,
       legend: { live: true },
       scales: { x: { time: false } },
-      series: [{ label: "step" }, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, points: { show: false } }))],
+      // the first run drawn wider, so a second run on top of it leaves it visible where they agree
+      series: [{ label: "step" }, ...labels.map((label, i) => ({ label, stroke: COLORS[(i + color) % COLORS.length], width: i === 0 && labels.length > 1 ? 4 : 1.5, spanGaps: true, points: { show: false } }))],
       plugins: [markerPlugin(marker)],
       hooks: { setScale: [(u, key) => key === "x" && this.scaled(u)] },
     };
@@ -357,7 +358,13 @@ function seriesNote(list) {
   return `${sampled.map((s) => s.count).join(" / ")} steps, downsampled (first, last, min, max per bucket); drag to zoom for exact values`;
 }
 
-// draws (and redraws) the charts of these runs into `box`; returns a function that refreshes them
+// b − a at every step both runs logged (the divergence is plain here even when the curves overlap)
+function difference([steps, a, b]) {
+  return [steps, steps.map((_, i) => (a[i] != null && b[i] != null ? b[i] - a[i] : null))];
+}
+
+// draws (and redraws) the charts of these runs into `box`; returns a function that refreshes them.
+// Two runs: each metric gets a second chart of their difference.
 function charts(box, jobs, labels, marker) {
   const made = {};
   let range = null;
@@ -373,16 +380,21 @@ function charts(box, jobs, labels, marker) {
     if (!names.length && !Object.keys(made).length) box.innerHTML = `<p class="muted">No per-step metrics logged${FINAL.has(list[0]?.status) ? "" : " yet"}.</p>`;
     else if (box.querySelector("p.muted")) box.innerHTML = "";
     for (const name of names) {
-      made[name] ??= new MetricChart(box, name, labels, {
-        marker,
-        onZoom: (r) => {
-          range = r;
-          draw(true);
-        },
-      });
-      const c = made[name];
-      if (c.zoomed && !zoomRange) continue; // live data does not pull a zoomed chart back out
-      c.set(join(list, name), { note: seriesNote(list), keepScale: !!zoomRange && c.zoomed });
+      made[name] ??= {
+        main: new MetricChart(box, name, labels, {
+          marker,
+          onZoom: (r) => {
+            range = r;
+            draw(true);
+          },
+        }),
+        diff: jobs.length === 2 ? new MetricChart(box, `${name}: re-run − original`, ["difference"], { marker, color: 1 }) : null,
+      };
+      const { main, diff } = made[name];
+      if (main.zoomed && !zoomRange) continue; // live data does not pull a zoomed chart back out
+      const data = join(list, name);
+      main.set(data, { note: seriesNote(list), keepScale: !!zoomRange && main.zoomed });
+      diff?.set(difference(data), { note: "zero where the runs agree" });
     }
     return list;
   };
@@ -407,16 +419,18 @@ async function jobPage(gen, id) {
     <div id="error"></div>
     <h2>Status and timings</h2><div id="timing"></div>
     <h2>Metrics per step</h2><div class="grid" id="charts"></div>
+    <div id="against"></div>
     <h2>Logs</h2>
     <div class="tabs"><button data-stream="stdout" class="on">stdout</button><button data-stream="stderr">stderr</button></div>
     <pre class="log" id="log" data-stream="stdout"></pre>
-    <h2>Spec and params</h2><pre class="json" id="spec"></pre>
-    <h2>Digests</h2><div id="digests"></div>
-    <h2>Determinism</h2><div id="determinism"><p class="muted">When the job ends.</p></div>
+    <h2>Params and spec</h2><div id="params"></div>
+    <details><summary>The whole spec (canonical: every default filled in; digest ${esc(job.spec_digest.slice(0, 16))}…)</summary><pre class="json" id="spec"></pre></details>
     <h2>Artifacts</h2><div id="artifacts"><p class="muted">When the job ends.</p></div>
-    <h2>Environment</h2><div id="fingerprint"><p class="muted">When the job ends.</p></div>
-    <div id="against"></div>`;
+    <h2>Determinism</h2><div id="determinism"><p class="muted">When the job ends.</p></div>
+    <h2>Digests</h2><div id="digests"></div>
+    <h2>Environment</h2><div id="fingerprint"><p class="muted">When the job ends.</p></div>`;
   document.getElementById("spec").textContent = JSON.stringify(job.spec, null, 2);
+  document.getElementById("params").innerHTML = Object.keys(job.spec.params || {}).length ? kvTable(job.spec.params) : `<p class="muted">No params.</p>`;
   document.getElementById("rerun").onclick = async () => {
     const next = await api(`/v1/jobs/${enc(id)}/rerun`, { method: "POST" });
     go(`/jobs/${next.id}`);
@@ -471,7 +485,8 @@ function renderJob(job) {
     <tr><td>final metrics</td><td>${metrics(job.metrics, 20) || "—"}</td></tr>
     <tr><td>isolation</td><td>${iso ? `${esc(iso.mode)} · network ${esc(iso.network)} · uid ${esc(iso.uid)}${iso.note ? ` <span class="muted">${esc(iso.note)}</span>` : ""}` : "—"}</td></tr>
   </table>`;
-  document.getElementById("digests").innerHTML = job.digests ? kvTable(job.digests) : `<p class="muted">When the job ends.</p>`;
+  document.getElementById("digests").innerHTML = job.digests
+    ? `<details><summary>${Object.keys(flatten(job.digests)).length} digests (model, optimizer, files, logs)</summary>${kvTable(job.digests)}</details>` : `<p class="muted">When the job ends.</p>`;
   document.getElementById("banner").innerHTML = job.integrity_error
     ? `<div class="banner"><b>Integrity error:</b> a stored artifact of this job no longer matches its digest: ${esc(JSON.stringify(job.integrity_error))}</div>` : "";
   const err = job.error;
@@ -558,7 +573,7 @@ function headline(v) {
     case "metrics_identical":
       return "The per-step metrics are identical, but other results differ.";
     case "diverged":
-      if (d.step != null) return `Diverged at step ${d.step}: ${(d.differs || []).join(", ") || "the step's entry"} differ${d.differs?.length === 1 ? "s" : ""}.`;
+      if (d.step != null) return `Diverged at step ${d.step}, the first step whose ${(d.differs || []).join(", ") || "entry"} differ.`;
       if (d.file) return `Diverged: the first differing file is ${d.file}.`;
       return `Diverged: ${(d.differs || []).join(", ") || "results differ"}.`;
     default:
@@ -609,7 +624,7 @@ async function renderCompare(box, a, b) {
       ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
       <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
     </div>
-    <h2>Metrics per step: both runs</h2><div class="grid" data-role="compare-charts"></div>
+    <h2>Metrics per step: both runs</h2><div class="grid wide" data-role="compare-charts"></div>
     <h2>Files</h2>${filesTable(v)}
     <h2>Environment: what differs</h2>${env.length ? causesTable(env) : `<p class="muted">The fingerprints agree on everything that can change result bits${v.causes?.length ? "" : ""}.</p>`}
     <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>original</th><th>re-run</th></tr></thead><tbody>${specKeys
