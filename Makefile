@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv demo test lint imports format bench clean
+.PHONY: venv demo demo-ui browser-deps test lint imports format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,12 @@ venv: $(STAMP)  ## create the virtualenv and install reprotrain with exact versi
 
 demo: $(STAMP)  ## run an example job, re-run it, print the verdict
 	$(BIN)/python -m reprotrain.examples.demo
+
+demo-ui: $(STAMP)  ## the demo, then the service stays up: open the web UI it prints (Ctrl-C stops)
+	$(BIN)/python -m reprotrain.examples.demo --keep
+
+browser-deps:  ## Debian's chromium for the browser tests (tests/browser); needs root and apt
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: $(STAMP)  ## lint, import contracts, then the whole test suite (GPU tests skip without CUDA)
 	$(BIN)/ruff check .
@@ -44,6 +50,7 @@ bench: $(STAMP)  ## benchmarks: print tables, pass/fail nothing
 	$(BIN)/python -m bench.start_latency
 	$(BIN)/python -m bench.checkpoints
 	$(BIN)/python -m bench.integrity
+	$(BIN)/python -m bench.ui
 	$(BIN)/python -m bench.service --db sqlite
 	$(BIN)/python -m bench.service --db postgres
 

@@ -46,7 +46,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) ->
 
 
 def main() -> int:
-    spec_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "examples/specs/tiny_cnn.yaml"
+    args = [a for a in sys.argv[1:] if a != "--keep"]
+    keep = "--keep" in sys.argv[1:]  # leave the service up to look at the runs in the web UI
+    spec_path = Path(args[0]) if args else ROOT / "examples/specs/tiny_cnn.yaml"
     spec = load_spec(spec_path).canonical()
     data = Path(tempfile.mkdtemp(prefix="reprotrain-demo-"))
     port = _free_port()
@@ -79,6 +81,13 @@ def main() -> int:
                 print(f"\n== re-running job {job['id']}")
                 rerun = client.wait(client.rerun(job["id"])["id"], timeout=600)
                 print(format_job(rerun))
+            if keep:
+                print(f"\n== web UI: {url}/  (this pair: {url}/compare/{job['id']}/{rerun['id']})")
+                print("== Ctrl-C stops the service")
+                try:
+                    proc.wait()
+                except KeyboardInterrupt:
+                    pass
         finally:
             proc.terminate()
             proc.wait(30)

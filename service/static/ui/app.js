@@ -60,6 +60,13 @@ document.addEventListener("click", (e) => {
   }
 });
 window.addEventListener("popstate", route);
+// a request still in flight when the session ended (sign-out, a token revoked): ask to sign in
+window.addEventListener("unhandledrejection", (e) => {
+  if (e.reason instanceof AuthNeeded) {
+    e.preventDefault();
+    showLogin();
+  }
+});
 
 function every(gen, ms, fn) {
   const tick = async () => {
@@ -276,6 +283,13 @@ function runRow(r) {
 // One chart per metric, one series per run. Long traces come downsampled from the server; a zoom
 // (drag across the chart) asks for the exact values of that range; a double click zooms out.
 
+// tick labels that stay distinct for tiny differences (uPlot's default prints 1e-5 as "-0")
+function axisNum(v) {
+  if (v == null) return "";
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(1) : String(+v.toPrecision(4));
+}
+
 function markerPlugin(step) {
   return {
     hooks: {
@@ -314,6 +328,7 @@ class MetricChart {
       height: 220,
       legend: { live: true },
       scales: { x: { time: false } },
+      axes: [{}, { size: 64, values: (u, splits) => splits.map(axisNum) }],
       // the first run drawn wider, so a second run on top of it leaves it visible where they agree
       series: [{ label: "step" }, ...labels.map((label, i) => ({ label, stroke: COLORS[(i + color) % COLORS.length], width: i === 0 && labels.length > 1 ? 4 : 1.5, spanGaps: true, points: { show: false } }))],
       plugins: [markerPlugin(marker)],
@@ -449,7 +464,7 @@ async function jobPage(gen, id) {
       .filter((o) => o.id !== id)
       .map((o) => `<option value="${esc(o.id)}">${esc(o.name)} · ${esc(o.status)} · ${esc(o.created_at.slice(0, 19))}</option>`)
       .join("");
-  });
+  }).catch(() => {}); // only suggestions: the page works without them
   const logs = logTail(id);
   const redraw = charts(document.getElementById("charts"), [id], [job.name]);
   let ended = false;
