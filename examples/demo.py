@@ -9,6 +9,7 @@ free port with a fresh data directory, talks to it over REST like any client, an
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,6 +92,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
+            shutil.rmtree(data, ignore_errors=True)  # the demo's service, database and files
     verdict = (rerun.get("verdict") or {}).get("verdict")
     print(f"\n== verdict: {verdict}")
     return 0 if verdict == "identical" else 1

@@ -13,8 +13,10 @@ def train(ctx):
     model = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, 1)).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=ctx.params.get("lr", 1e-2))
     ctx.track(model, opt)
+    epochs = ctx.params.get("epochs", 3)
+    ctx.total_steps = epochs * -(-n // 64)  # what `submit --wait` draws its bar and ETA from
     step = 0
-    for _epoch in range(ctx.params.get("epochs", 3)):
+    for _epoch in range(epochs):
         for xb, yb in ctx.dataloader(data, batch_size=64, shuffle=True):
             loss = nn.functional.mse_loss(model(xb.to(ctx.device)), yb.to(ctx.device))
             opt.zero_grad()

@@ -48,6 +48,7 @@ def train(ctx):
     opt = torch.optim.SGD(model.parameters(), lr=p.get("lr", 0.1), momentum=0.9)
     ctx.track(model, opt)
     loader = ctx.dataloader(data, batch_size=32, shuffle=True, num_workers=p.get("workers", 2))
+    ctx.total_steps = p.get("epochs", 2) * -(-len(data) // 32)  # batches of 32, the last one partial
     step = 0
     for epoch in range(p.get("epochs", 2)):
         for x, y in loader:

@@ -2,6 +2,7 @@
 
     ReprotrainError              base; `code` names the kind, `field` the offending field if any
     ├── SpecInvalid              a job spec (file or request body) failed validation
+    ├── RequestInvalid           a query parameter or other part of a request that is not the spec
     ├── InputError               an input named by a spec is missing or unreadable
     ├── ResultInvalid            a stored result cannot be read or has the wrong shape
     ├── NotFound                 a job, bundle or artifact that does not exist
@@ -9,6 +10,7 @@
     ├── RequestTooLarge          a request body over its limit (REPROTRAIN_MAX_SPEC_BYTES)
     ├── VerifyFailed             a run manifest's signature or a digest it lists does not check out
     ├── Conflict                 the request does not fit the job's state (cancel a finished job)
+    │   └── AmbiguousId          a job id prefix that more than one job has
     ├── Unauthorized             a missing or wrong API token
     ├── BundleInvalid            an uploaded bundle is malformed or unsafe
     │   └── BundleTooLarge       … or larger than the configured limit
@@ -40,6 +42,10 @@ class ReprotrainError(Exception):
 
 class SpecInvalid(ReprotrainError):
     code = "spec_invalid"
+
+
+class RequestInvalid(ReprotrainError):
+    code = "request_invalid"
 
 
 class InputError(ReprotrainError):
@@ -78,6 +84,10 @@ class VerifyFailed(ReprotrainError):
 
 class Conflict(ReprotrainError):
     code = "conflict"
+
+
+class AmbiguousId(Conflict):
+    code = "ambiguous_id"
 
 
 class Unauthorized(ReprotrainError):

@@ -59,10 +59,27 @@ def encode_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def log(step: int, **metrics: Any) -> None:
-    """Record metrics for one step of a script-mode job (no-op when not run by reprotrain)."""
+def progress_total(n: Any) -> int | None:
+    """A job's declared number of steps, checked (a bool or a negative count is a mistake)."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"total steps must be a non-negative int, not {n!r}")
+    return n
+
+
+_declared_total: int | None = None
+
+
+def log(step: int, total: int | None = None, **metrics: Any) -> None:
+    """Record metrics for one step of a script-mode job (no-op when not run by reprotrain).
+    `total` (not a metric) is how many steps there will be: `submit --wait` shows a bar and ETA."""
+    global _declared_total
     writer = _default_writer()
     if writer is not None:
+        if total is not None and progress_total(total) != _declared_total:
+            _declared_total = total
+            writer.write("progress", total=total)
         writer.write("metric", step=int(step), metrics=encode_metrics(metrics))
 
 

@@ -127,6 +127,11 @@ class ColumnCache:
         self._items: OrderedDict[str, Columns] = OrderedDict()
         self._values = 0
 
+    def drop(self, key: str) -> None:
+        with self._lock:
+            if (cols := self._items.pop(key, None)) is not None:
+                self._values -= cols.size
+
     def get(self, key: str, load: Callable[[], Sequence[dict[str, Any]]]) -> Columns:
         with self._lock:
             if key in self._items:

@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     maintenance_s: float = Field(5.0, gt=0, description="reaper/reconciler period")
     resend_after_s: float = Field(300.0, gt=0, description="re-send QUEUED jobs older than this")
     max_attempts: int = Field(3, ge=1, description="lease expiries before a job fails")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="delete ended jobs this old (an original with a newer re-run stays); default off",
+    )
+    retention_every_s: float = Field(3600.0, gt=0, description="how often the retention sweep runs")
+    artifact_grace_s: float = Field(
+        600.0, ge=0, description="a stored file no job holds is deleted once unused this long"
+    )
     visibility_timeout_s: int = Field(12 * 3600, ge=1, description="Redis: an unacked message returns after")
     max_bundle_bytes: int = Field(100 * 2**20, ge=1024)
     max_bundle_unpacked_bytes: int = Field(1024 * 2**20, ge=1024)

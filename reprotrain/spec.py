@@ -142,7 +142,13 @@ class JobSpec(Frozen):
                 field="entrypoint",
             )
         if self.seed is None and self.determinism.policy != "off":
-            raise SpecInvalid(f"required for determinism policy '{self.determinism.policy}'", field="seed")
+            policy = self.determinism.policy
+            default = " (the default)" if "policy" not in self.determinism.model_fields_set else ""
+            raise SpecInvalid(
+                f"required for determinism policy '{policy}'{default}: give a seed, "
+                "or set determinism: {policy: off} for a run not meant to reproduce",
+                field="seed",
+            )
         return self
 
     @property

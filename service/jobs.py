@@ -6,7 +6,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from reprotrain.errors import NotFound, SpecInvalid
+from reprotrain.errors import NotFound, RequestInvalid, SpecInvalid
 from reprotrain.spec import JobSpec, parse_spec
 from reprotrain.status import Status
 from reprotrain.store import Store
@@ -59,8 +59,24 @@ def parse_verdict_filter(values: list[str] | None) -> list[str] | None:
     out = [v.strip().lower() for value in values or () for v in value.split(",") if v.strip()]
     for v in out:
         if v not in VERDICTS:
-            raise SpecInvalid(f"unknown verdict {v!r}; one of {', '.join(VERDICTS)}", field="verdict")
+            raise RequestInvalid(f"unknown verdict {v!r}; one of {', '.join(VERDICTS)}", field="verdict")
     return out or None
+
+
+def live_total(store: Store, row: JobRow) -> int | None:
+    """The step count a running job declared (`ctx.total_steps`, `log(step, total=N)`), if any."""
+    if Status(row.status).is_final:
+        return None
+    total = None
+    for line in store.read_log(row.id, "events").decode("utf-8", errors="replace").splitlines():
+        if '"progress"' in line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("kind") == "progress" and isinstance(event.get("total"), int):
+                total = event["total"]
+    return total
 
 
 def parse_status_filter(values: list[str] | None) -> list[str] | None:
@@ -72,6 +88,6 @@ def parse_status_filter(values: list[str] | None) -> list[str] | None:
             s = s.strip().upper()
             if s not in Status.__members__:
                 allowed = ", ".join(Status.__members__)
-                raise SpecInvalid(f"unknown status {s!r}; one of {allowed}", field="status")
+                raise RequestInvalid(f"unknown status {s!r}; one of {allowed}", field="status")
             out.append(s)
     return out

@@ -1,13 +1,18 @@
-"""Reaper and reconciler: jobs whose worker died go back to the queue; lost messages are re-sent."""
+"""Reaper, reconciler and retention: jobs whose worker died go back to the queue, lost messages are
+re-sent, and (with REPROTRAIN_RETENTION_DAYS) old jobs and the files no job holds are deleted."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import Broker
+from reprotrain.errors import Conflict, NotFound
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.repo import store_unavailable
@@ -50,6 +55,36 @@ def _send(store: Store, sender: Broker, job_id: str, queue: str | None = None) -
     return True
 
 
+def retain(store: Store, artifacts: ArtifactStore, settings: Settings) -> dict[str, int]:
+    """The retention sweep: delete ended jobs older than REPROTRAIN_RETENTION_DAYS (re-runs before
+    their originals; an original with a kept re-run is kept), then every stored file no job holds."""
+    deleted = 0
+    if settings.retention_days is not None:
+        before = datetime.now(UTC) - timedelta(days=settings.retention_days)
+        while batch := store.expired(before):
+            progress = 0
+            for job_id in batch:
+                try:
+                    store.delete_job(job_id)
+                except (Conflict, NotFound):  # a re-run submitted meanwhile, or deleted by a user
+                    continue
+                progress += 1
+                remove_job_dir(settings, job_id)
+            deleted += progress
+            if not progress:
+                break
+    files, size = artifacts.sweep(store.referenced, settings.artifact_grace_s)
+    if deleted or files:
+        log.info("retention: deleted %d jobs, %d stored files (%d bytes)", deleted, files, size)
+    return {"jobs": deleted, "files": files, "bytes": size}
+
+
+def remove_job_dir(settings: Settings, job_id: str) -> None:
+    """A deleted job's working directory, where this process can see it (the embedded worker's)."""
+    if len(job_id) == 32 and job_id.isalnum():
+        shutil.rmtree(settings.jobs / job_id, ignore_errors=True)
+
+
 class Maintenance(threading.Thread):
     def __init__(self, store: Store, open_broker: Callable[[], Broker], settings: Settings) -> None:
         super().__init__(name="reprotrain-maintenance", daemon=True)
@@ -61,10 +96,15 @@ class Maintenance(threading.Thread):
         lease period: every lease ran out while nobody could renew it, and live workers renew
         theirs within a heartbeat of its return (a finished run is stored, not run again)."""
         sender = self.open_broker()  # this thread's own connection
+        artifacts = ArtifactStore(self.settings.artifacts)
         hold_until = 0.0
+        retain_at = time.monotonic() + self.settings.maintenance_s  # not in the way of a start
         while not self.stopped.wait(self.settings.maintenance_s):
             try:
                 maintain_once(self.store, sender, self.settings, reap=time.monotonic() >= hold_until)
+                if time.monotonic() >= retain_at:
+                    retain_at = time.monotonic() + self.settings.retention_every_s
+                    retain(self.store, artifacts, self.settings)
             except Exception as e:
                 if store_unavailable(e):
                     hold_until = time.monotonic() + self.settings.lease_s

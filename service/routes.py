@@ -19,12 +19,14 @@ from reprotrain.manifest import SignedManifest
 from reprotrain.series import MAX_POINTS, series
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
+from reprotrain.service.maintenance import remove_job_dir
 from reprotrain.service.schemas import (
     SPEC_EXAMPLE,
     ArtifactPublic,
     ArtifactsPublic,
     BundlePublic,
     CancelPublic,
+    DeletedPublic,
     ErrorBody,
     FingerprintPublic,
     JobPublic,
@@ -55,6 +57,30 @@ def _created(job: JobPublic) -> Any:
 
 def _state(request: Request) -> Any:
     return request.app.state
+
+
+async def _resolve(request: Request, ref: str) -> str:
+    if len(ref) == 32:  # a whole id: no query here (the route's own read finds whether it exists)
+        return ref.lower()
+    return await run_in_threadpool(_state(request).store.resolve_id, ref)
+
+
+async def _job_id(request: Request, job_id: str, _: Authorized) -> str:
+    """The job named by its id or a unique prefix of it (6+ characters), after the token check."""
+    return await _resolve(request, job_id)
+
+
+async def _a(request: Request, a: str, _: Authorized) -> str:
+    return await _resolve(request, a)
+
+
+async def _b(request: Request, b: str, _: Authorized) -> str:
+    return await _resolve(request, b)
+
+
+JobId = Annotated[str, Depends(_job_id)]
+JobA = Annotated[str, Depends(_a)]
+JobB = Annotated[str, Depends(_b)]
 
 
 SPEC_BODY = {
@@ -161,23 +187,37 @@ def list_runs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
-def get_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
+def get_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic:
     """One job: status, metrics, digests, and for a re-run its verdict."""
     return JobPublic.from_row(_state(request).store.get_job(job_id, light=True))
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
-async def rerun_job(request: Request, job_id: str, _: Authorized) -> JobPublic:
+async def rerun_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic:
     """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
     st = _state(request)
-    original = await run_in_threadpool(st.store.get_job, job_id)
+    original = await run_in_threadpool(lambda: st.store.get_job(job_id, light=True))
     return _created(
         JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
     )
 
 
+@router.delete("/jobs/{job_id}", response_model=DeletedPublic, tags=["jobs"])
+def delete_job(request: Request, job_id: JobId, _: Authorized) -> DeletedPublic:
+    """Delete an ended job: its row, logs, working directory and every stored file no other job
+    holds. 409 for a job still queued or running (cancel it first) or the original of a re-run."""
+    st = _state(request)
+    released = st.store.delete_job(job_id)
+    files, size = st.artifacts.remove(released, st.settings.artifact_grace_s)
+    remove_job_dir(st.settings, job_id)
+    st.columns.drop(job_id)
+    return DeletedPublic(
+        id=job_id, artifacts_removed=files, bytes_freed=size, artifacts_kept=len(released) - files
+    )
+
+
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=CancelPublic, tags=["jobs"])
-def cancel_job(request: Request, job_id: str, _: Authorized) -> CancelPublic:
+def cancel_job(request: Request, job_id: JobId, _: Authorized) -> CancelPublic:
     """Cancel: a queued job at once, a running one by its worker (SIGTERM, then SIGKILL)."""
     return CancelPublic(id=job_id, status=_state(request).store.request_cancel(job_id))
 
@@ -185,7 +225,7 @@ def cancel_job(request: Request, job_id: str, _: Authorized) -> CancelPublic:
 @router.get("/jobs/{job_id}/logs", tags=["data"], response_class=StreamingResponse)
 async def job_logs(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     _: Authorized,
     stream: Literal["stdout", "stderr"] = "stdout",
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -215,7 +255,7 @@ async def job_logs(
 @router.get("/jobs/{job_id}/trace", response_model=TracePublic, tags=["data"])
 def job_trace(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     _: Authorized,
     since: Annotated[int, Query(ge=0, description="skip this many entries")] = 0,
 ) -> TracePublic:
@@ -223,13 +263,14 @@ def job_trace(
     st = _state(request)
     row = st.store.get_job(job_id, light=True)
     trace = jobs.live_trace(st.store, row)
-    return TracePublic(status=row.status, data=trace[since:], count=len(trace))
+    total = jobs.live_total(st.store, row)
+    return TracePublic(status=row.status, data=trace[since:], count=len(trace), total=total)
 
 
 @router.get("/jobs/{job_id}/series", response_model=SeriesPublic, tags=["data"])
 def job_series(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     _: Authorized,
     points: Annotated[int, Query(ge=8, le=MAX_POINTS, description="about how many steps to return")] = 2000,
     start: Annotated[int | None, Query(ge=-MAX_OFFSET, le=MAX_OFFSET, description="first step")] = None,
@@ -249,7 +290,7 @@ def job_series(
 
 
 @router.get("/jobs/{job_id}/fingerprint", response_model=FingerprintPublic, tags=["data"])
-def job_fingerprint(request: Request, job_id: str, _: Authorized) -> FingerprintPublic:
+def job_fingerprint(request: Request, job_id: JobId, _: Authorized) -> FingerprintPublic:
     """The environment fingerprint the job ran in, with its env_digest and determinism record."""
     row = _state(request).store.get_job(job_id)
     if row.result is None:
@@ -265,7 +306,7 @@ def job_fingerprint(request: Request, job_id: str, _: Authorized) -> Fingerprint
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactsPublic, tags=["data"])
-def job_artifacts(request: Request, job_id: str, _: Authorized) -> ArtifactsPublic:
+def job_artifacts(request: Request, job_id: JobId, _: Authorized) -> ArtifactsPublic:
     """Files the job produced (outputs, logs, final state), by name."""
     st = _state(request)
     st.store.get_job(job_id, light=True)
@@ -276,7 +317,7 @@ def job_artifacts(request: Request, job_id: str, _: Authorized) -> ArtifactsPubl
 
 
 @router.get("/jobs/{job_id}/artifacts/{name:path}", tags=["data"], response_class=FileResponse)
-def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> FileResponse:
+def job_artifact(request: Request, job_id: JobId, name: str, _: Authorized) -> FileResponse:
     """Download one artifact by name."""
     st = _state(request)
     st.store.get_job(job_id, light=True)
@@ -296,7 +337,7 @@ def job_artifact(request: Request, job_id: str, name: str, _: Authorized) -> Fil
 
 
 @router.get("/jobs/{job_id}/manifest", response_model=SignedManifest, tags=["data"])
-def job_manifest(request: Request, job_id: str, _: Authorized) -> SignedManifest:
+def job_manifest(request: Request, job_id: JobId, _: Authorized) -> SignedManifest:
     """The finished job's run manifest, signed by its worker (`reprotrain verify` checks it)."""
     row = _state(request).store.get_job(job_id)
     if row.manifest is None:
@@ -305,7 +346,7 @@ def job_manifest(request: Request, job_id: str, _: Authorized) -> SignedManifest
 
 
 @router.get("/jobs/{job_id}/result", response_model=StoredResultPublic, tags=["data"])
-def job_result(request: Request, job_id: str, _: Authorized) -> StoredResultPublic:
+def job_result(request: Request, job_id: JobId, _: Authorized) -> StoredResultPublic:
     """The stored result and verdict exactly as stored: what the manifest's digests are taken of."""
     row = _state(request).store.get_job(job_id)
     if row.result is None:
@@ -325,7 +366,7 @@ def worker_keys(request: Request, _: Authorized) -> KeysPublic:
 
 
 @router.get("/jobs/{a}/compare/{b}", response_model=Verdict, tags=["jobs"])
-def compare_jobs(request: Request, a: str, b: str, _: Authorized) -> Verdict:
+def compare_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> Verdict:
     """The verdict of job b against job a: identical, metrics_identical, diverged or incomparable."""
     st = _state(request)
     return job_verdict(st.store, st.artifacts, a, b)

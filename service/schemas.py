@@ -169,6 +169,15 @@ def _utc(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
+class DeletedPublic(BaseModel):
+    id: str
+    artifacts_removed: int = Field(description="stored files deleted: no other job held them")
+    bytes_freed: int
+    artifacts_kept: int = Field(
+        description="files no job holds, used within REPROTRAIN_ARTIFACT_GRACE_S: a later sweep takes them"
+    )
+
+
 class CancelPublic(BaseModel):
     id: str
     status: str = Field(description="CANCELED at once if queued; RUNNING until its worker stops it")
@@ -204,6 +213,7 @@ class TracePublic(BaseModel):
     status: str
     data: list[dict[str, Any]]
     count: int = Field(description="entries in the whole trace so far")
+    total: int | None = Field(None, description="while running: the step count the job declared, if it did")
 
 
 class StoredResultPublic(BaseModel):

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from reprotrain import __version__
 from reprotrain.cli import local, remote, server
 from reprotrain.errors import ReprotrainError
 
@@ -20,6 +21,9 @@ EPILOG = """examples:
   reprotrain serve                                       # API + worker on this machine
   reprotrain submit examples/specs/mlp.yaml --wait       # submit to a server
   reprotrain rerun JOB_ID --wait                         # re-run by id, print the verdict
+  reprotrain show 3fa9c2                                 # any command: a unique id prefix (6+)
+  reprotrain artifacts JOB_ID model.pt -o model.pt      # download one artifact
+  reprotrain trace JOB_ID --csv > trace.csv              # per-step metrics, exact
   reprotrain submit examples/script/spec.yaml --bundle examples/script --wait
 """
 
@@ -31,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"reprotrain {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.add_commands(sub)
     remote.add_commands(sub)

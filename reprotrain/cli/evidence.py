@@ -67,6 +67,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     client = Client(args.url, args.token)
     signed = SignedManifest.model_validate(client.manifest(args.id))
+    args.id = signed.parsed.job_id  # the whole id, where a prefix was given
     stored = client.stored_result(args.id)
     out = Path(args.output or f"job-{args.id}.tar")
     with tarfile.open(out, "w") as tar:
@@ -90,7 +91,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if re.fullmatch(r"[0-9a-f]{32}", args.target) and not Path(args.target).exists():
+    if re.fullmatch(r"[0-9a-fA-F]{6,32}", args.target) and not Path(args.target).exists():
         checked, where = _verify_online(args), "against the service"
     elif Path(args.target).is_file():
         checked, where = _verify_tar(Path(args.target), args.key), "offline"

@@ -45,16 +45,19 @@ def format_isolation(iso: dict[str, Any]) -> str:
     )
 
 
-def format_error(error: dict[str, Any], stderr_lines: int = 8) -> list[str]:
-    """The error's type and message, how the job ended, and the last lines of its stderr."""
+def format_error(error: dict[str, Any], stderr_lines: int = 8, job_id: str = "ID") -> list[str]:
+    """The error's type and message, how the job ended, the traceback's last frames (or the last
+    lines of its stderr), and the command that prints the rest."""
     message = (error.get("message") or "").strip().splitlines() or [""]
     lines = [f"error     {error.get('type')}: {message[0]}"]
     lines += [f"          {m}" for m in message[1:4]]
     if error.get("detail"):
         lines.append(f"          ({error['detail']})")
-    tail = (error.get("stderr_tail") or "").splitlines()[-stderr_lines:]
+    traceback = (error.get("traceback") or "").splitlines()
+    tail = traceback[-stderr_lines:] or (error.get("stderr_tail") or "").splitlines()[-stderr_lines:]
     if tail:
-        lines.append("stderr    (last lines; `reprotrain logs ID --stderr` has all)")
+        what = "traceback" if traceback else "stderr"
+        lines.append(f"{what:9} (its last lines; `reprotrain logs {job_id} --stderr` prints all of stderr)")
         lines += [f"  | {t}" for t in tail]
     return lines
 
@@ -202,7 +205,7 @@ def format_job(job: dict[str, Any]) -> str:
             f"TAMPERED  {bad.get('artifact') or bad['digest']}: its stored bytes changed (integrity_error)"
         )
     if job.get("error"):
-        lines += format_error(job["error"])
+        lines += format_error(job["error"], job_id=job["id"])
     if job.get("verdict"):
         lines.append(format_verdict(job["verdict"]))
     return "\n".join(lines)

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reprotrain.cli import evidence
+from reprotrain.cli import data, evidence
 from reprotrain.cli.output import REPRODUCED, _metrics, format_job, format_jobs, format_verdict, print_json
 from reprotrain.client import Client
-from reprotrain.errors import SpecInvalid
-from reprotrain.spec import load_spec
+from reprotrain.errors import ReprotrainError, SpecInvalid
+from reprotrain.spec import load_spec, loads_spec, parse_spec
+from reprotrain.status import Status
 
 
 def add_commands(sub: Any) -> None:
@@ -34,7 +35,7 @@ def add_commands(sub: Any) -> None:
         help="submit a job spec to a server",
         description="Submit a job spec; with --bundle, upload a code directory first.",
     )
-    p.add_argument("spec", help="job spec file (YAML or JSON)")
+    p.add_argument("spec", help="job spec file (YAML or JSON); - reads it from standard input")
     p.add_argument("--bundle", metavar="DIR", help="upload DIR as the job's code bundle")
     p.add_argument("--seed", type=int, help="override the spec's seed")
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
@@ -47,7 +48,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     p.set_defaults(func=cmd_rerun)
 
-    p = sub.add_parser("show", parents=[common], help="show one job")
+    p = sub.add_parser(
+        "show", parents=[common], help="show one job (an id or a unique prefix of 6+ characters)"
+    )
     p.add_argument("id")
     p.set_defaults(func=lambda a: _show(a, Client(a.url, a.token).get(a.id)))
 
@@ -59,33 +62,92 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("logs", parents=[common], help="print a job's stdout (or stderr)")
+    p = sub.add_parser(
+        "logs",
+        parents=[common],
+        help="print a job's stdout (or stderr)",
+        description="Print the log's bytes as the job wrote them (--json is refused: there is no JSON here).",
+    )
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming until the job ends")
     p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    p = sub.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a queued or running job",
+        description="A queued job is CANCELED at once; a running one is asked to stop (SIGTERM, then "
+        "SIGKILL) by its worker: --wait waits for it to end.",
+    )
     p.add_argument("id")
-    p.set_defaults(func=lambda a: _emit(a, Client(a.url, a.token).cancel(a.id), "{id}: {status}"))
+    p.add_argument("--wait", action="store_true", help="wait until the job has ended")
+    p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "rm",
+        parents=[common],
+        help="delete ended jobs, their logs and the stored files no other job holds",
+        description="Delete each job (an id or a unique prefix): its row, logs, working directory and "
+        "every stored file no other job holds. A queued or running job, or the original of a re-run, "
+        "is refused. Exit 2 when any was refused.",
+    )
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser(
         "compare",
         parents=[common],
         help="verdict of B against A (job ids or run dirs)",
-        description="Compare B (a re-run) with A (the original). A and B are job ids "
-        "on a server, or local run directories / result.json files.",
+        description="Compare B (a re-run) with A (the original). A and B are job ids (or unique "
+        "prefixes of 6+ characters) on a server, or local run directories / result.json files: "
+        "a path that exists here is taken as a run, anything else as a job id.",
     )
     p.add_argument("a")
     p.add_argument("b")
     p.set_defaults(func=cmd_compare)
 
     evidence.add_commands(sub, common)
+    data.add_commands(sub, common)
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], template: str) -> int:
     print_json(obj) if args.json else print(template.format(**obj))
     return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    client, done, failed = Client(args.url, args.token), [], 0
+    for ref in args.ids:
+        try:
+            answer = client.delete(ref)
+        except ReprotrainError as e:
+            failed += 1
+            print(f"reprotrain: error: {ref}: {e}", file=sys.stderr)
+            continue
+        done.append(answer)
+        if not args.json:
+            freed = f"{answer['artifacts_removed']} stored files, {answer['bytes_freed']} bytes freed"
+            print(f"deleted {answer['id']} ({freed})")
+    if args.json:
+        print_json({"deleted": done, "failed": failed})
+    return 2 if failed else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = Client(args.url, args.token)
+    answer = client.cancel(args.id)
+    if not args.json:
+        if answer["status"] == "CANCELED":
+            print(f"{answer['id']}: CANCELED")
+        else:
+            hint = "" if args.wait else " (--wait waits for the end)"
+            print(f"{answer['id']}: cancel requested; its worker stops it{hint}")
+    if not args.wait:
+        return _emit(args, answer, "") if args.json else 0
+    job = client.wait(answer["id"], timeout=args.timeout)
+    return _emit(args, job, "{id}: {status}")
 
 
 def _show(args: argparse.Namespace, job: dict[str, Any]) -> int:
@@ -94,7 +156,10 @@ def _show(args: argparse.Namespace, job: dict[str, Any]) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec).canonical()
+    if args.spec == "-":
+        spec = parse_spec(loads_spec(sys.stdin.read(), source="standard input")).canonical()
+    else:
+        spec = load_spec(args.spec).canonical()
     if args.seed is not None:
         spec["seed"] = args.seed
     client = Client(args.url, args.token)
@@ -129,21 +194,52 @@ def _finish(args: argparse.Namespace, job: dict[str, Any]) -> int:
 def _wait(client: Client, job_id: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.json or not sys.stderr.isatty():
         return client.wait(job_id, timeout=args.timeout)
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    progress = Progress(job_id)
+    try:
+        return client.wait(job_id, timeout=args.timeout, on_trace=progress)
+    finally:
+        progress.bar.stop()
 
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
-    ) as bar:
-        task = bar.add_task(f"{job_id[:12]} queued")
 
-        def on_trace(new: list[dict[str, Any]], page: dict[str, Any]) -> None:
-            last = new[-1] if new else None
-            text = f"{job_id[:12]} {page['status'].lower()}  {page['count']} steps"
-            if last:
-                text += f"  step {last['step']}  {_metrics(last['metrics'])}"
-            bar.update(task, description=text)
+class Progress:
+    """`--wait`'s live line: status, steps, the latest metrics (kept until newer ones come), and,
+    once the job declares its step count, a bar with percent and time left."""
 
-        return client.wait(job_id, timeout=args.timeout, on_trace=on_trace)
+    def __init__(self, job_id: str, console: Any = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+            console=console,
+        )
+        self.job_id, self.last = job_id, None
+        self.task = self.bar.add_task(f"{job_id[:12]} queued", total=None)
+        self.bar.start()
+
+    def __call__(self, new: list[dict[str, Any]], page: dict[str, Any]) -> None:
+        if new:
+            self.last = new[-1]
+        text = f"{self.job_id[:12]} {page['status'].lower()}  {page['count']} steps"
+        if self.last:
+            text += f"  step {self.last['step']}  {_metrics(self.last['metrics'])}"
+        done = self.last["step"] + 1 if self.last else 0
+        self.bar.update(self.task, description=text, total=page.get("total"), completed=done)
+        if Status(page["status"]).is_final:
+            self.bar.stop()
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -155,6 +251,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if args.json:
+        raise SpecInvalid("logs prints the log as the job wrote it; there is no JSON form", field="--json")
     out = sys.stdout.buffer
     for chunk in Client(args.url, args.token).logs(
         args.id, stream="stderr" if args.stderr else "stdout", follow=args.follow
@@ -165,14 +263,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _is_job_id(s: str) -> bool:
-    return bool(re.fullmatch(r"[0-9a-f]{32}", s)) and not Path(s).exists()
+    return bool(re.fullmatch(r"[0-9a-fA-F]{6,32}", s)) and not Path(s).exists()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    if not (_is_job_id(args.a) and _is_job_id(args.b)):
+    pair = (args.a, args.b)
+    runs = [not _is_job_id(x) for x in pair]
+    missing = [x for x, run in zip(pair, runs, strict=True) if run and not Path(x).exists()]
+    if missing:
+        raise SpecInvalid(f"{missing[0]!r} is neither a run directory here nor a job id (6 to 32 hex digits)")
+    if all(runs):
         from reprotrain.cli.local import compare_local
 
         return compare_local(args.a, args.b, args.json)
+    if any(runs):
+        run, job = (args.a, args.b) if runs[0] else (args.b, args.a)
+        raise SpecInvalid(
+            f"compare takes two job ids or two run directories: {run!r} is a run here, {job!r} a job id"
+        )
     verdict = Client(args.url, args.token).compare(args.a, args.b)
     print_json(verdict) if args.json else print(format_verdict(verdict))
     return 0 if verdict["verdict"] in REPRODUCED else 1

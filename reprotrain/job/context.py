@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from reprotrain.hashing import digest_bytes
 from reprotrain.job.digest import model_state, optimizer_state, state_digests
-from reprotrain.report import EventWriter, encode_metrics
+from reprotrain.report import EventWriter, encode_metrics, progress_total
 
 
 def derive_seed(seed: int, *labels: object) -> int:
@@ -147,13 +147,28 @@ class Context:
         self._data.update(packed)
         self._batches += 1
 
+    _total_steps: int | None = None
+
     def track(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Name the model (and optimizer) whose state is digested along the way and at the end."""
         self.model = model
         self.optimizer = optimizer
 
-    def log(self, step: int, **metrics: Any) -> None:
-        """Record metrics for a step; every `digest_every`-th call also digests the parameters."""
+    @property
+    def total_steps(self) -> int | None:
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, n: int | None) -> None:
+        """How many steps the job will log: `submit --wait` shows a bar, percent and ETA from it."""
+        self._total_steps = progress_total(n)
+        self._events.write("progress", total=self._total_steps)
+
+    def log(self, step: int, total: int | None = None, **metrics: Any) -> None:
+        """Record metrics for a step; every `digest_every`-th call also digests the parameters.
+        `total` (not a metric) is how many steps there will be, as `total_steps` sets it."""
+        if total is not None and total != getattr(self, "_total_steps", None):
+            self.total_steps = total
         encoded = encode_metrics(metrics)
         self.last_metrics.update(encoded)
         params = None

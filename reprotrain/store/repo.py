@@ -12,6 +12,7 @@ and nothing is overwritten.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,12 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, aliased, defer, sessionmaker
 
-from reprotrain.errors import ArtifactTampered, Conflict, NotFound
+from reprotrain.errors import AmbiguousId, ArtifactTampered, Conflict, NotFound
 from reprotrain.result import JobError, Result
 from reprotrain.spec import JobSpec
 from reprotrain.status import Status
@@ -80,6 +81,8 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
+MIN_PREFIX = 6  # the shortest job id prefix the API and CLI take
+_HEX = re.compile(r"[0-9a-f]{1,31}")
 RESULT_PARTS = ("digests", "timing", "isolation")  # what a job's public view shows of its result
 
 
@@ -252,6 +255,28 @@ class Store:
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", field="job_id")
         return row
+
+    def resolve_id(self, ref: str) -> str:
+        """A job's id from itself or from a prefix of at least 6 characters that one job has."""
+        ref = ref.strip().lower()
+        if len(ref) == 32:
+            return ref  # a whole id: whether it exists is for the caller's read to find
+        if not _HEX.fullmatch(ref):
+            raise NotFound(f"no job with id {ref!r}", field="job_id")
+        if len(ref) < MIN_PREFIX:
+            raise NotFound(f"no job with id {ref!r} (a prefix needs {MIN_PREFIX} characters)", field="job_id")
+        with self.session() as s:  # ids are lowercase hex: every id starting with ref is in [ref, ref+"g")
+            q = select(JobRow.id).where(JobRow.id >= ref, JobRow.id < ref + "g").order_by(JobRow.id).limit(6)
+            found = list(s.scalars(q))
+        if not found:
+            raise NotFound(f"no job with id {ref!r}", field="job_id")
+        if len(found) > 1:
+            more = ", …" if len(found) > 5 else ""
+            raise AmbiguousId(
+                f"{ref!r} starts more than one job's id: {', '.join(found[:5])}{more}; give more of it",
+                field="job_id",
+            )
+        return found[0]
 
     def trace(self, job_id: str) -> list[dict[str, Any]]:
         """A finished job's stored trace (only that part of its result)."""
@@ -437,6 +462,59 @@ class Store:
             )
 
     # ---- cancel, reaper, reconciler --------------------------------------------------------
+    # ---- deletion ------------------------------------------------------------------------------
+    def delete_job(self, job_id: str) -> list[str]:
+        """Delete an ended job with its logs and artifact rows, in one transaction. Returns the
+        artifact digests no job holds any more (their files may go). A job still queued or running,
+        or the original of a re-run, is refused: its re-runs' verdicts are about it."""
+        final = [s.value for s in Status if s.is_final]
+        with self.session() as s:
+            status = s.scalar(select(JobRow.status).where(JobRow.id == job_id))
+            if status is None:
+                raise NotFound(f"no job with id {job_id!r}", field="job_id")
+            if status not in final:
+                raise Conflict(f"job {job_id} is {status}: cancel it, then delete it", field="job_id")
+            reruns = list(s.scalars(select(JobRow.id).where(JobRow.rerun_of == job_id).limit(4)))
+            if reruns:
+                raise Conflict(
+                    f"job {job_id} is the original of re-run(s) {', '.join(reruns[:3])}"
+                    f"{', …' if len(reruns) > 3 else ''}: delete those first",
+                    field="job_id",
+                )
+            digests = set(s.scalars(select(ArtifactRow.digest).where(ArtifactRow.job_id == job_id)))
+            s.execute(delete(LogChunkRow).where(LogChunkRow.job_id == job_id))
+            s.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id))
+            s.execute(delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final)))
+            held = set(s.scalars(select(ArtifactRow.digest).where(ArtifactRow.digest.in_(digests))))
+        return sorted(digests - held)
+
+    def expired(self, before: datetime, limit: int = 500) -> list[str]:
+        """Ended jobs that finished before `before` and are the original of no re-run that is kept
+        (every re-run of theirs ended before it too), re-runs first: the retention sweep's work."""
+        final = [s.value for s in Status if s.is_final]
+        rerun = aliased(JobRow)
+        kept_rerun = (
+            select(rerun.id)
+            .where(
+                rerun.rerun_of == JobRow.id,
+                ~(rerun.status.in_(final) & (rerun.finished_at < before)),
+            )
+            .exists()
+        )
+        q = (
+            select(JobRow.id)
+            .where(JobRow.status.in_(final), JobRow.finished_at < before, ~kept_rerun)
+            .order_by(JobRow.rerun_of.is_(None), JobRow.finished_at)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def referenced(self, digests: list[str]) -> set[str]:
+        """Which of these artifact digests some job holds."""
+        with self.session() as s:
+            return set(s.scalars(select(ArtifactRow.digest).where(ArtifactRow.digest.in_(digests))))
+
     def request_cancel(self, job_id: str) -> str:
         """QUEUED → CANCELED at once; RUNNING → flagged for its worker. Returns the status."""
         with self.session() as s:

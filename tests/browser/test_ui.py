@@ -264,3 +264,27 @@ def test_a_long_trace_is_charted_downsampled_and_exact_when_zoomed(
     zoomed = page.evaluate("window.reprotrain.charts.loss.data")
     assert zoomed[0] == list(range(3000, 4000))
     assert zoomed[1] == [math.sin(s / 300) for s in range(3000, 4000)]
+
+
+def test_the_job_page_deletes_an_ended_job_and_says_why_it_will_not_delete_an_original(
+    page: Any, serve: Serve
+) -> None:
+    with Client(serve.url) as c:
+        original = c.wait(c.submit(base_spec(name="to-delete"))["id"], timeout=120)
+        rerun = c.wait(c.rerun(original["id"])["id"], timeout=120)
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{serve.url}/jobs/{original['id']}")
+    page.wait_for_selector("h1 [data-status='SUCCEEDED']")
+    page.click("#delete")
+    page.wait_for_selector("#banner .error")
+    assert "original of re-run" in page.locator("#banner").inner_text()
+    page.goto(f"{serve.url}/jobs/{rerun['id']}")
+    page.wait_for_selector("h1 [data-status='SUCCEEDED']")
+    page.click("#delete")
+    page.wait_for_url(serve.url + "/")
+    page.wait_for_selector(f"tr[data-id='{original['id']}']")
+    assert page.locator(f"tr[data-id='{rerun['id']}']").count() == 0
+    with Client(serve.url) as c:
+        assert c.list(name="to-delete")["count"] == 1
+    # the browser logs the refused delete (409) and a read the left page had in flight (404)
+    page.errors[:] = [e for e in page.errors if not re.search(r"Failed to load resource.*\b(409|404)\b", e)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,20 @@ def test_a_reproduced_script_exits_0_and_says_what_differs(tmp_path: Path) -> No
         check=False,
     )
     assert piped.stdout == "verdict   " and "Traceback" not in piped.stderr
+
+
+def test_the_demo_reproduces_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`make demo`'s script: identical, exit 0, and its service's data directory is gone after."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROTRAIN_")} | {"TMPDIR": str(tmp_path)}
+    p = subprocess.run(
+        [sys.executable, "-m", "reprotrain.examples.demo", str(ROOT / "examples/specs/mlp.yaml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "== verdict: identical" in p.stdout
+    assert not list(tmp_path.glob("reprotrain-demo-*")), list(tmp_path.iterdir())

@@ -99,6 +99,7 @@ async function route() {
       await comparePage(gen, decodeURIComponent(m[1]), decodeURIComponent(m[2]));
     else main.innerHTML = `<p>No page here. <a href="/" data-link>Runs</a></p>`;
   } catch (e) {
+    if (gen !== generation) return; // the user has moved on (or deleted what this page showed)
     if (e instanceof AuthNeeded) return showLogin();
     main.innerHTML = `<div class="error"><b>Could not load this page:</b> ${esc(e.message)}</div>`;
   }
@@ -320,7 +321,7 @@ class MetricChart {
     this.el.innerHTML = `<div class="title">${esc(name)}${marker != null ? ` <span class="note">dashed line: first differing step ${marker}</span>` : ""}</div><div class="plot"></div><div class="note" data-role="note"></div>`;
     parent.append(this.el);
     this.zoomed = false;
-    this.quiet = false;
+    this.quiet = true; // uPlot sets its scales as it is built: that is not a zoom
     this.onZoom = onZoom;
     const width = Math.max(320, this.el.clientWidth - 14);
     const opts = {
@@ -335,6 +336,7 @@ class MetricChart {
       hooks: { setScale: [(u, key) => key === "x" && this.scaled(u)] },
     };
     this.u = new uPlot(opts, [[], ...labels.map(() => [])], this.el.querySelector(".plot"));
+    this.quiet = false;
     this.el.chart = this.u;
     window.reprotrain.charts[name] = this.u;
   }
@@ -400,7 +402,7 @@ function charts(box, jobs, labels, marker) {
           marker,
           onZoom: (r) => {
             range = r;
-            draw(true);
+            draw(true).catch((e) => console.warn("zoom:", e.message)); // the page may be gone
           },
         }),
         diff: jobs.length === 2 ? new MetricChart(box, `${name}: re-run − original`, ["difference"], { marker, color: 1 }) : null,
@@ -424,6 +426,7 @@ async function jobPage(gen, id) {
     <div class="row" id="actions">
       <button id="rerun" class="primary">Re-run</button>
       <button id="cancel" class="danger">Cancel</button>
+      <button id="delete" class="danger" title="delete this ended job, its logs and the files only it holds">Delete</button>
       <form id="compare-with" class="row">
         <input name="other" list="others" placeholder="compare with job id…" size="36" aria-label="compare with job id">
         <datalist id="others"></datalist><button>Compare</button>
@@ -453,6 +456,16 @@ async function jobPage(gen, id) {
   document.getElementById("cancel").onclick = async () => {
     await api(`/v1/jobs/${enc(id)}/cancel`, { method: "POST" });
     refresh();
+  };
+  document.getElementById("delete").onclick = async () => {
+    if (!confirm(`Delete job ${job.name} (${id.slice(0, 8)}), its logs and the files no other job holds?`)) return;
+    try {
+      await api(`/v1/jobs/${enc(id)}`, { method: "DELETE" });
+      go("/");
+    } catch (e) {
+      if (e instanceof AuthNeeded) throw e;
+      document.getElementById("banner").innerHTML = `<div class="error">${esc(e.message)}</div>`;
+    }
   };
   document.getElementById("compare-with").onsubmit = (e) => {
     e.preventDefault();
@@ -487,6 +500,7 @@ function renderJob(job) {
     <span class="muted mono" title="job id">${esc(job.id)}</span>
     ${job.rerun_of ? `<span class="muted">re-run of <a href="/jobs/${esc(job.rerun_of)}" data-link class="mono">${short(job.rerun_of)}</a></span>` : ""}`;
   document.getElementById("cancel").disabled = FINAL.has(job.status) || job.cancel_requested;
+  document.getElementById("delete").disabled = !FINAL.has(job.status);
   const t = job.timing || {};
   const iso = job.isolation;
   document.getElementById("timing").innerHTML = `<table class="kv">
