@@ -7,6 +7,7 @@ ReprotrainError
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,6 +77,19 @@ class Client:
         if rerun_of:
             params["rerun_of"] = rerun_of
         return self._request("GET", "/v1/jobs", params=params).json()
+
+    def runs(self, *, limit: int = 50, offset: int = 0, **filters: Any) -> dict[str, Any]:
+        """The runs table (light rows). Filters: status, name, search, tag, verdict, rerun_of,
+        project (None: not filtered), and params={"lr": 0.1, "optim.name": "adam"}."""
+        params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset)]
+        for key, value in filters.items():
+            if key == "params":
+                params += [(f"param.{k}", _query_value(v)) for k, v in (value or {}).items()]
+            elif isinstance(value, list | tuple):
+                params += [(key, v) for v in value]
+            elif value is not None:
+                params.append((key, value))
+        return self._request("GET", "/v1/runs", params=params).json()
 
     def rerun(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/rerun").json()
@@ -152,6 +166,10 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise ApiError(f"job {job_id} still {page['status']} after {timeout} s", code="timeout")
             time.sleep(poll)
+
+
+def _query_value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _error(resp: httpx.Response) -> ApiError:

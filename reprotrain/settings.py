@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     maintenance_s: float = Field(5.0, gt=0, description="reaper/reconciler period")
     resend_after_s: float = Field(300.0, gt=0, description="re-send QUEUED jobs older than this")
     max_attempts: int = Field(3, ge=1, description="lease expiries before a job fails")
+    log_format: Literal["text", "json"] = Field("text", description="server logs: plain lines or JSON lines")
     retention_days: float | None = Field(
         None,
         gt=0,

@@ -78,6 +78,9 @@ class JobSpec(Frozen):
     """Job spec v1. Exactly one of `entrypoint` (function mode) or `command` (script mode)."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)] = "job"
+    project: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/+-]{1,100}$")] | None = Field(
+        None, description="groups jobs (the runs table and `ls` filter on it)"
+    )
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = Field(
         default_factory=list, description="labels to find the job by (the runs table filters on them)"
     )
@@ -159,7 +162,7 @@ class JobSpec(Frozen):
         """The spec with every default filled in: what the digest is taken of. A spec without a
         `compare` section leaves it out, so its digest is the one it had before the section existed."""
         data = self.model_dump(mode="json")
-        for optional in ("compare", "env"):  # absent: the digest a spec had before the field existed
+        for optional in ("compare", "env", "project"):  # absent: the digest it had before the field existed
             if data[optional] is None:
                 del data[optional]
         if data["network"] == "none":  # the default: the digest it had before the field existed

@@ -12,8 +12,8 @@ from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, select, text
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain import __version__
@@ -25,12 +25,11 @@ from reprotrain.service import errors, ui
 from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
+from reprotrain.service.metrics import ApiMetrics, RequestMetrics
 from reprotrain.service.routes import router
 from reprotrain.service.writer import JobWriter
 from reprotrain.settings import Settings
-from reprotrain.status import Status
 from reprotrain.store import Store
-from reprotrain.store.tables import JobRow
 
 log = logging.getLogger("reprotrain.api")
 
@@ -50,7 +49,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker = lambda: open_broker(app.state.celery)  # noqa: E731 - one per maintenance thread
-        loop = Maintenance(app.state.store, broker, settings) if maintenance else None
+        loop = Maintenance(app.state.store, broker, settings, app.state.metrics) if maintenance else None
         if loop is not None:
             loop.start()
         yield
@@ -74,12 +73,14 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.celery = celery or create_celery(settings)
     app.state.artifacts = ArtifactStore(settings.artifacts)
     app.state.columns = ColumnCache()  # finished jobs' traces, parsed for charts
+    app.state.metrics = ApiMetrics()
     app.state.dispatch = make_dispatcher(open_broker(app.state.celery), app.state.store)
     app.state.dispatch.start()
     app.state.writer = JobWriter(app.state.store, app.state.dispatch)
     app.state.writer.start()
     errors.install(app)
     app.add_middleware(errors.RefuseControlCharacters)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.include_router(router)
     _probes(app)
     _docs(app)
@@ -151,9 +152,6 @@ def _offline(page: HTMLResponse) -> HTMLResponse:
 
 
 def _probes(app: FastAPI) -> None:
-    registry = CollectorRegistry()
-    jobs_by_status = Gauge("reprotrain_jobs", "jobs by status", ["status"], registry=registry)
-
     @app.get("/healthz", tags=["probes"])
     def healthz() -> dict[str, str]:
         """The process is up."""
@@ -172,12 +170,11 @@ def _probes(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["probes"])
     def metrics(request: Request, _: ScrapeAuthorized) -> Response:
-        """Prometheus metrics: jobs by status."""
-        with request.app.state.store.session() as s:
-            counts = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
-        for status in Status:
-            jobs_by_status.labels(status.value).set(counts.get(status.value, 0))
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics: HTTP requests, jobs submitted and ended, job durations, queue depth,
+        running jobs, re-sends (service/metrics.py names them all)."""
+        found: ApiMetrics = request.app.state.metrics
+        found.scrape(request.app.state.store)
+        return Response(generate_latest(found.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _check(fn: Any) -> str:

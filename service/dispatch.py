@@ -24,6 +24,7 @@ from typing import Protocol
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.broker import Broker, RedisBroker
+from reprotrain.joblog import job_event
 from reprotrain.store import Store
 
 log = logging.getLogger("reprotrain.api")
@@ -39,6 +40,11 @@ class Dispatch(Protocol):
 
 def make_dispatcher(broker: Broker, store: Store) -> Dispatch:
     return LoopDispatcher(broker, store) if isinstance(broker, RedisBroker) else Dispatcher(broker, store)
+
+
+def _sent(burst: list[tuple[str, str]]) -> None:
+    for job_id, name in burst:
+        job_event("sent", job_id, queue=name)
 
 
 def _unsent(store: Store, burst: list[tuple[str, str]]) -> None:
@@ -74,6 +80,8 @@ class LoopDispatcher:
                 except Exception:
                     log.exception(SEND_FAILED, len(burst))
                     await run_in_threadpool(_unsent, self.store, burst)
+                else:
+                    _sent(burst)
         finally:
             self._task = None
 
@@ -116,6 +124,8 @@ class Dispatcher(threading.Thread):
             except Exception:
                 log.exception(SEND_FAILED, len(burst))
                 _unsent(self.store, burst)
+            else:
+                _sent(burst)
         self.broker.close()
 
     def stop(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -77,6 +79,34 @@ def live_total(store: Store, row: JobRow) -> int | None:
             if event.get("kind") == "progress" and isinstance(event.get("total"), int):
                 total = event["total"]
     return total
+
+
+MAX_PARAM_FILTERS = 8
+_PARAM_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z_][A-Za-z0-9_-]{0,63}){0,7}$")
+
+
+def parse_param_filters(items: list[tuple[str, str]]) -> tuple[tuple[str, Any], ...]:
+    """`param.<path>=<value>` query items: the value read as JSON where it is (0.1, true, 3), as
+    text otherwise ("adam")."""
+    out = []
+    for key, raw in items:
+        if not key.startswith("param."):
+            continue
+        path = key.removeprefix("param.")
+        if not _PARAM_PATH.match(path):
+            raise RequestInvalid("a param filter is param.<name>[.<name>…]=<value>", field=key)
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if not isinstance(value, str | int | float | bool) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            value = raw  # a list, an object, null or NaN compare as the text given
+        out.append((path, value))
+    if len(out) > MAX_PARAM_FILTERS:
+        raise RequestInvalid(f"at most {MAX_PARAM_FILTERS} param filters", field="param")
+    return tuple(out)
 
 
 def parse_status_filter(values: list[str] | None) -> list[str] | None:

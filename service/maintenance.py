@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.broker import Broker
 from reprotrain.errors import Conflict, NotFound
+from reprotrain.joblog import job_event
+from reprotrain.service.metrics import ApiMetrics
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 from reprotrain.store.repo import store_unavailable
@@ -40,8 +42,10 @@ def maintain_once(
         for job_id in store.stale_queued(settings.resend_after_s, queue=queue, unsent_only=waiting):
             if job_id not in requeued and job_id not in (held or ()) and _send(store, sender, job_id, queue):
                 resent.append(job_id)
-    if requeued or resent:
-        log.info("maintenance: requeued %s, re-sent %s", requeued, resent)
+    for job_id in requeued:
+        job_event("requeued", job_id, reason="lease expired")
+    for job_id in resent:
+        job_event("resent", job_id)
     return {"requeued": requeued, "resent": resent}
 
 
@@ -70,6 +74,7 @@ def retain(store: Store, artifacts: ArtifactStore, settings: Settings) -> dict[s
                     continue
                 progress += 1
                 remove_job_dir(settings, job_id)
+                job_event("deleted", job_id, reason="retention")
             deleted += progress
             if not progress:
                 break
@@ -79,6 +84,10 @@ def retain(store: Store, artifacts: ArtifactStore, settings: Settings) -> dict[s
     return {"jobs": deleted, "files": files, "bytes": size}
 
 
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t  # SQLite hands back naive UTC
+
+
 def remove_job_dir(settings: Settings, job_id: str) -> None:
     """A deleted job's working directory, where this process can see it (the embedded worker's)."""
     if len(job_id) == 32 and job_id.isalnum():
@@ -86,10 +95,27 @@ def remove_job_dir(settings: Settings, job_id: str) -> None:
 
 
 class Maintenance(threading.Thread):
-    def __init__(self, store: Store, open_broker: Callable[[], Broker], settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        open_broker: Callable[[], Broker],
+        settings: Settings,
+        metrics: ApiMetrics | None = None,
+    ) -> None:
         super().__init__(name="reprotrain-maintenance", daemon=True)
         self.store, self.open_broker, self.settings = store, open_broker, settings
+        self.metrics = metrics
+        self.seen_until = datetime.now(UTC)  # jobs that ended after this are counted once
         self.stopped = threading.Event()
+
+    def count_ended(self) -> None:
+        if self.metrics is None:
+            return
+        while rows := self.store.ended_since(self.seen_until):
+            self.metrics.observe_finished(rows)
+            self.seen_until = _aware(rows[-1][2])
+            if len(rows) < 1000:
+                break
 
     def run(self) -> None:
         """Passes until stopped. After the database was unavailable, leases are not reaped for one
@@ -101,7 +127,11 @@ class Maintenance(threading.Thread):
         retain_at = time.monotonic() + self.settings.maintenance_s  # not in the way of a start
         while not self.stopped.wait(self.settings.maintenance_s):
             try:
-                maintain_once(self.store, sender, self.settings, reap=time.monotonic() >= hold_until)
+                done = maintain_once(self.store, sender, self.settings, reap=time.monotonic() >= hold_until)
+                if self.metrics is not None:
+                    self.metrics.requeued.inc(len(done["requeued"]))
+                    self.metrics.resent.inc(len(done["resent"]))
+                self.count_ended()
                 if time.monotonic() >= retain_at:
                     retain_at = time.monotonic() + self.settings.retention_every_s
                     retain(self.store, artifacts, self.settings)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reprotrain.bundles import store_bundle
 from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
+from reprotrain.joblog import job_event
 from reprotrain.manifest import SignedManifest
 from reprotrain.series import MAX_POINTS, series
 from reprotrain.service import jobs
@@ -127,10 +128,14 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
         spec = await run_in_threadpool(jobs.validate, st.store, body, st.settings.inputs_under)
     else:
         spec = jobs.validate(st.store, body, st.settings.inputs_under)
-    return _created(JobPublic.from_row(await st.writer.create(spec)))
+    created = JobPublic.from_row(await st.writer.create(spec))
+    st.metrics.submitted.labels(spec.queue, "submit").inc()
+    job_event("submitted", created.id, name=spec.name, queue=spec.queue)
+    return _created(created)
 
 
 def job_filter(
+    request: Request,
     status: Annotated[list[str] | None, Query(description="filter; repeat or comma-separate")] = None,
     name: Annotated[str | None, Query(description="exact name", max_length=200)] = None,
     search: Annotated[
@@ -141,8 +146,13 @@ def job_filter(
         list[str] | None, Query(description="a re-run's verdict kind, or none; repeat or comma-separate")
     ] = None,
     rerun_of: Annotated[str | None, Query(max_length=32)] = None,
+    project: Annotated[str | None, Query(description="jobs of this project", max_length=100)] = None,
 ) -> RunFilter:
+    """The filters of the job list and the runs table; `param.<path>=<value>` (repeatable) matches
+    a spec param by value (`param.lr=0.1`, `param.optim.name=adam`)."""
     return RunFilter(
+        project=project or None,
+        params=jobs.parse_param_filters(request.query_params.multi_items()),
         status=jobs.parse_status_filter(status),
         name=name or None,
         search=search or None,
@@ -197,9 +207,10 @@ async def rerun_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic
     """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
     st = _state(request)
     original = await run_in_threadpool(lambda: st.store.get_job(job_id, light=True))
-    return _created(
-        JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
-    )
+    created = JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
+    st.metrics.submitted.labels(created.queue, "rerun").inc()
+    job_event("submitted", created.id, name=created.name, queue=created.queue, rerun_of=created.rerun_of)
+    return _created(created)
 
 
 @router.delete("/jobs/{job_id}", response_model=DeletedPublic, tags=["jobs"])
@@ -211,6 +222,7 @@ def delete_job(request: Request, job_id: JobId, _: Authorized) -> DeletedPublic:
     files, size = st.artifacts.remove(released, st.settings.artifact_grace_s)
     remove_job_dir(st.settings, job_id)
     st.columns.drop(job_id)
+    job_event("deleted", job_id, artifacts_removed=files, bytes_freed=size)
     return DeletedPublic(
         id=job_id, artifacts_removed=files, bytes_freed=size, artifacts_kept=len(released) - files
     )

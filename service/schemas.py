@@ -109,6 +109,8 @@ class RunPublic(BaseModel):
     status: str
     queue: str
     tags: list[str]
+    project: str | None
+    params: dict[str, Any]
     seed: int | None
     policy: str | None
     rerun_of: str | None
@@ -132,6 +134,8 @@ class RunPublic(BaseModel):
             status=row.status,
             queue=row.queue,
             tags=[t for t in (row.tags or "").split(",") if t],
+            project=facts.get("project") if isinstance(facts.get("project"), str) else None,
+            params=facts.get("params") if isinstance(facts.get("params"), dict) else {},
             seed=facts.get("seed") if isinstance(facts.get("seed"), int) else None,
             policy=facts.get("policy") if isinstance(facts.get("policy"), str) else None,
             rerun_of=row.rerun_of,

@@ -6,13 +6,17 @@ REPROTRAIN_QUEUES. Reads the environment in `main`, at the edge, and nowhere els
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+import warnings
 
 from celery import Celery
-from celery.signals import worker_shutdown
+from celery.exceptions import SecurityWarning
+from celery.signals import setup_logging, worker_shutdown
 
+from reprotrain import joblog
 from reprotrain.broker import consume, create_celery
 from reprotrain.settings import Settings, load_settings
 from reprotrain.worker.task import Runtime, handle, make_runtime
@@ -30,6 +34,12 @@ def create_worker(settings: Settings) -> Celery:
 
     consume(app, run_job)
 
+    @setup_logging.connect(weak=False)
+    def _logging(**_: object) -> None:  # connected: Celery leaves logging to us
+        joblog.configure(settings.log_format)
+        for name in ("celery.app.trace", "celery.worker.strategy"):  # task ids are not job ids:
+            logging.getLogger(name).setLevel(logging.WARNING)  # our job events say it instead
+
     @worker_shutdown.connect(weak=False)
     def _close(**_: object) -> None:
         if "rt" in holder:
@@ -41,8 +51,11 @@ def create_worker(settings: Settings) -> Celery:
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     args = argv if argv is not None else sys.argv[1:]
+    # root is expected in a container, and a job never runs as root (README, Security model)
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     create_worker(settings).worker_main(
         [
+            "--quiet",  # no banner: Celery's one "ready" line says the worker is up
             "worker",
             "--pool",
             "solo",

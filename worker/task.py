@@ -26,6 +26,7 @@ from reprotrain.files import manifest, open_regular, write_atomic
 from reprotrain.hashing import digest_file
 from reprotrain.job.checkpoints import compare_checkpoints
 from reprotrain.job.supervisor import execute
+from reprotrain.joblog import job_event
 from reprotrain.manifest import WorkerKey, build
 from reprotrain.result import JobError, Result
 from reprotrain.settings import Settings
@@ -160,6 +161,7 @@ def handle(rt: Runtime, job_id: str) -> str:
         log.info("job %s not claimable (duplicate delivery or already done); dropped", job_id)
         return "dropped"
     job = rt.store.get_job(job_id)
+    job_event("claimed", job_id, attempt=job.attempts, worker=rt.owner)
     spec = parse_spec(job.spec)
     if (done := durable.finished_attempt(rt.settings.jobs, job_id)) is not None:
         log.info("job %s: an earlier attempt finished before the worker could store it; storing it", job_id)
@@ -178,11 +180,13 @@ def handle(rt: Runtime, job_id: str) -> str:
             artifacts=[],
             error=JobError(type=type(e).__name__, message=str(e)),
         )
+        job_event("finished", job_id, status=Status.FAILED.value, error=type(e).__name__)
         return Status.FAILED.value
     shipper = LogShipper(rt.store, job_id, job_dir, rt.settings.max_live_log_bytes)
     beat = Heartbeat(rt, job_id, shipper)
     beat.start()  # the lease is renewed until the result is stored, verdict and artifacts included
     try:
+        job_event("started", job_id, name=job.name, mode=spec.mode, queue=job.queue)
         result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
         durable.keep(result, job_dir)  # from here on, a restart stores this run instead of repeating it
         return store_run(rt, job, result, job_dir, shipper=shipper)
@@ -203,6 +207,8 @@ def store_run(
     while the database is unavailable; then its directory goes."""
     artifacts = collect_artifacts(rt, result, job_dir, check=resumed)
     verdict = verdict_of_rerun(rt, job.rerun_of, result, job_dir) if job.rerun_of else None
+    if verdict is not None:
+        job_event("verdict", job.id, verdict=verdict.verdict, original=job.rerun_of)
     if shipper is not None:
         try:  # the rest of the live logs (the whole logs are artifacts all the same)
             durable.retry_while_unavailable(shipper.ship, rt.settings.finish_retry_s, f"logs of job {job.id}")
@@ -222,6 +228,14 @@ def store_run(
         )
         return "lost"
     shutil.rmtree(rt.settings.jobs / job.id, ignore_errors=True)
+    duration = result.timing.get("duration_s")
+    job_event(
+        "finished",
+        job.id,
+        status=result.status.value,
+        duration_s=round(duration, 3) if isinstance(duration, float) else None,
+        error=result.error.type if result.error else None,
+    )
     return result.status.value
 
 

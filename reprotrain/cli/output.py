@@ -190,6 +190,15 @@ def format_job(job: dict[str, Any]) -> str:
     ]
     if job.get("rerun_of"):
         lines.append(f"rerun of  {job['rerun_of']}")
+    spec = job.get("spec") or {}
+    if spec.get("project") or spec.get("tags"):
+        lines.append(
+            f"project   {spec.get('project') or '-'}  tags {', '.join(spec.get('tags') or []) or '-'}"
+        )
+    if spec.get("params"):
+        lines.append(
+            f"params    {_clip(', '.join(f'{k}={_val(v)}' for k, v in spec['params'].items()), 100)}"
+        )
     if job.get("metrics"):
         lines.append(f"metrics   {_metrics(job['metrics'])}")
     model = ((job.get("digests") or {}).get("model") or {}).get("overall")
@@ -211,13 +220,45 @@ def format_job(job: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_jobs(page: dict[str, Any]) -> str:
-    rows = [f"{'ID':32}  {'STATUS':9}  {'CREATED':19}  {'NAME':20}  VERDICT"]
-    for j in page["data"]:
-        verdict = (j.get("verdict") or {}).get("verdict", "")
-        rows.append(
-            f"{j['id']:32}  {j['status']:9}  {j['created_at'][:19]:19}  {j['name'][:20]:20}  {verdict}"
+def format_runs(page: dict[str, Any], metrics: list[str] | None = None) -> str:
+    """`ls`: one line a job: short id (any command takes it), status, created, duration, name,
+    params, chosen final metrics, a re-run's verdict."""
+    rows = page["data"]
+    if metrics is None:
+        metrics = list(dict.fromkeys(k for r in rows[:1] for k in (r.get("metrics") or {})))[:2]
+    head = ["ID", "STATUS", "CREATED", "DURATION", "NAME", "PARAMS", *(m.upper() for m in metrics), "VERDICT"]
+    table = [head]
+    for r in rows:
+        verdict = r.get("verdict") or ""
+        if r.get("diverged_at") is not None:
+            verdict += f" at {r['diverged_at']}"
+        table.append(
+            [
+                r["id"][:12],
+                r["status"],
+                r["created_at"][:16].replace("T", " "),
+                _duration(r.get("duration_s")),
+                r["name"][:24],
+                _clip(",".join(f"{k}={_val(v)}" for k, v in (r.get("params") or {}).items()), 32),
+                *(_cell((r.get("metrics") or {}).get(m)) for m in metrics),
+                verdict,
+            ]
         )
-    shown = len(page["data"])
-    rows.append(f"({shown} of {page['count']}; offset {page['offset']})")
-    return "\n".join(rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    lines.append(f"({len(rows)} of {page['count']}; offset {page['offset']})")
+    return "\n".join(lines)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}m" if s < 7200 else f"{s / 3600:.1f}h"
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.cli import data, evidence
-from reprotrain.cli.output import REPRODUCED, _metrics, format_job, format_jobs, format_verdict, print_json
+from reprotrain.cli.output import REPRODUCED, _metrics, format_job, format_runs, format_verdict, print_json
 from reprotrain.client import Client
 from reprotrain.errors import ReprotrainError, SpecInvalid
 from reprotrain.spec import load_spec, loads_spec, parse_spec
@@ -54,10 +54,30 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id")
     p.set_defaults(func=lambda a: _show(a, Client(a.url, a.token).get(a.id)))
 
-    p = sub.add_parser("ls", parents=[common], help="list jobs, newest first")
+    p = sub.add_parser(
+        "ls",
+        parents=[common],
+        help="list jobs, newest first",
+        description="Jobs newest first, with duration, params, final metrics and a re-run's verdict; "
+        "every filter narrows.",
+    )
     p.add_argument("--status", action="append", help="filter by status (repeatable)")
-    p.add_argument("--name", help="filter by job name")
+    p.add_argument("--name", help="filter by job name (exact)")
+    p.add_argument("--search", help="part of the name, or the start of the id")
+    p.add_argument("--tag", help="jobs with this tag")
+    p.add_argument("--project", help="jobs of this project")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a param's value, e.g. lr=0.1 (repeatable)",
+    )
+    p.add_argument("--verdict", action="append", help="a re-run's verdict, or none (repeatable)")
     p.add_argument("--rerun-of", help="only re-runs of this job")
+    p.add_argument(
+        "--metrics", help="comma-separated final metrics to show as columns (default: the first two)"
+    )
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=cmd_ls)
@@ -243,10 +263,26 @@ class Progress:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    page = Client(args.url, args.token).list(
-        status=args.status, name=args.name, rerun_of=args.rerun_of, limit=args.limit, offset=args.offset
+    params = {}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SpecInvalid(f"not K=V: {item!r}", field="--param")
+        params[key] = value
+    page = Client(args.url, args.token).runs(
+        status=args.status,
+        name=args.name,
+        search=args.search,
+        tag=args.tag,
+        project=args.project,
+        verdict=args.verdict,
+        rerun_of=args.rerun_of,
+        params=params,
+        limit=args.limit,
+        offset=args.offset,
     )
-    print_json(page) if args.json else print(format_jobs(page))
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    print_json(page) if args.json else print(format_runs(page, metrics))
     return 0
 
 

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from reprotrain import joblog
 from reprotrain.errors import LaunchError
 from reprotrain.procs import die_with_parent, python_argv, stop
 from reprotrain.settings import Settings, load_settings
@@ -68,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reprotrain.store.migrate import upgrade
 
     settings = load_settings(data_dir=args.data_dir, host=args.host, port=args.port)
+    joblog.configure(settings.log_format)  # one handler: ours, uvicorn's and the access log alike
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
     app = create_app(settings)  # refuses to listen beyond loopback without tokens
@@ -78,7 +80,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.freeze()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=settings.access_log,
+            log_config=None,  # uvicorn's loggers go to the root handler set above
         )
     )
     worker = (

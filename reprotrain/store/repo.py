@@ -110,6 +110,8 @@ class RunFilter:
     tag: str | None = None
     verdict: list[str] | None = None  # verdict kinds; "none": jobs without one
     rerun_of: str | None = None
+    project: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()  # (dotted path under spec.params, JSON value)
 
     def where(self, q: Any) -> Any:
         if self.status:
@@ -131,6 +133,16 @@ class RunFilter:
             q = q.where(cond)
         if self.rerun_of:
             q = q.where(JobRow.rerun_of == self.rerun_of)
+        if self.project:
+            q = q.where(JobRow.spec["project"].as_string() == self.project)
+        for path, value in self.params:
+            element = JobRow.spec[("params", *path.split("."))]
+            if isinstance(value, bool):
+                q = q.where(element.as_boolean() == value)
+            elif isinstance(value, int | float):
+                q = q.where(element.as_float() == float(value))
+            else:
+                q = q.where(element.as_string() == str(value))
         return q
 
 
@@ -313,10 +325,13 @@ class Store:
             JobRow.spec["seed"],
             JobRow.spec["determinism"]["policy"],
             JobRow.verdict["divergence"]["step"],
+            JobRow.spec["project"],
+            JobRow.spec["params"],
         )
         with self.session() as s:
             rows = s.execute(select(*cols).where(JobRow.id.in_(job_ids))).all()
-        return {r[0]: {"seed": r[1], "policy": r[2], "diverged_at": r[3]} for r in rows}
+        keys = ("seed", "policy", "diverged_at", "project", "params")
+        return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
     def mark_sent(self, job_id: str) -> None:
         with self.session() as s:
@@ -539,6 +554,19 @@ class Store:
                 return Status.RUNNING.value
         job = self.get_job(job_id)
         raise Conflict(f"job {job_id} already ended with status {job.status}", field="job_id")
+
+    def ended_since(self, after: datetime, limit: int = 1000) -> list[Any]:
+        """(status, started_at, finished_at) of jobs that ended after `after`, oldest first: what
+        the API's metrics count as finished."""
+        final = [s.value for s in Status if s.is_final]
+        q = (
+            select(JobRow.status, JobRow.started_at, JobRow.finished_at)
+            .where(JobRow.status.in_(final), JobRow.finished_at > after)
+            .order_by(JobRow.finished_at)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(q).all()]
 
     def reap(self, max_attempts: int) -> list[str]:
         """RUNNING jobs whose lease expired: CANCELED if a cancel was asked for (a cancel wins over

@@ -71,8 +71,11 @@ def test_run_twice_and_compare(tmp_path: Path) -> None:
 def test_compare_of_a_missing_result_is_an_error(tmp_path: Path) -> None:
     """Comparing something that is not a result exits 2 with one line."""
     (tmp_path / "x.json").write_text('{"hello": 1}')
-    p = cli("compare", str(tmp_path / "x.json"), str(tmp_path / "nope"))
+    p = cli("compare", str(tmp_path / "x.json"), str(tmp_path / "x.json"))
     assert p.returncode == 2 and "is not a reprotrain result" in p.stderr
+    p = cli("compare", str(tmp_path / "x.json"), str(tmp_path / "nope"))
+    assert p.returncode == 2 and "nope' is neither a run directory here nor a job id" in p.stderr
+    assert p.stderr.count("\n") == 1
 
 
 def test_help_lists_commands() -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,68 @@ def test_a_declared_step_count_reaches_the_trace_while_it_runs(serve: Serve, tmp
         assert done["status"] == "SUCCEEDED"
         metrics = [e["metrics"] for e in c.trace(job["id"])["data"]]
         assert metrics[0] == {"loss": 1.0} and len(metrics) == 12  # total: not a metric
+
+
+def test_server_logs_say_each_job_event_with_its_id(serve: Serve, done: dict[str, Any]) -> None:
+    """Plain lines by default: one per event, the job id in each; no Celery banner, no root warning,
+    no Celery task lines (their ids are not job ids)."""
+    out = serve.output()
+    for event in ("submitted", "sent", "claimed", "started", "finished"):
+        assert f"job {done['id']} {event}" in out, event
+    assert f"job {done['id']} finished status=SUCCEEDED" in out
+    assert "-------------- " not in out and "SecurityWarning" not in out
+    assert "Task reprotrain.run_job[" not in out
+
+
+def test_json_logs_carry_the_job_id_and_fields(tmp_path: Path) -> None:
+    s = start_serve(tmp_path, env={"REPROTRAIN_LOG_FORMAT": "json"})
+    try:
+        with Client(s.url) as c:
+            job = c.wait(c.submit(base_spec(name="json-logs"))["id"], timeout=120)
+            rerun = c.wait(c.rerun(job["id"])["id"], timeout=120)
+        time.sleep(0.5)  # the worker's last line reaches serve's output
+        lines = [json.loads(line) for line in s.output().splitlines() if line.startswith("{")]
+    finally:
+        s.stop()
+    assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    events = [(line["event"], line) for line in lines if line.get("job_id") == rerun["id"]]
+    kinds = [e for e, _ in events]
+    assert kinds[:2] == ["submitted", "sent"] and {"claimed", "started", "verdict", "finished"} <= set(kinds)
+    verdict = next(line for e, line in events if e == "verdict")
+    assert verdict["verdict"] == "identical" and verdict["original"] == job["id"]
+    assert next(line for e, line in events if e == "submitted")["rerun_of"] == job["id"]
+    assert any(line["logger"].startswith("uvicorn") for line in lines)  # the access log too
+    plain = [raw for raw in s.output().splitlines() if raw.strip() and not raw.startswith("{")]
+    assert plain in ([], ["worker: Warm shutdown (MainProcess)"]), plain[:5]  # Celery prints that one itself
+
+
+def test_ls_shows_params_durations_and_metrics_and_filters(serve: Serve, done: dict[str, Any]) -> None:
+    with Client(serve.url) as c:
+        tuned = c.wait(
+            c.submit(
+                base_spec(
+                    name="cli-tuned",
+                    project="cli-proj",
+                    tags=["tuned"],
+                    params={**base_spec()["params"], "lr": 0.5},
+                )
+            )["id"],
+            timeout=120,
+        )
+    p = cli(serve, "ls", "--project", "cli-proj", "--metrics", "loss")
+    assert p.returncode == 0, p.stderr
+    header, row, footer = p.stdout.splitlines()
+    assert (
+        header.split()[:6] == ["ID", "STATUS", "CREATED", "DURATION", "NAME", "PARAMS"] and "LOSS" in header
+    )
+    assert row.startswith(tuned["id"][:12]) and "lr=0.5" in row and "cli-tuned" in row
+    assert f"{tuned['metrics']['loss']:.6g}" in row and row.split()[4].endswith(
+        "s"
+    )  # created is date and time
+    assert footer == "(1 of 1; offset 0)"
+    p = cli(serve, "ls", "--param", "lr=0.5", "--json")
+    assert [r["id"] for r in json.loads(p.stdout)["data"]] == [tuned["id"]]
+    p = cli(serve, "ls", "--tag", "cli", "--json")
+    assert done["id"] in [r["id"] for r in json.loads(p.stdout)["data"]]
+    shown = cli(serve, "show", tuned["id"][:8]).stdout
+    assert "project   cli-proj  tags tuned" in shown and "lr=0.5" in shown

@@ -241,3 +241,56 @@ def test_migration_0003_backfills_verdict_kinds(tmp_path: Path) -> None:
     rows, total = store.list_runs()
     assert total == 1 and rows[0].verdict_kind == "metrics_identical" and rows[0].tags is None
     store.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def params_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Browser, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp(f"params-{request.param}")
+    app = make_app(tmp, make_database(request.param, tmp, request))
+    ids = {}
+    for key, project, params in [
+        ("a", "vision", {"lr": 0.1, "optim": {"name": "adam"}, "warm": True}),
+        ("b", "vision", {"lr": 0.01, "optim": {"name": "sgd"}, "warm": False}),
+        ("c", "nlp", {"lr": 0.1, "optim": {"name": "adam"}, "layers": 3}),
+        ("d", None, {"lr": "0.1"}),
+    ]:
+        spec = base_spec(params=params) | ({"project": project} if project else {})
+        ids[key] = app.state.store.create_jobs([(parse_spec(spec), None)])[0].id
+    yield Browser(app), ids
+    app.state.store.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expect"),
+    [
+        ("project=vision", {"a", "b"}),
+        ("param.lr=0.1", {"a", "c", "d"}),  # by value: the string "0.1" too, as a number
+        ("param.lr=0.1&project=nlp", {"c"}),
+        ("param.lr=0.01", {"b"}),
+        ("param.optim.name=adam", {"a", "c"}),
+        ("param.warm=true", {"a"}),
+        ("param.warm=false", {"b"}),
+        ("param.layers=3", {"c"}),
+        ("param.nothing=1", set()),
+    ],
+)
+def test_project_and_param_filters(
+    params_app: tuple[Browser, dict[str, str]], query: str, expect: set[str]
+) -> None:
+    client, ids = params_app
+    body = client.call("GET", f"/v1/runs?{query}").json()
+    assert {r["id"] for r in body["data"]} == {ids[k] for k in expect}, body
+    if expect:
+        row = next(r for r in body["data"] if r["id"] == ids[sorted(expect)[0]])
+        assert row["params"]["lr"] in (0.1, 0.01) and row["project"] in ("vision", "nlp")
+
+
+@pytest.mark.parametrize("query", ["param.=1", "param.a..b=1", "param.$x=1"])
+def test_bad_param_filters_are_request_invalid(
+    params_app: tuple[Browser, dict[str, str]], query: str
+) -> None:
+    client, _ = params_app
+    r = client.call("GET", f"/v1/runs?{query}")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "request_invalid", r.text
