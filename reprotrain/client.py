@@ -118,6 +118,9 @@ class Client:
     def stored_result(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}/result").json()
 
+    def workers(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/workers").json()
+
     def keys(self) -> dict[str, Any]:
         return self._request("GET", "/v1/keys").json()
 

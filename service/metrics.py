@@ -9,6 +9,7 @@ zero when the API restarts, as Prometheus expects of counters.
 from __future__ import annotations
 
 import time
+from datetime import UTC
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -50,10 +51,26 @@ class ApiMetrics:
         self.jobs = Gauge("reprotrain_jobs", "jobs by status", ["status"], registry=r)
         self.queue_depth = Gauge("reprotrain_queue_depth", "queued jobs per queue", ["queue"], registry=r)
         self.running = Gauge("reprotrain_jobs_running", "jobs running now", registry=r)
+        self.workers_live = Gauge("reprotrain_workers_live", "workers heard from lately", registry=r)
+        self.worker_seen = Gauge(
+            "reprotrain_worker_last_seen_timestamp_seconds",
+            "when each live worker last said it was alive, with its static environment's digest",
+            ["worker", "static_digest"],
+            registry=r,
+        )
         self._queues: set[str] = set()
 
-    def scrape(self, store: Store) -> None:
+    def scrape(self, store: Store, ttl_s: float = 30.0) -> None:
         """Set the gauges read from the database."""
+        now = time.time()
+        self.worker_seen.clear()  # a worker gone is absent, not stale
+        live = 0
+        for w in store.workers():
+            seen = w.last_seen_at.replace(tzinfo=w.last_seen_at.tzinfo or UTC).timestamp()
+            if now - seen < ttl_s:
+                live += 1
+                self.worker_seen.labels(w.id, w.static_digest or "").set(seen)
+        self.workers_live.set(live)
         with store.session() as s:
             by_status = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
             queued = dict(

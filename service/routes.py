@@ -39,6 +39,8 @@ from reprotrain.service.schemas import (
     SeriesPublic,
     StoredResultPublic,
     TracePublic,
+    WorkerPublic,
+    WorkersPublic,
 )
 from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
@@ -364,6 +366,35 @@ def job_result(request: Request, job_id: JobId, _: Authorized) -> StoredResultPu
     if row.result is None:
         raise NotFound(f"job {job_id} has no result yet (status {row.status})", field="job_id")
     return StoredResultPublic(result=row.result, verdict=row.verdict)
+
+
+PRESENCE_TTL_S = 30.0  # three missed presence beats (a worker says it is alive every 10 s)
+
+
+@router.get("/workers", response_model=WorkersPublic, tags=["data"])
+def list_workers(request: Request, _: Authorized) -> WorkersPublic:
+    """Every worker that said it was alive, newest first; `alive`: heard from within 30 s."""
+    rows = _state(request).store.workers()
+    at = datetime.now(UTC)
+    data = [
+        WorkerPublic(
+            id=w.id,
+            host=w.host,
+            queues=w.queues,
+            version=w.version,
+            isolation=w.isolation,
+            static_digest=w.static_digest,
+            started_at=_aware(w.started_at),
+            last_seen_at=_aware(w.last_seen_at),
+            alive=(at - _aware(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S,
+        )
+        for w in rows
+    ]
+    return WorkersPublic(data=data, count=len(data), alive=sum(w.alive for w in data))
+
+
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 @router.get("/keys", response_model=KeysPublic, tags=["data"])

@@ -225,6 +225,26 @@ class StoredResultPublic(BaseModel):
     verdict: dict[str, Any] | None = Field(None, description="a re-run's verdict exactly as stored")
 
 
+class WorkerPublic(BaseModel):
+    id: str = Field(description="the worker's name, the lease owner of the jobs it runs")
+    host: str
+    queues: list[str]
+    version: str
+    isolation: str | None = Field(description="how it confines jobs (known once it has run one)")
+    static_digest: str | None = Field(
+        description="digest of its static environment (Python, torch, BLAS, image)"
+    )
+    started_at: datetime
+    last_seen_at: datetime
+    alive: bool = Field(description="seen within the last PRESENCE_TTL_S seconds")
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic]
+    count: int
+    alive: int
+
+
 class KeyPublic(BaseModel):
     key_id: str
     public_key: str = Field(description="raw ed25519 public key, hex")

@@ -11,26 +11,34 @@ import os
 import socket
 import sys
 import warnings
+from typing import Any
 
 from celery import Celery
 from celery.exceptions import SecurityWarning
-from celery.signals import setup_logging, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from reprotrain import joblog
 from reprotrain.broker import consume, create_celery
 from reprotrain.settings import Settings, load_settings
-from reprotrain.worker.task import Runtime, handle, make_runtime
+from reprotrain.worker.presence import Presence, worker_id
+from reprotrain.worker.task import handle, make_runtime
 
 
 def create_worker(settings: Settings) -> Celery:
     """The Celery app of one worker: the job task, and a runtime (store, fork server) made on first use."""
     app = create_celery(settings)
-    holder: dict[str, Runtime] = {}
+    holder: dict[str, Any] = {}
+    owner = worker_id()
 
     def run_job(job_id: str) -> str:
         if "rt" not in holder:  # the fork server starts in the worker process, not at import
-            holder["rt"] = make_runtime(settings)
+            holder["rt"] = make_runtime(settings, owner=owner)
         return handle(holder["rt"], job_id)
+
+    @worker_ready.connect(weak=False)
+    def _present(**_: object) -> None:
+        holder["presence"] = Presence(settings, owner, lambda: holder.get("rt"))
+        holder["presence"].start()
 
     consume(app, run_job)
 
@@ -42,6 +50,8 @@ def create_worker(settings: Settings) -> Celery:
 
     @worker_shutdown.connect(weak=False)
     def _close(**_: object) -> None:
+        if "presence" in holder:
+            holder.pop("presence").stop()
         if "rt" in holder:
             holder.pop("rt").close()
 

@@ -69,9 +69,11 @@ class Runtime:
         self.store.close()
 
 
-def make_runtime(settings: Settings) -> Runtime:
+def make_runtime(settings: Settings, owner: str | None = None) -> Runtime:
     """The worker's runtime; its signing key is made on first start and registered in the store."""
     rt = Runtime(settings=settings, store=Store(settings.db_url), artifacts=ArtifactStore(settings.artifacts))
+    if owner is not None:
+        rt.owner = owner
     rt.key = WorkerKey.load_or_create(settings.key_file)
     rt.store.register_key(rt.key.key_id, rt.key.public_hex, f"{socket.gethostname()}:{settings.key_file}")
     return rt

@@ -53,6 +53,25 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("keys", parents=[common], help="list the workers' public signing keys")
     p.set_defaults(func=cmd_keys)
 
+    p = sub.add_parser("workers", parents=[common], help="list the workers, live ones first")
+    p.set_defaults(func=cmd_workers)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    page = Client(args.url, args.token).workers()
+    if args.json:
+        print_json(page)
+        return 0
+    for w in page["data"]:
+        state = "alive" if w["alive"] else "silent"
+        env = (w["static_digest"] or "-")[:16]
+        print(
+            f"{w['id']}  {state:6}  queues {','.join(w['queues'])}  isolation {w['isolation'] or '-'}  "
+            f"env {env}  seen {w['last_seen_at'][:19]}"
+        )
+    print(f"({page['alive']} alive of {page['count']})")
+    return 0
+
 
 def cmd_keys(args: argparse.Namespace) -> int:
     keys = Client(args.url, args.token).keys()

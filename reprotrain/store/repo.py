@@ -30,7 +30,7 @@ from reprotrain.errors import AmbiguousId, ArtifactTampered, Conflict, NotFound
 from reprotrain.result import JobError, Result
 from reprotrain.spec import JobSpec
 from reprotrain.status import Status
-from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow, WorkerKeyRow
+from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow, WorkerKeyRow, WorkerRow
 from reprotrain.verdict import Verdict
 
 _INSERT_JOB = insert(JobRow)
@@ -442,6 +442,28 @@ class Store:
                 return False
             s.add_all(ArtifactRow(job_id=job_id, name=n, digest=d, size=z) for n, d, z in artifacts)
         return True
+
+    # ---- workers ---------------------------------------------------------------------------------
+    def worker_seen(self, worker_id: str, **facts: Any) -> None:
+        """A worker says it is alive (host, queues, version; isolation and static_digest once known)."""
+        t = now()
+        with self.session() as s:
+            row = s.get(WorkerRow, worker_id)
+            if row is None:
+                s.add(WorkerRow(id=worker_id, started_at=t, last_seen_at=t, **facts))
+            else:
+                row.last_seen_at = t
+                for key, value in facts.items():
+                    if value is not None:
+                        setattr(row, key, value)
+
+    def worker_gone(self, worker_id: str) -> None:
+        with self.session() as s:
+            s.execute(delete(WorkerRow).where(WorkerRow.id == worker_id))
+
+    def workers(self) -> list[WorkerRow]:
+        with self.session() as s:
+            return list(s.scalars(select(WorkerRow).order_by(WorkerRow.last_seen_at.desc())))
 
     def register_key(self, key_id: str, public_key: str, owner: str) -> None:
         """Record a worker's public key (once; a key already there keeps its first owner)."""

@@ -93,3 +93,18 @@ class WorkerKeyRow(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     owner: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(When)
+
+
+class WorkerRow(Base):
+    """A worker, as it last said it was alive: what `GET /v1/workers` lists."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # its lease owner name
+    host: Mapped[str] = mapped_column(String(200))
+    queues: Mapped[list[str]] = mapped_column(Json)
+    version: Mapped[str] = mapped_column(String(32))
+    isolation: Mapped[str | None] = mapped_column(String(16))  # known once its fork server started
+    static_digest: Mapped[str | None] = mapped_column(String(64))  # digest of its static environment
+    started_at: Mapped[datetime] = mapped_column(When)
+    last_seen_at: Mapped[datetime] = mapped_column(When, index=True)

@@ -278,3 +278,25 @@ def test_ls_shows_params_durations_and_metrics_and_filters(serve: Serve, done: d
     assert done["id"] in [r["id"] for r in json.loads(p.stdout)["data"]]
     shown = cli(serve, "show", tuned["id"][:8]).stdout
     assert "project   cli-proj  tags tuned" in shown and "lr=0.5" in shown
+
+
+def test_workers_are_listed_with_their_environment(serve: Serve, done: dict[str, Any]) -> None:
+    """The embedded worker has said it is alive; having run a job, with its isolation and the digest
+    of its static environment. The same through the CLI and in /metrics."""
+    with Client(serve.url) as c:
+        wait_for(lambda: (c.workers()["data"] or [{}])[0].get("static_digest") is not None, 30, "presence")
+        workers = c.workers()
+    assert workers["count"] == 1 and workers["alive"] == 1
+    w = workers["data"][0]
+    assert w["queues"] == ["default"] and w["alive"] and w["isolation"] in ("namespaces", "userns", "none")
+    assert len(w["static_digest"]) == 64
+    p = cli(serve, "workers")
+    assert p.returncode == 0 and w["id"] in p.stdout and "alive" in p.stdout and "(1 alive of 1)" in p.stdout
+    import httpx
+
+    metrics = httpx.get(f"{serve.url}/metrics").text
+    assert "reprotrain_workers_live 1.0" in metrics
+    assert (
+        f'reprotrain_worker_last_seen_timestamp_seconds{{static_digest="{w["static_digest"]}",worker="{w["id"]}"}}'
+        in metrics
+    )
