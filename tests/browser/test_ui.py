@@ -50,7 +50,7 @@ def test_the_runs_table_follows_jobs_live_without_a_reload(page: Any, serve: Ser
         slow = c.submit(
             script_spec(c, tmp_path / "code", SLOW_JOB, name="slow-live") | {"tags": ["ui", "slow"]}
         )
-        quick = c.submit(base_spec(name="quick-live", tags=["ui"]))
+        quick = c.submit(base_spec(name="quick-live", tags=["ui"], project="ui-proj"))
         seen: dict[str, set[str]] = {slow["id"]: set(), quick["id"]: set()}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and any("SUCCEEDED" not in s for s in seen.values()):
@@ -69,6 +69,7 @@ def test_the_runs_table_follows_jobs_live_without_a_reload(page: Any, serve: Ser
         assert c.get(rerun["id"])["verdict"]["verdict"] == "identical"
         cell = page.locator(f'tr[data-id="{rerun["id"]}"] td').nth(10)
         assert quick["id"][:8] in cell.inner_text()  # the re-run-of link
+        assert page.locator(f'tr[data-id="{quick["id"]}"] [data-role="project"]').inner_text() == "ui-proj"
     assert page.evaluate("window.__same_page") == 1
 
     # filters narrow the same table: a tag, then a verdict

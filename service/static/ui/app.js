@@ -272,7 +272,7 @@ function runRow(r) {
     : "";
   return `<tr data-id="${esc(r.id)}" data-status="${esc(r.status)}">
     <td>${badge(r.status)}${r.error_type ? `<div class="muted">${esc(r.error_type)}</div>` : ""}</td>
-    <td><a href="/jobs/${esc(r.id)}" data-link>${esc(r.name)}</a><div class="muted mono">${short(r.id)}</div></td>
+    <td><a href="/jobs/${esc(r.id)}" data-link>${esc(r.name)}</a>${r.project ? ` <span class="muted" data-role="project">${esc(r.project)}</span>` : ""}<div class="muted mono">${short(r.id)}</div></td>
     <td>${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}</td>
     <td class="mono">${r.seed ?? ""}</td><td>${esc(r.policy)}</td><td>${esc(r.queue)}</td>
     <td>${when(r.created_at)}</td><td>${secs(r.duration_s)}</td>
@@ -510,6 +510,7 @@ function renderJob(job) {
     <tr><td>start latency</td><td>${t.start_latency_s != null ? secs(t.start_latency_s) : "—"} <span class="muted">launch → user code running</span></td></tr>
     <tr><td>run time</td><td>${t.user_s != null ? secs(t.user_s) : job.started_at && !job.finished_at ? `${secs(between(job.started_at, new Date().toISOString()))} so far` : "—"}</td></tr>
     <tr><td>duration</td><td>${secs(between(job.started_at, job.finished_at)) || "—"}</td></tr>
+    <tr><td>project · tags</td><td>${esc(job.spec.project || "—")} · ${(job.spec.tags || []).map((t) => `<span class="tag">${esc(t)}</span>`).join("") || "—"}</td></tr>
     <tr><td>seed · policy · device · queue</td><td class="mono">${esc(job.spec.seed)} · ${esc(job.spec.determinism?.policy)} · ${esc(job.spec.device)} · ${esc(job.queue)}</td></tr>
     <tr><td>final metrics</td><td>${metrics(job.metrics, 20) || "—"}</td></tr>
     <tr><td>isolation</td><td>${iso ? `${esc(iso.mode)} · network ${esc(iso.network)} · uid ${esc(iso.uid)}${iso.note ? ` <span class="muted">${esc(iso.note)}</span>` : ""}` : "—"}</td></tr>
