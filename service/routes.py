@@ -132,7 +132,6 @@ async def submit_job(request: Request, _: Authorized) -> JobPublic:
         spec = jobs.validate(st.store, body, st.settings.inputs_under)
     created = JobPublic.from_row(await st.writer.create(spec))
     st.metrics.submitted.labels(spec.queue, "submit").inc()
-    job_event("submitted", created.id, name=spec.name, queue=spec.queue)
     return _created(created)
 
 
@@ -211,7 +210,6 @@ async def rerun_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic
     original = await run_in_threadpool(lambda: st.store.get_job(job_id, light=True))
     created = JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
     st.metrics.submitted.labels(created.queue, "rerun").inc()
-    job_event("submitted", created.id, name=created.name, queue=created.queue, rerun_of=created.rerun_of)
     return _created(created)
 
 
