@@ -38,6 +38,15 @@ def _check(request: Request, accepted: set[str]) -> None:
         raise Unauthorized("invalid API token")
 
 
+def signed_in(request: Request, accepted: set[str]) -> bool:
+    """Whether this request carries a valid token (header or session cookie)."""
+    try:
+        _check(request, accepted)
+    except Unauthorized:
+        return False
+    return True
+
+
 async def require_token(request: Request) -> None:  # async: no I/O, so no threadpool hop
     settings: Settings = request.app.state.settings
     if settings.auth_required:

@@ -39,18 +39,25 @@ def validate(store: Store, body: Any, input_roots: list[Path]) -> JobSpec:
 def live_trace(store: Store, row: JobRow) -> list[dict[str, Any]]:
     """The stored trace of a finished job, or what the worker has shipped so far (`row` may be
     light: its result is not read from it)."""
+    return live_progress(store, row)[0]
+
+
+def live_progress(store: Store, row: JobRow) -> tuple[list[dict[str, Any]], int | None]:
+    """The trace as `live_trace` gives it, and the step count a running job declared
+    (`ctx.total_steps`, `log(step, total=N)`), if any: the shipped events read once."""
     if Status(row.status).is_final:
-        return store.trace(row.id)
-    raw = store.read_log(row.id, "events")
-    out = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+        return store.trace(row.id), None
+    trace, total = [], None
+    for line in store.read_log(row.id, "events").decode("utf-8", errors="replace").splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
         if event.get("kind") == "metric":
-            out.append(event)
-    return out
+            trace.append(event)
+        elif event.get("kind") == "progress" and isinstance(event.get("total"), int):
+            total = event["total"]
+    return trace, total
 
 
 VERDICTS = ("identical", "results_identical", "metrics_identical", "diverged", "incomparable", "none")
@@ -63,22 +70,6 @@ def parse_verdict_filter(values: list[str] | None) -> list[str] | None:
         if v not in VERDICTS:
             raise RequestInvalid(f"unknown verdict {v!r}; one of {', '.join(VERDICTS)}", field="verdict")
     return out or None
-
-
-def live_total(store: Store, row: JobRow) -> int | None:
-    """The step count a running job declared (`ctx.total_steps`, `log(step, total=N)`), if any."""
-    if Status(row.status).is_final:
-        return None
-    total = None
-    for line in store.read_log(row.id, "events").decode("utf-8", errors="replace").splitlines():
-        if '"progress"' in line:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("kind") == "progress" and isinstance(event.get("total"), int):
-                total = event["total"]
-    return total
 
 
 MAX_PARAM_FILTERS = 8

@@ -17,7 +17,7 @@ from reprotrain.joblog import job_event
 from reprotrain.service.metrics import ApiMetrics
 from reprotrain.settings import Settings
 from reprotrain.store import Store
-from reprotrain.store.repo import store_unavailable
+from reprotrain.store.repo import as_utc, store_unavailable
 
 log = logging.getLogger("reprotrain.maintenance")
 
@@ -84,10 +84,6 @@ def retain(store: Store, artifacts: ArtifactStore, settings: Settings) -> dict[s
     return {"jobs": deleted, "files": files, "bytes": size}
 
 
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t  # SQLite hands back naive UTC
-
-
 def remove_job_dir(settings: Settings, job_id: str) -> None:
     """A deleted job's working directory, where this process can see it (the embedded worker's)."""
     if len(job_id) == 32 and job_id.isalnum():
@@ -113,7 +109,7 @@ class Maintenance(threading.Thread):
             return
         while rows := self.store.ended_since(self.seen_until):
             self.metrics.observe_finished(rows)
-            self.seen_until = _aware(rows[-1][2])
+            self.seen_until = as_utc(rows[-1][2])
             if len(rows) < 1000:
                 break
 

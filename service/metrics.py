@@ -9,7 +9,6 @@ zero when the API restarts, as Prometheus expects of counters.
 from __future__ import annotations
 
 import time
-from datetime import UTC
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 
 from reprotrain.status import Status
 from reprotrain.store import Store
+from reprotrain.store.repo import as_utc
 from reprotrain.store.tables import JobRow
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -66,7 +66,7 @@ class ApiMetrics:
         self.worker_seen.clear()  # a worker gone is absent, not stale
         live = 0
         for w in store.workers():
-            seen = w.last_seen_at.replace(tzinfo=w.last_seen_at.tzinfo or UTC).timestamp()
+            seen = as_utc(w.last_seen_at).timestamp()
             if now - seen < ttl_s:
                 live += 1
                 self.worker_seen.labels(w.id, w.static_digest or "").set(seen)

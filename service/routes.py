@@ -44,7 +44,7 @@ from reprotrain.service.schemas import (
 )
 from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
-from reprotrain.store.repo import RunFilter
+from reprotrain.store.repo import RunFilter, as_utc
 from reprotrain.stored_verdicts import job_verdict, stored_result
 from reprotrain.verdict import Verdict
 
@@ -274,8 +274,7 @@ def job_trace(
     """Per-step metrics (exact values), live while the job runs."""
     st = _state(request)
     row = st.store.get_job(job_id, light=True)
-    trace = jobs.live_trace(st.store, row)
-    total = jobs.live_total(st.store, row)
+    trace, total = jobs.live_progress(st.store, row)
     return TracePublic(status=row.status, data=trace[since:], count=len(trace), total=total)
 
 
@@ -382,17 +381,13 @@ def list_workers(request: Request, _: Authorized) -> WorkersPublic:
             version=w.version,
             isolation=w.isolation,
             static_digest=w.static_digest,
-            started_at=_aware(w.started_at),
-            last_seen_at=_aware(w.last_seen_at),
-            alive=(at - _aware(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S,
+            started_at=as_utc(w.started_at),
+            last_seen_at=as_utc(w.last_seen_at),
+            alive=(at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S,
         )
         for w in rows
     ]
     return WorkersPublic(data=data, count=len(data), alive=sum(w.alive for w in data))
-
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 @router.get("/keys", response_model=KeysPublic, tags=["data"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from reprotrain.fingerprint import Fingerprint
 from reprotrain.isolation import Isolation
 from reprotrain.result import DeterminismRecord, JobError
-from reprotrain.store.repo import RESULT_PARTS, NewJob
+from reprotrain.store.repo import RESULT_PARTS, NewJob, as_utc
 from reprotrain.store.tables import JobRow
 from reprotrain.verdict import Verdict
 
@@ -62,9 +62,6 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: JobRow | NewJob) -> JobPublic:
-        def utc(t: datetime | None) -> datetime | None:
-            return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
-
         parts = getattr(row, "parts", None)  # a light row (Store.get_job): the result's parts only
         if parts is None:
             parts = {k: (row.result or {}).get(k) for k in RESULT_PARTS}
@@ -126,7 +123,7 @@ class RunPublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: Any, facts: dict[str, Any], at: datetime) -> RunPublic:
-        started, finished = _utc(row.started_at), _utc(row.finished_at)
+        started, finished = utc(row.started_at), utc(row.finished_at)
         duration = ((finished or at) - started).total_seconds() if started else None
         return cls(
             id=row.id,
@@ -139,7 +136,7 @@ class RunPublic(BaseModel):
             seed=facts.get("seed") if isinstance(facts.get("seed"), int) else None,
             policy=facts.get("policy") if isinstance(facts.get("policy"), str) else None,
             rerun_of=row.rerun_of,
-            created_at=_utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
             started_at=started,
             finished_at=finished,
             duration_s=duration,
@@ -169,8 +166,8 @@ class SeriesPublic(BaseModel):
     metrics: dict[str, list[float | None]] = Field(description="one value per step; null: not a number")
 
 
-def _utc(t: datetime | None) -> datetime | None:
-    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
+def utc(t: datetime | None) -> datetime | None:
+    return None if t is None else as_utc(t)
 
 
 class DeletedPublic(BaseModel):

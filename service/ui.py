@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from reprotrain.errors import NotFound, Unauthorized
-from reprotrain.service.auth import COOKIE, valid
+from reprotrain.service.auth import COOKIE, signed_in, valid
 
 UI = Path(__file__).parent / "static" / "ui"
 _TYPES = {
@@ -68,13 +68,7 @@ def install(app: FastAPI) -> None:
         settings = request.app.state.settings
         if not settings.auth_required:
             return SessionPublic(auth_required=False, signed_in=True)
-        header = request.headers.get("authorization", "")
-        token = (
-            header.partition(" ")[2] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE)
-        )
-        return SessionPublic(
-            auth_required=True, signed_in=bool(token) and valid(token, settings.token_values())
-        )
+        return SessionPublic(auth_required=True, signed_in=signed_in(request, settings.token_values()))
 
     @router.post("/session", status_code=204)
     def sign_in(request: Request, body: SignIn) -> Response:

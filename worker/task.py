@@ -38,6 +38,7 @@ from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
 from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
 from reprotrain.worker import durable
+from reprotrain.worker.presence import worker_id
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -50,7 +51,7 @@ class Runtime:
     artifacts: ArtifactStore
     runner: Any = None
     key: WorkerKey | None = None  # signs every finished job's manifest
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    owner: str = field(default_factory=worker_id)
 
     def get_runner(self) -> Any:
         if self.runner is None:

@@ -81,6 +81,7 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
+FINAL = [s.value for s in Status if s.is_final]
 MIN_PREFIX = 6  # the shortest job id prefix the API and CLI take
 _HEX = re.compile(r"[0-9a-f]{1,31}")
 RESULT_PARTS = ("digests", "timing", "isolation")  # what a job's public view shows of its result
@@ -156,6 +157,11 @@ def store_unavailable(e: BaseException) -> bool:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(t: datetime) -> datetime:
+    """A stored time as an aware UTC time (SQLite hands back naive ones, PostgreSQL aware)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
@@ -504,12 +510,11 @@ class Store:
         """Delete an ended job with its logs and artifact rows, in one transaction. Returns the
         artifact digests no job holds any more (their files may go). A job still queued or running,
         or the original of a re-run, is refused: its re-runs' verdicts are about it."""
-        final = [s.value for s in Status if s.is_final]
         with self.session() as s:
             status = s.scalar(select(JobRow.status).where(JobRow.id == job_id))
             if status is None:
                 raise NotFound(f"no job with id {job_id!r}", field="job_id")
-            if status not in final:
+            if status not in FINAL:
                 raise Conflict(f"job {job_id} is {status}: cancel it, then delete it", field="job_id")
             reruns = list(s.scalars(select(JobRow.id).where(JobRow.rerun_of == job_id).limit(4)))
             if reruns:
@@ -521,26 +526,25 @@ class Store:
             digests = set(s.scalars(select(ArtifactRow.digest).where(ArtifactRow.job_id == job_id)))
             s.execute(delete(LogChunkRow).where(LogChunkRow.job_id == job_id))
             s.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id))
-            s.execute(delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(final)))
+            s.execute(delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(FINAL)))
             held = set(s.scalars(select(ArtifactRow.digest).where(ArtifactRow.digest.in_(digests))))
         return sorted(digests - held)
 
     def expired(self, before: datetime, limit: int = 500) -> list[str]:
         """Ended jobs that finished before `before` and are the original of no re-run that is kept
         (every re-run of theirs ended before it too), re-runs first: the retention sweep's work."""
-        final = [s.value for s in Status if s.is_final]
         rerun = aliased(JobRow)
         kept_rerun = (
             select(rerun.id)
             .where(
                 rerun.rerun_of == JobRow.id,
-                ~(rerun.status.in_(final) & (rerun.finished_at < before)),
+                ~(rerun.status.in_(FINAL) & (rerun.finished_at < before)),
             )
             .exists()
         )
         q = (
             select(JobRow.id)
-            .where(JobRow.status.in_(final), JobRow.finished_at < before, ~kept_rerun)
+            .where(JobRow.status.in_(FINAL), JobRow.finished_at < before, ~kept_rerun)
             .order_by(JobRow.rerun_of.is_(None), JobRow.finished_at)
             .limit(limit)
         )
@@ -580,10 +584,9 @@ class Store:
     def ended_since(self, after: datetime, limit: int = 1000) -> list[Any]:
         """(status, started_at, finished_at) of jobs that ended after `after`, oldest first: what
         the API's metrics count as finished."""
-        final = [s.value for s in Status if s.is_final]
         q = (
             select(JobRow.status, JobRow.started_at, JobRow.finished_at)
-            .where(JobRow.status.in_(final), JobRow.finished_at > after)
+            .where(JobRow.status.in_(FINAL), JobRow.finished_at > after)
             .order_by(JobRow.finished_at)
             .limit(limit)
         )
