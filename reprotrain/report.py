@@ -69,6 +69,8 @@ def progress_total(n: Any) -> int | None:
 
 
 _declared_total: int | None = None
+# set in a copy a bisect or pre-flight records (reprotrain.job.oprecord): sees every logged step
+_recording_hook: Any = None
 
 
 def log(step: int, total: int | None = None, **metrics: Any) -> None:
@@ -80,7 +82,10 @@ def log(step: int, total: int | None = None, **metrics: Any) -> None:
         if total is not None and progress_total(total) != _declared_total:
             _declared_total = total
             writer.write("progress", total=total)
-        writer.write("metric", step=int(step), metrics=encode_metrics(metrics))
+        encoded = encode_metrics(metrics)
+        writer.write("metric", step=int(step), metrics=encoded)
+        if _recording_hook is not None:
+            _recording_hook(int(step), encoded)
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError
 
+from reprotrain.bisect import BisectReport, PreflightRecord
 from reprotrain.errors import ResultInvalid
 from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
@@ -80,6 +81,8 @@ class ChildRecord(Frozen):
     fingerprint: Fingerprint | None = None
     state_file: str | None = None
     timing: ChildTiming
+    bisect: BisectReport | None = None
+    preflight: PreflightRecord | None = None
 
 
 def _none_if_empty(v: Any) -> Any:
@@ -109,6 +112,8 @@ class Result(Stored):
     timing: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     isolation: Isolation | None = None  # how the run was confined (None: stored before it was recorded)
+    bisect: BisectReport | None = Field(None, description="a bisect job's report, or a failed pre-flight's")
+    preflight: PreflightRecord | None = Field(None, description="the pre-flight check this run passed")
 
     def save(self, job_dir: Path) -> Path:
         """Write result.json atomically (temporary name, then rename)."""

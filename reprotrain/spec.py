@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +44,11 @@ class DeterminismSpec(Frozen):
     sdpa_math_only: StrictBool | None = None
     cublas_workspace_config: Literal[":4096:8", ":16:8"] | None = None
     mkl_cbwr: Annotated[str, Field(pattern=r"^[A-Z0-9_,]{1,32}$")] | None = None
+    preflight: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = Field(
+        None,
+        description="before the run, two copies run this many logged steps with op recording and must "
+        "agree op for op; else the job fails 'nondeterministic' with the first differing op",
+    )
 
 
 class TrackSpec(Frozen):
@@ -72,6 +78,15 @@ class CompareSpec(Frozen):
             except re.error as e:
                 raise ValueError(f"not a regular expression: {pattern!r} ({e})") from None
         return v
+
+
+class BisectSpec(Frozen):
+    """What a bisect job does instead of training: run two copies up to `until_step`, recorded."""
+
+    a: Annotated[str, Field(max_length=64)] | None = Field(None, description="the job whose spec copy a runs")
+    b: Annotated[str, Field(max_length=64)] | None = Field(None, description="the job it is bisected against")
+    until_step: Annotated[int, Field(strict=True, ge=0)] = Field(description="the first differing step")
+    against: JobSpec | None = Field(None, description="copy b's spec, when it is not this one")
 
 
 class JobSpec(Frozen):
@@ -106,6 +121,8 @@ class JobSpec(Frozen):
         ]
         | None
     ) = Field(None, description="variables the job's processes get (REPROTRAIN_* is reserved)")
+
+    bisect: BisectSpec | None = Field(None, description="set on a bisect job (POST /v1/jobs/{a}/bisect/{b})")
 
     @field_validator("entrypoint")
     @classmethod
@@ -144,6 +161,14 @@ class JobSpec(Frozen):
                 f"give exactly one of 'entrypoint' or 'command' ({which} set)",
                 field="entrypoint",
             )
+        if self.command is not None and (self.bisect is not None or self.determinism.preflight):
+            what = "bisect" if self.bisect is not None else "determinism.preflight"
+            if not inline_python(self.command):
+                raise SpecInvalid(
+                    f"{what} records the ops of Python: a script-mode job needs a command "
+                    "'python SCRIPT.py ...' or 'python -m MODULE ...' that reports its steps",
+                    field="bisect" if self.bisect is not None else "determinism.preflight",
+                )
         if self.seed is None and self.determinism.policy != "off":
             policy = self.determinism.policy
             default = " (the default)" if "policy" not in self.determinism.model_fields_set else ""
@@ -162,6 +187,12 @@ class JobSpec(Frozen):
         """The spec with every default filled in: what the digest is taken of. A spec without a
         `compare` section leaves it out, so its digest is the one it had before the section existed."""
         data = self.model_dump(mode="json")
+        if data["determinism"]["preflight"] is None:  # likewise
+            del data["determinism"]["preflight"]
+        if self.bisect is None:
+            del data["bisect"]
+        elif self.bisect.against is not None:
+            data["bisect"]["against"] = self.bisect.against.canonical()
         for optional in ("compare", "env", "project"):  # absent: the digest it had before the field existed
             if data[optional] is None:
                 del data[optional]
@@ -174,6 +205,14 @@ class JobSpec(Frozen):
     @cached_property  # the spec is frozen; a submit reads the digest more than once
     def digest(self) -> str:
         return digest_bytes(canonical_json(self.canonical()))
+
+
+PYTHON_NAMES = frozenset({"python", "python3", f"python3.{sys.version_info.minor}"})
+
+
+def inline_python(argv: list[str]) -> bool:
+    """`python X.py ...` or `python -m M ...`: run in the job process itself (README, "Script mode")."""
+    return len(argv) > 1 and argv[0] in PYTHON_NAMES and (argv[1].endswith(".py") or argv[1] == "-m")
 
 
 MAX_DEPTH = 32  # nesting of mappings and lists in a spec (params included); README, "Limits"

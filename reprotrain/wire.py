@@ -22,6 +22,7 @@ class JobFiles:
     STATE = "state/model.safetensors"  # the tracked model's final state
     BOOT = "boot"  # holds the sitecustomize that applies the policy in every Python process
     WORK = "work"  # the job's working directory; what it writes there are its outputs
+    RECORDED = "recorded"  # a bisect's or pre-flight's two copies: their logs, events and outputs
 
 
 JOB_ARTIFACT_PREFIX = "_job/"  # artifacts of the run itself, beside the job's own output files

@@ -29,11 +29,9 @@ from reprotrain.policy import Knobs, resolve
 from reprotrain.procs import become_subreaper
 from reprotrain.report import EventWriter, encode_metrics
 from reprotrain.result import ChildRecord, DeterminismRecord, JobError
-from reprotrain.spec import JobSpec
+from reprotrain.spec import PYTHON_NAMES, JobSpec, inline_python
 from reprotrain.status import Status
 from reprotrain.wire import JobEnv, JobFiles
-
-PYTHON_NAMES = {"python", "python3", f"python3.{sys.version_info.minor}"}
 
 
 def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
@@ -122,7 +120,16 @@ def apply(spec: JobSpec, knobs: Knobs, events: EventWriter) -> Any:
 
 
 def run_function(
-    req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, events: EventWriter, child: dict[str, Any]
+    req: LaunchRequest,
+    spec: JobSpec,
+    knobs: Knobs,
+    device: Any,
+    events: EventWriter,
+    child: dict[str, Any],
+    *,
+    ctx_cls: type | None = None,
+    workspace: Path | None = None,
+    around: Any = None,
 ) -> Any:
     from reprotrain.job.context import Context
 
@@ -134,18 +141,22 @@ def run_function(
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
         raise JobFailed(f"cannot load entrypoint {spec.entrypoint!r}: {e}") from e
-    ctx = Context(
+    ctx = (ctx_cls or Context)(
         seed=spec.seed,
         params=dict(spec.params),
         device=device,
-        workspace=req.workspace,
+        workspace=workspace or req.workspace,
         inputs={k: Path(v) for k, v in req.inputs.items()},
         events=events,
         digest_every=spec.track.digest_every,
         seed_dataloader=knobs.seed_dataloader,
     )
     child["timing"]["user_start"] = time.monotonic()
-    returned = func(ctx)
+    if around is None:
+        returned = func(ctx)
+    else:
+        with around:
+            returned = func(ctx)
     child["timing"]["user_end"] = time.monotonic()
     if returned is not None and not isinstance(returned, dict):
         raise JobFailed(f"train() must return a dict of metrics or None, got {type(returned).__name__}")
@@ -153,12 +164,39 @@ def run_function(
     return ctx
 
 
+def recorded_pair(req: LaunchRequest, specs: dict[str, JobSpec], bound: Any) -> Any:
+    """Run two copies of the job (`specs` "a" and "b") op-recorded up to `bound`; their report."""
+    from reprotrain import report
+    from reprotrain.job import oprecord
+
+    def body(side: str, rec: oprecord.OpRecorder, bound: oprecord.Bound) -> None:
+        spec = specs[side]
+        knobs = resolve(spec.determinism)
+        here = req.dir / JobFiles.RECORDED / side
+        os.environ.update(knobs.env())
+        os.environ[JobEnv.EVENTS] = str(here.parent / f"{side}.events")
+        os.environ[JobEnv.OUTPUT_DIR] = str(here / "outputs")
+        events = EventWriter(here.parent / f"{side}.events")
+        device = apply(spec, knobs, events)
+        rec.install()
+        child: dict[str, Any] = {"timing": {}}
+        if spec.mode == "function":
+            ctx_cls = oprecord.recording_context(rec, bound)
+            run_function(req, spec, knobs, device, events, child, ctx_cls=ctx_cls, workspace=here, around=rec)
+        else:
+            report._recording_hook = oprecord.script_hook(rec, bound)
+            with rec:
+                run_script(spec, child)
+
+    return oprecord.run_pair(req.dir / JobFiles.RECORDED, body, bound, cwd=req.workspace)
+
+
 def run_script(spec: JobSpec, child: dict[str, Any]) -> None:
     """Run the command: in this process when it is `python X.py`/`python -m M`, else as argv."""
     argv = list(spec.command or [])
     child["timing"]["user_start"] = time.monotonic()
     try:
-        if argv[0] in PYTHON_NAMES and len(argv) > 1 and (argv[1].endswith(".py") or argv[1] == "-m"):
+        if inline_python(argv):
             _run_python_inline(argv[1:])
         else:
             _run_subprocess(argv)
@@ -251,26 +289,61 @@ def run(req: LaunchRequest) -> int:
     }
     device = ctx = None
     try:
-        device = apply(spec, knobs, events)
-        if spec.mode == "function":
-            ctx = run_function(req, spec, knobs, device, events, child)
-        else:
-            run_script(spec, child)
-        child["status"] = Status.SUCCEEDED
+        plain = spec.bisect is None and not spec.determinism.preflight
+        if plain or _checked_first(req, spec, child):
+            device = apply(spec, knobs, events)
+            if spec.mode == "function":
+                ctx = run_function(req, spec, knobs, device, events, child)
+            else:
+                run_script(spec, child)
+            child["status"] = Status.SUCCEEDED
     except BaseException as e:  # noqa: BLE001 - whatever user code raises becomes the job's error
         child["error"] = _error(e)
         if not isinstance(e, JobFailed):
             traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        try:
-            collect(req, spec, knobs, device, ctx, child)
-        except Exception as e:  # noqa: BLE001 - a failing collection fails the job, loudly
-            traceback.print_exc()
-            child["status"], child["error"] = Status.FAILED, _error(e)
-        record = _record(child)
-        write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
-        sys.stderr.flush()
+        status = _finish(req, spec, knobs, device, ctx, child)
+    return status
+
+
+def _checked_first(req: LaunchRequest, spec: JobSpec, child: dict[str, Any]) -> bool:
+    """A bisect job's copies, or the pre-flight check; False when the job itself is not to run."""
+    from reprotrain.bisect import PreflightRecord
+    from reprotrain.job.oprecord import Bound
+
+    if spec.bisect is not None:
+        other = spec.bisect.against or spec
+        report = recorded_pair(req, {"a": spec, "b": other}, Bound(until_step=spec.bisect.until_step))
+        child["bisect"] = report.model_copy(update={"a": spec.bisect.a, "b": spec.bisect.b})
+        child["status"] = Status.SUCCEEDED
+        return False
+    steps = spec.determinism.preflight
+    report = recorded_pair(req, {"a": spec, "b": spec}, Bound(steps=steps))
+    if report.found != "none":
+        child["bisect"] = report
+        message = f"pre-flight ({steps} steps, two copies): {report.summary}"
+        child["error"] = JobError(type="nondeterministic", message=message)
+        return False
+    passed = PreflightRecord(steps=report.steps_compared, ops=report.ops_compared, seconds=report.seconds)
+    child["preflight"] = passed
+    return True
+
+
+def _finish(
+    req: LaunchRequest, spec: JobSpec, knobs: Knobs, device: Any, ctx: Any, child: dict[str, Any]
+) -> int:
+    """Collect what the job left and write its child record; the job process's exit status."""
+    sys.stdout.flush()
+    try:
+        if device is None and child.get("bisect") is not None:
+            device = apply(spec, knobs, EventWriter(os.devnull))  # for the fingerprint: the copies ran alone
+        collect(req, spec, knobs, device, ctx, child)
+    except Exception as e:  # noqa: BLE001 - a failing collection fails the job, loudly
+        traceback.print_exc()
+        child["status"], child["error"] = Status.FAILED, _error(e)
+    record = _record(child)
+    write_atomic(req.dir / JobFiles.CHILD, record.model_dump_json())
+    sys.stderr.flush()
     return 0 if record.status is Status.SUCCEEDED else 1
 
 

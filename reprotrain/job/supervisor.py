@@ -253,6 +253,8 @@ def assemble(
         inputs=inputs,
         timing=timing,
         artifacts={"state": child.state_file} if child and child.state_file else {},
+        bisect=child.bisect if child else None,
+        preflight=child.preflight if child else None,
     )
 
 

@@ -1,0 +1,119 @@
+"""Bisect and pre-flight in real job processes: two forked copies recorded op by op.
+
+The nondeterminism is a real kernel: `reprotrain_examples::noisy_add`, a custom op registered
+through torch.library whose CPU kernel adds OS entropy to its output at one step, inside
+`encoder.1.mix` (examples/noisy_op.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import base_spec
+
+NOISY = {"entrypoint": "reprotrain.examples.noisy_op:train", "params": {"steps": 10, "noise_step": 5}}
+
+
+def test_bisect_names_the_op_its_module_its_step_and_the_ops_before(run_job) -> None:
+    r, job_dir = run_job(base_spec(**NOISY, bisect={"until_step": 7}))
+    assert r.status == "SUCCEEDED", r.error
+    b = r.bisect
+    assert b.found == "op", b.summary
+    assert b.step == 5
+    f = b.first
+    assert (f.op, f.module, f.phase) == ("reprotrain_examples::noisy_add", "encoder.1.mix", "forward")
+    assert f.source == "reprotrain/examples/noisy_op.py:37" or f.source.endswith("noisy_op.py:37")
+    assert f.inputs == ["float32[64, 16]", "float32[64, 16]"] and f.outputs == ["float32[64, 16]"]
+    (out,) = b.outputs
+    assert out.differing == 1 and out.total == 64 * 16
+    assert 0 < out.max_abs < 1e-5 and out.max_rel > 0
+    # the ops before it agreed, in order, ending with the same block's forward
+    assert len(b.before) == 8 and all(o.seq < f.seq for o in b.before)
+    assert [o.seq for o in b.before] == sorted(o.seq for o in b.before)
+    assert (b.before[-1].op, b.before[-1].module) == ("aten::tanh", "encoder.1")
+    assert b.before[-2].module == "encoder.1.lin" and b.before[-3].module == "encoder.0.mix"
+    assert b.ops_compared > 300 and b.steps_compared == 5
+    # the job itself did not train: the copies ran alone, each in its own output directory
+    assert r.trace == []
+    assert (job_dir / "recorded" / "a.stdout").exists() and (job_dir / "recorded" / "b" / "outputs").is_dir()
+
+
+def test_bisect_of_a_deterministic_op_finds_nothing_and_says_so(run_job) -> None:
+    quiet = {**NOISY, "params": {**NOISY["params"], "noisy": False}}
+    r, _ = run_job(base_spec(**quiet, bisect={"until_step": 7}))
+    assert r.status == "SUCCEEDED", r.error
+    assert r.bisect.found == "none" and r.bisect.first is None
+    assert r.bisect.steps_compared == 8  # steps 0..7: it stopped at the bound
+    assert r.bisect.summary.startswith("no difference: the two copies agreed on all")
+
+
+def test_bisect_against_another_spec_finds_the_first_op_it_changes(run_job) -> None:
+    from reprotrain.spec import parse_spec
+
+    quiet = {**NOISY, "params": {**NOISY["params"], "noisy": False}}
+    other = base_spec(**quiet)
+    other["seed"] = 99  # another seed: the first random op (the data) differs
+    against = parse_spec(other).canonical()
+    r, _ = run_job(base_spec(**quiet, bisect={"until_step": 3, "against": against}))
+    assert r.bisect.found == "op" and r.bisect.step == 0, r.bisect.summary
+    assert r.bisect.first.op == "aten::randn" and r.bisect.first.source.endswith("noisy_op.py:65")
+    assert r.bisect.ops_compared == 0 and r.bisect.before == []
+
+
+def test_preflight_fails_a_nondeterministic_job_before_its_run(run_job) -> None:
+    spec = base_spec(**NOISY)
+    spec["determinism"] = {"policy": "strict", "preflight": 6}
+    r, _ = run_job(spec)
+    assert r.status == "FAILED"
+    assert r.error.type == "nondeterministic"
+    assert "reprotrain_examples::noisy_add" in r.error.message and "step 5" in r.error.message
+    assert r.bisect.found == "op" and r.bisect.step == 5 and r.bisect.first.module == "encoder.1.mix"
+    assert r.trace == [] and r.preflight is None  # the long run never started
+
+
+def test_preflight_that_passes_is_recorded_and_the_job_runs(run_job) -> None:
+    spec = base_spec(**NOISY)
+    spec["determinism"] = {"policy": "strict", "preflight": 3}
+    r, _ = run_job(spec)
+    assert r.status == "SUCCEEDED", r.error
+    assert r.preflight.steps == 3 and r.preflight.ops > 100 and r.preflight.seconds > 0
+    assert [e.step for e in r.trace] == list(range(10)) and r.bisect is None
+
+
+def test_preflight_with_dataloader_workers_does_not_cry_wolf(run_job) -> None:
+    """Worker processes deliver batches in whatever order they finish; the loader yields them in
+    order. The copies record batches as yielded, so arrival order never reads as a difference."""
+    spec = base_spec(entrypoint="reprotrain.examples.tiny_cnn:train", params={"epochs": 1, "workers": 2})
+    spec["determinism"] = {"policy": "strict", "preflight": 4}
+    for _ in range(3):
+        r, _ = run_job(spec)
+        assert r.status == "SUCCEEDED", (r.error, r.bisect and r.bisect.summary)
+        assert r.preflight.steps == 4
+
+
+SCRIPT = """
+import os, sys, torch
+from reprotrain import report
+torch.manual_seed(0)
+w = torch.zeros(4)
+for step in range(6):
+    w = w * 0.5 + torch.rand(4)
+    if step == int(sys.argv[1]):
+        w = w + int.from_bytes(os.urandom(2), "little") * 1e-9
+    report.log(step, w=float(w.sum()))
+"""
+
+
+def test_preflight_in_script_mode_records_a_script_that_reports_steps(run_job, tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(SCRIPT)
+    spec = {"command": ["python", "train.py", "2"], "seed": 1, "determinism": {"preflight": 4}}
+    r, _ = run_job(spec, code_dir=code)
+    assert r.status == "FAILED" and r.error.type == "nondeterministic"
+    assert r.bisect.found == "op" and r.bisect.step == 2 and r.bisect.first.op == "aten::add"
+    assert r.bisect.first.source == "train.py:9"
+    spec["command"] = ["python", "train.py", "5"]  # the noise comes after the checked steps
+    r, _ = run_job(spec, code_dir=code)
+    assert r.status == "SUCCEEDED", r.error
+    assert r.preflight.steps == 4 and len(r.trace) == 6
