@@ -12,7 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from reprotrain.errors import Conflict
 from reprotrain.model import Stored
+from reprotrain.spec import MAX_TAGS, JobSpec, parse_spec
+from reprotrain.verdict import Verdict
 
 Phase = Literal["forward", "backward", "optimizer", "other"]
 Found = Literal["op", "sequence", "metrics", "ended", "none"]
@@ -100,3 +103,51 @@ def describe(r: BisectReport) -> str:
     for side, err in r.errors.items():
         lines.append(f"  copy {side} failed: {err}")
     return "\n".join(lines)
+
+
+def bisect_spec(a: Run, b: Run, verdict: Verdict) -> JobSpec:
+    """The spec of a bisect job between two runs: a's spec, recorded up to the first differing
+    step, against b's spec when it differs. Conflict when there is nothing a bisect can find."""
+    if verdict.verdict == "incomparable":
+        raise Conflict(f"cannot bisect: the runs are incomparable ({verdict.reason})")
+    step = verdict.divergence.step if verdict.divergence else None
+    if verdict.verdict != "diverged" or step is None:
+        what = "their traces agree" if verdict.verdict == "diverged" else f"the verdict is {verdict.verdict}"
+        raise Conflict(f"nothing to bisect: {what}; a bisect needs the first logged step where the runs part")
+    spec_a, spec_b = parse_spec(a.spec), parse_spec(b.spec)
+    if spec_a.bisect is not None or spec_b.bisect is not None:
+        raise Conflict("cannot bisect a bisect job")
+    for field in ("bundle", "entrypoint", "command"):
+        if getattr(spec_a, field) != getattr(spec_b, field):
+            raise Conflict(f"a bisect compares two runs of the same code; the runs' {field} differ")
+    if a.env_digest and b.env_digest and a.env_digest != b.env_digest:
+        raise Conflict(
+            "the runs' environments differ (see their compare); a bisect runs both copies on one "
+            "worker, where an environment difference cannot show: re-run a there and bisect a "
+            "against that re-run"
+        )
+    against = None if a.spec_digest == b.spec_digest else spec_b
+    data = spec_a.canonical()
+    data["name"] = f"bisect-{spec_a.name}"[:200]
+    data["tags"] = list(dict.fromkeys([*spec_a.tags, "bisect"]))[:MAX_TAGS]
+    data["determinism"].pop("preflight", None)
+    data["bisect"] = {"a": a.id, "b": b.id, "until_step": step}
+    if against is not None:
+        data["bisect"]["against"] = against.canonical()
+    return parse_spec(data)
+
+
+def offer_bisect(v: Verdict) -> Verdict:
+    """A verdict whose runs part at a step, with the route that bisects them."""
+    if v.verdict == "diverged" and v.divergence is not None and v.divergence.step is not None:
+        return v.model_copy(update={"bisect": f"/v1/jobs/{v.a}/bisect/{v.b}"})
+    return v
+
+
+class Run(Stored):
+    """What a bisect needs of a stored run."""
+
+    id: str
+    spec: dict
+    spec_digest: str
+    env_digest: str | None = None

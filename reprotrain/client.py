@@ -94,6 +94,9 @@ class Client:
     def rerun(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{job_id}/rerun").json()
 
+    def bisect(self, a: str, b: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{a}/bisect/{b}").json()
+
     def delete(self, job_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/jobs/{job_id}").json()
 

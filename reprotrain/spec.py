@@ -191,7 +191,9 @@ class JobSpec(Frozen):
             del data["determinism"]["preflight"]
         if self.bisect is None:
             del data["bisect"]
-        elif self.bisect.against is not None:
+        elif self.bisect.against is None:
+            del data["bisect"]["against"]
+        else:
             data["bisect"]["against"] = self.bisect.against.canonical()
         for optional in ("compare", "env", "project"):  # absent: the digest it had before the field existed
             if data[optional] is None:

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
+from reprotrain.bisect import Run, bisect_spec
 from reprotrain.compare import CheckpointDiffer, compare
 from reprotrain.errors import ArtifactTampered, ResultInvalid
 from reprotrain.outputs import RunFiles
 from reprotrain.result import Result, parse_result
+from reprotrain.spec import JobSpec
 from reprotrain.store import Store
 from reprotrain.verdict import Verdict, incomparable
 
@@ -90,3 +92,11 @@ def rerun_verdict(
         return compare(before, rerun, *files, checkpoints=checkpoints)
     except ArtifactTampered as e:
         return _tampered(store, original_id, rerun.job_id, e)
+
+
+def job_bisect_spec(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) -> JobSpec:
+    """The spec of a bisect job between two stored jobs (`reprotrain.bisect.bisect_spec`)."""
+    a, b = store.get_job(a_id, light=True), store.get_job(b_id, light=True)
+    verdict = job_verdict(store, artifacts, a_id, b_id)
+    runs = [Run(id=j.id, spec=j.spec, spec_digest=j.spec_digest, env_digest=j.env_digest) for j in (a, b)]
+    return bisect_spec(runs[0], runs[1], verdict)

@@ -113,6 +113,11 @@ class Verdict(Sparse):
     nondeterministic_ops: list[str] | None = None
     divergence: Divergence | None = None
     notes: list[str] | None = Field(None, description="what else the runs say (a job that seeds itself)")
+    bisect: str | None = Field(
+        None,
+        description="for runs that part at a step: the route that starts a bisect, which names the "
+        "first differing op (POST)",
+    )
 
 
 def incomparable(a: str, b: str, reason: str) -> Verdict:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from reprotrain.bisect import offer_bisect
 from reprotrain.bundles import store_bundle
 from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
 from reprotrain.joblog import job_event
@@ -45,7 +46,7 @@ from reprotrain.service.schemas import (
 from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
 from reprotrain.store.repo import RunFilter, as_utc
-from reprotrain.stored_verdicts import job_verdict, stored_result
+from reprotrain.stored_verdicts import job_bisect_spec, job_verdict, stored_result
 from reprotrain.verdict import Verdict
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
@@ -405,7 +406,21 @@ def worker_keys(request: Request, _: Authorized) -> KeysPublic:
 def compare_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> Verdict:
     """The verdict of job b against job a: identical, metrics_identical, diverged or incomparable."""
     st = _state(request)
-    return job_verdict(st.store, st.artifacts, a, b)
+    return offer_bisect(job_verdict(st.store, st.artifacts, a, b))
+
+
+@router.post("/jobs/{a}/bisect/{b}", status_code=201, response_model=JobPublic, tags=["jobs"])
+async def bisect_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> JobPublic:
+    """Find the first operation where job b parted from job a: a job of its own that runs a's spec
+    (and b's, if it differs) as two copies on one worker, recorded op by op up to the first
+    differing step. When it ends, its `bisect` names the op, its module, source line and shapes,
+    and how much each output differs. 409 when the runs do not part at a step, ran different code,
+    or ran in different environments."""
+    st = _state(request)
+    spec = await run_in_threadpool(job_bisect_spec, st.store, st.artifacts, a, b)
+    created = JobPublic.from_row(await st.writer.create(spec))
+    st.metrics.submitted.labels(created.queue, "bisect").inc()
+    return _created(created)
 
 
 @router.post(

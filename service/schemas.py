@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from reprotrain.bisect import BisectReport, PreflightRecord, offer_bisect
 from reprotrain.fingerprint import Fingerprint
 from reprotrain.isolation import Isolation
 from reprotrain.result import DeterminismRecord, JobError
@@ -56,6 +57,10 @@ class JobPublic(BaseModel):
     timing: dict[str, Any] | None = Field(None, description="user_s (the job's own run time), duration_s, …")
     verdict: Verdict | None = Field(None, description="for a re-run: its verdict against the original")
     isolation: Isolation | None = Field(None, description="how the run was confined: mode, network, uid")
+    bisect: BisectReport | None = Field(
+        None, description="a bisect job's report: the first differing op; or a failed pre-flight's"
+    )
+    preflight: PreflightRecord | None = Field(None, description="the pre-flight check the run passed")
     integrity_error: dict[str, Any] | None = Field(
         None, description="set once a stored artifact of this job was found changed: digest, actual, artifact"
     )
@@ -85,9 +90,11 @@ class JobPublic(BaseModel):
             env_digest=row.env_digest,
             digests=parts["digests"],
             timing=parts["timing"],
-            verdict=Verdict.model_validate(row.verdict) if row.verdict else None,
+            verdict=offer_bisect(Verdict.model_validate(row.verdict)) if row.verdict else None,
             isolation=Isolation.model_validate(parts["isolation"]) if parts["isolation"] else None,
             integrity_error=getattr(row, "integrity_error", None),
+            bisect=parts.get("bisect"),
+            preflight=parts.get("preflight"),
         )
 
 

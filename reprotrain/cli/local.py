@@ -55,9 +55,7 @@ def _load_run_spec(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from reprotrain.job.launcher import ForkRunner, SpawnRunner
     from reprotrain.job.supervisor import execute
-    from reprotrain.settings import load_settings
 
     spec = _load_run_spec(args)
     code = (
@@ -69,19 +67,56 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecInvalid(f"code directory does not exist: {code}", field="--code")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{spec.name}-{stamp}-{secrets.token_hex(2)}")
-    settings = load_settings()  # REPROTRAIN_ISOLATION and REPROTRAIN_JOB_UID apply to local runs too
-    runner = (
-        ForkRunner(isolation=settings.isolation, job_uid=settings.job_uid)
-        if args.runner == "fork"
-        else SpawnRunner()
-    )
-    with runner:
+    with _runner(args.runner) as runner:
         result = execute(runner, spec, out, code_dir=code)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         print(format_result(result, out))
     return 0 if result.status.value == "SUCCEEDED" else 1
+
+
+def _runner(kind: str = "fork") -> Any:
+    from reprotrain.job.launcher import ForkRunner, SpawnRunner
+    from reprotrain.settings import load_settings
+
+    settings = load_settings()  # REPROTRAIN_ISOLATION and REPROTRAIN_JOB_UID apply to local runs too
+    if kind == "fork":
+        return ForkRunner(isolation=settings.isolation, job_uid=settings.job_uid)
+    return SpawnRunner()
+
+
+def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
+    """Bisect two local runs: a bisect run of a's spec (and code) beside them, and its report."""
+    from reprotrain.bisect import BisectReport, Run, bisect_spec, describe
+    from reprotrain.compare import compare
+    from reprotrain.job.checkpoints import compare_checkpoints
+    from reprotrain.job.supervisor import execute
+    from reprotrain.outputs import RunFiles
+    from reprotrain.result import load_result
+    from reprotrain.wire import JobFiles
+
+    (a, a_dir), (b, b_dir) = load_result(a_path), load_result(b_path)
+    verdict = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir), checkpoints=compare_checkpoints)
+    runs = [
+        Run(id=str(d), spec=r.spec, spec_digest=r.spec_digest, env_digest=r.env_digest)
+        for r, d in ((a, a_dir), (b, b_dir))
+    ]
+    spec = bisect_spec(runs[0], runs[1], verdict)
+    # function mode imports from here, as `reprotrain run` does; a script runs in a copy of the
+    # working directory a's run started from (its code, with what it wrote)
+    code = a_dir / JobFiles.WORK if spec.mode == "script" else Path.cwd()
+    out = a_dir.parent / f"{a_dir.name}-bisect-{secrets.token_hex(2)}"
+    with _runner() as runner:
+        result = execute(runner, spec, out, code_dir=code)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    elif result.bisect is not None:
+        print(describe(BisectReport.model_validate(result.bisect)))
+        print(f"run       {out}")
+    else:
+        print(format_result(result, out))
+    return 0 if result.bisect is not None and result.status.value == "SUCCEEDED" else 1
 
 
 def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
@@ -97,5 +132,5 @@ def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
     if as_json:
         print_json(verdict)
     else:
-        print(format_verdict(verdict))
+        print(format_verdict(verdict, names=(a_path, b_path)))
     return 0 if verdict["verdict"] in REPRODUCED else 1

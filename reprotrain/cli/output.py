@@ -31,8 +31,22 @@ def format_result(r: Any, out: Path) -> str:
         lines += format_error(r.error.model_dump(mode="json"))
     if r.nondeterministic_ops:
         lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
+    lines += _checked(r.model_dump(mode="json"))
     lines.append(f"result    {out / 'result.json'}")
     return "\n".join(lines)
+
+
+def _checked(run: dict[str, Any]) -> list[str]:
+    """A passed pre-flight check, or a bisect's (or failed pre-flight's) report."""
+    lines = []
+    if run.get("preflight"):
+        pf = run["preflight"]
+        lines.append(f"preflight passed: two copies agreed on {pf['ops']} ops in {pf['steps']} steps")
+    if run.get("bisect"):
+        from reprotrain.bisect import BisectReport, describe
+
+        lines.append("bisect    " + describe(BisectReport.model_validate(run["bisect"])))
+    return lines
 
 
 def format_isolation(iso: dict[str, Any]) -> str:
@@ -62,7 +76,7 @@ def format_error(error: dict[str, Any], stderr_lines: int = 8, job_id: str = "ID
     return lines
 
 
-def format_verdict(v: dict[str, Any]) -> str:
+def format_verdict(v: dict[str, Any], names: tuple[str, str] | None = None) -> str:
     """The verdict for a person: the level, what is identical, what differs and why, the causes."""
     lines = [f"verdict   {_verdict_head(v)}"]
     div = v.get("divergence") or {}
@@ -76,6 +90,9 @@ def format_verdict(v: dict[str, Any]) -> str:
         lines.append(f"absent    {', '.join(v['absent'])} (neither run has it)")
     lines += _causes(v)
     lines += [f"{'notes' if i == 0 else '':9} {n}" for i, n in enumerate(v.get("notes") or [])]
+    if v.get("verdict") == "diverged" and div.get("step") is not None:
+        a, b = names or (v["a"], v["b"])
+        lines.append(f"bisect    reprotrain bisect {a} {b}   # the first differing operation")
     return "\n".join(lines)
 
 
@@ -215,6 +232,7 @@ def format_job(job: dict[str, Any]) -> str:
         )
     if job.get("error"):
         lines += format_error(job["error"], job_id=job["id"])
+    lines += _checked(job)
     if job.get("verdict"):
         lines.append(format_verdict(job["verdict"]))
     return "\n".join(lines)

@@ -127,6 +127,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("a")
     p.add_argument("b")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser(
+        "bisect",
+        parents=[common],
+        help="find the first operation where run b parted from run a",
+        description="Re-run a's spec as two copies recorded op by op up to the first step where the "
+        "runs part, and name the first op whose outputs differ: its module path, source line, shapes "
+        "and how much each output differs. Takes two job ids (a bisect job on the server) or two "
+        "run directories (run here, like `reprotrain run`).",
+    )
+    p.add_argument("a", help="the original: job id (prefix) or run directory")
+    p.add_argument("b", help="the run that diverged from it")
+    p.add_argument("--wait", action="store_true", help="wait for the bisect job and print its report")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: no limit)")
+    p.set_defaults(func=cmd_bisect)
 
     evidence.add_commands(sub, common)
     data.add_commands(sub, common)
@@ -302,21 +316,40 @@ def _is_job_id(s: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-fA-F]{6,32}", s)) and not Path(s).exists()
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    pair = (args.a, args.b)
+def cmd_bisect(args: argparse.Namespace) -> int:
+    if _pair_kind(args.a, args.b, "bisect") == "runs":
+        from reprotrain.cli.local import bisect_local
+
+        return bisect_local(args.a, args.b, args.json)
+    client = Client(args.url, args.token)
+    job = client.bisect(args.a, args.b)
+    if not args.wait:
+        return _show(args, job)
+    return _finish(args, _wait(client, job["id"], args))
+
+
+def _pair_kind(a: str, b: str, command: str) -> str:
+    """ "runs" for two run directories here, "jobs" for two job ids; SpecInvalid for a mix."""
+    pair = (a, b)
     runs = [not _is_job_id(x) for x in pair]
     missing = [x for x, run in zip(pair, runs, strict=True) if run and not Path(x).exists()]
     if missing:
         raise SpecInvalid(f"{missing[0]!r} is neither a run directory here nor a job id (6 to 32 hex digits)")
     if all(runs):
+        return "runs"
+    if any(runs):
+        run, job = (a, b) if runs[0] else (b, a)
+        raise SpecInvalid(
+            f"{command} takes two job ids or two run directories: {run!r} is a run here, {job!r} a job id"
+        )
+    return "jobs"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if _pair_kind(args.a, args.b, "compare") == "runs":
         from reprotrain.cli.local import compare_local
 
         return compare_local(args.a, args.b, args.json)
-    if any(runs):
-        run, job = (args.a, args.b) if runs[0] else (args.b, args.a)
-        raise SpecInvalid(
-            f"compare takes two job ids or two run directories: {run!r} is a run here, {job!r} a job id"
-        )
     verdict = Client(args.url, args.token).compare(args.a, args.b)
     print_json(verdict) if args.json else print(format_verdict(verdict))
     return 0 if verdict["verdict"] in REPRODUCED else 1

@@ -84,7 +84,8 @@ RUN_COLUMNS = (
 FINAL = [s.value for s in Status if s.is_final]
 MIN_PREFIX = 6  # the shortest job id prefix the API and CLI take
 _HEX = re.compile(r"[0-9a-f]{1,31}")
-RESULT_PARTS = ("digests", "timing", "isolation")  # what a job's public view shows of its result
+# what a job's public view shows of its result
+RESULT_PARTS = ("digests", "timing", "isolation", "bisect", "preflight")
 
 
 def _light(q: Any) -> Any:
