@@ -290,3 +290,25 @@ def test_the_job_page_deletes_an_ended_job_and_says_why_it_will_not_delete_an_or
         assert c.list(name="to-delete")["count"] == 1
     # the browser logs the refused delete (409)
     page.errors[:] = [e for e in page.errors if not re.search(r"Failed to load resource.*\b409\b", e)]
+
+
+def test_a_diverged_comparison_offers_a_bisect_whose_page_names_the_op(
+    page: Any, serve: Serve, diverged: tuple[str, str, dict[str, Any]]
+) -> None:
+    a, b, _ = diverged
+    page.goto(f"{serve.url}/compare/{a}/{b}")
+    button = page.locator('[data-role="verdict"] button[data-role="bisect"]')
+    button.click()
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f]{32}$"))
+    report = page.locator('[data-role="bisect"][data-found="op"]')
+    report.wait_for(timeout=120_000)  # the page follows the bisect job until it ends
+    bisect_id = page.url.rsplit("/", 1)[1]
+    with Client(serve.url) as c:
+        job = c.get(bisect_id)
+    assert job["spec"]["bisect"]["a"] == a and job["spec"]["bisect"]["b"] == b
+    # the job's own noise: OS entropy added in place to one weight at step 5, outside any module
+    assert page.locator('[data-role="bisect-op"]').inner_text() == job["bisect"]["first"]["op"] == "aten::add_"
+    assert job["bisect"]["step"] == 5
+    text = report.inner_text()
+    assert "first differing op: aten::add_ in step 5" in text and "ops before it, which agreed" in text
+    shot(page, "bisect")

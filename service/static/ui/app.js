@@ -435,6 +435,7 @@ async function jobPage(gen, id) {
     <div id="banner"></div>
     <div id="verdict"></div>
     <div id="error"></div>
+    <div id="bisect"></div>
     <h2>Status and timings</h2><div id="timing"></div>
     <h2>Metrics per step</h2><div class="grid" id="charts"></div>
     <div id="against"></div>
@@ -522,11 +523,36 @@ function renderJob(job) {
   const err = job.error;
   document.getElementById("error").innerHTML = err
     ? `<div class="error" data-role="job-error"><b>${esc(err.type)}</b>: ${esc(err.message)}${err.traceback ? `<pre class="mono">${esc(err.traceback.split("\n").slice(-25).join("\n"))}</pre>` : ""}</div>` : "";
+  document.getElementById("bisect").innerHTML = job.bisect ? bisectReport(job) : job.preflight
+    ? `<p class="muted" data-role="preflight">Pre-flight passed: two copies agreed on ${job.preflight.ops} ops in ${job.preflight.steps} steps (${secs(job.preflight.seconds)}).</p>` : "";
   if (job.verdict && job.rerun_of) {
     document.getElementById("verdict").innerHTML = `<div class="verdict v-${esc(job.verdict.verdict)}">
       ${verdictBadge(job.verdict.verdict)} <span class="words">${esc(headline(job.verdict))}</span>
       <a href="/compare/${esc(job.rerun_of)}/${esc(job.id)}" data-link>side by side with the original →</a></div>`;
   }
+}
+
+// a bisect job's report (or a failed pre-flight's): the first differing op and the ops before it
+function bisectReport(job) {
+  const r = job.bisect, f = r.first;
+  const against = r.a && r.b ? `<p>Runs <a href="/jobs/${esc(r.a)}" data-link class="mono">${short(r.a)}</a> and
+    <a href="/jobs/${esc(r.b)}" data-link class="mono">${short(r.b)}</a> · <a href="/compare/${esc(r.a)}/${esc(r.b)}" data-link>their comparison →</a></p>` : "";
+  const op = (o) => `<tr><td class="mono">#${o.seq}</td><td class="mono">${esc(o.op)}</td><td>${esc(o.phase)}</td>
+    <td class="mono">${esc(o.module || o.node || "—")}</td><td class="mono">${esc(o.source || "—")}</td><td class="mono">${esc((o.outputs || []).join(", "))}</td></tr>`;
+  return `<div class="verdict v-${r.found === "none" ? "identical" : "diverged"}" data-role="bisect" data-found="${esc(r.found)}">
+    <h2>${job.spec.bisect ? "Bisect" : "Pre-flight check"}</h2>
+    <span class="words">${esc(r.summary)}</span>${against}
+    ${f ? `<table class="kv"><tbody>
+      <tr><td>op</td><td class="mono" data-role="bisect-op">${esc(f.op)}</td></tr>
+      <tr><td>step · phase</td><td>${esc(r.step)} · ${esc(f.phase)}${f.node ? ` (autograd node ${esc(f.node)})` : ""}</td></tr>
+      <tr><td>module</td><td class="mono" data-role="bisect-module">${esc(f.module || "—")}</td></tr>
+      <tr><td>source</td><td class="mono">${esc(f.source || "—")}</td></tr>
+      <tr><td>inputs</td><td class="mono">${esc((f.inputs || []).join(", ") || "—")}</td></tr>
+      ${(r.outputs || []).map((d) => `<tr><td>output ${d.index}</td><td><span class="mono">${esc(d.dtype)}[${d.shape.join(", ")}]</span>: ${d.differing} of ${d.total} elements differ${d.max_abs != null ? `, max abs ${num(d.max_abs)}, max rel ${num(d.max_rel)}` : ""}${d.note ? ` (${esc(d.note)})` : ""}</td></tr>`).join("")}
+    </tbody></table>` : ""}
+    ${r.before?.length ? `<h3>The ${r.before.length} ops before it, which agreed</h3><table><thead><tr><th>#</th><th>op</th><th>phase</th><th>module</th><th>source</th><th>outputs</th></tr></thead><tbody>${r.before.map(op).join("")}</tbody></table>` : ""}
+    <p class="muted">${r.ops_compared} ops in ${r.steps_compared} logged steps agreed before it · ${secs(r.seconds)}</p>
+  </div>`;
 }
 
 async function finished(job) {
@@ -653,12 +679,19 @@ async function renderCompare(box, a, b) {
     <div class="verdict v-${esc(v.verdict)}" data-role="verdict" data-verdict="${esc(v.verdict)}">
       ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
       <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
+      ${v.bisect ? `<button data-role="bisect" class="primary" title="re-run the original as two copies recorded op by op up to step ${esc(d.step)}">Find the first differing op (bisect)</button>` : ""}
     </div>
     <h2>Metrics per step: both runs</h2><div class="grid wide" data-role="compare-charts"></div>
     <h2>Files</h2>${filesTable(v)}
     <h2>Environment: what differs</h2>${env.length ? causesTable(env) : `<p class="muted">The fingerprints agree on everything that can change result bits${v.causes?.length ? "" : ""}.</p>`}
     <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>original</th><th>re-run</th></tr></thead><tbody>${specKeys
       .map((k) => `<tr class="${likely.has(`spec.${k}`) || [...likely].some((l) => l.startsWith(`spec.${k.split(".")[0]}`)) ? "likely" : ""}"><td class="mono">${esc(k)}</td><td class="mono">${show(sa[k])}</td><td class="mono">${show(sb[k])}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">The specs are the same.</p>`}`;
+  const bisect = box.querySelector('button[data-role="bisect"]');
+  if (bisect) bisect.onclick = async () => {
+    bisect.disabled = true;
+    const job = await api(v.bisect, { method: "POST" });
+    go(`/jobs/${job.id}`);
+  };
   const refresh = charts(box.querySelector('[data-role="compare-charts"]'), [a, b], [`${ja.name} ${a.slice(0, 8)}`, `${jb.name} ${b.slice(0, 8)}`], marker);
   await refresh();
 }
