@@ -5,6 +5,9 @@ mode "urandom": OS entropy is added to one parameter at step `noise_step`, so th
 mode "op": at step 2 calls `params.op`, an op torch flags as having no deterministic
   implementation: "put_" (any device), "histc" (CUDA), or "alert" (torch's own alert hook, as
   every such op calls it). Under `strict` the job fails naming the op; under `warn` it is listed.
+mode "accumulate": every step sums 65,536 float32 values into 64 slots with
+  `index_put_(accumulate=True)` (duplicate indices) and adds the result to the input: on CUDA
+  the order of the atomic adds, and so the rounding, changes from run to run under `off`.
 """
 
 import os
@@ -24,6 +27,12 @@ def train(ctx):
     for step in range(p.get("steps", 10)):
         if p.get("mode") == "op" and step == 2:
             nondeterministic_op(p.get("op", "put_"), ctx.device)
+        if p.get("mode") == "accumulate":
+            n = torch.arange(1 << 16, device=ctx.device)
+            slots = torch.zeros(64, device=ctx.device).index_put_(
+                ((n * 7919) % 64,), torch.sin(n.float()), accumulate=True
+            )
+            x = x + slots[:8] * 1e-3
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()

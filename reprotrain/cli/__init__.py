@@ -21,6 +21,7 @@ EPILOG = """examples:
   reprotrain serve                                       # API + worker on this machine
   reprotrain submit examples/specs/mlp.yaml --wait       # submit to a server
   reprotrain rerun JOB_ID --wait                         # re-run by id, print the verdict
+  reprotrain bisect JOB_A JOB_B --wait                   # the first op where two runs part
   reprotrain show 3fa9c2                                 # any command: a unique id prefix (6+)
   reprotrain artifacts JOB_ID model.pt -o model.pt      # download one artifact
   reprotrain trace JOB_ID --csv > trace.csv              # per-step metrics, exact

@@ -40,10 +40,10 @@ import reprotrain
 from reprotrain.bisect import BisectReport, OpInfo, OutputDiff
 from reprotrain.hashing import canonical_json
 
-RING = 64  # op outputs each copy keeps
-AHEAD = 32  # records a copy may run past the last comparison before it waits
+RING = 128  # op outputs each copy keeps
+AHEAD = 64  # records a copy may run past the last comparison before it waits
 CONTEXT = 8  # agreeing ops shown before the first differing one
-FLUSH = 16  # records sent in one frame
+FLUSH = 32  # records sent in one frame
 _FRAME = struct.Struct("<I")
 # ops whose outputs are uninitialised memory: never equal between copies, never a result
 _UNINITIALISED = frozenset(

@@ -307,7 +307,8 @@ def test_a_diverged_comparison_offers_a_bisect_whose_page_names_the_op(
         job = c.get(bisect_id)
     assert job["spec"]["bisect"]["a"] == a and job["spec"]["bisect"]["b"] == b
     # the job's own noise: OS entropy added in place to one weight at step 5, outside any module
-    assert page.locator('[data-role="bisect-op"]').inner_text() == job["bisect"]["first"]["op"] == "aten::add_"
+    shown = page.locator('[data-role="bisect-op"]').inner_text()
+    assert shown == job["bisect"]["first"]["op"] == "aten::add_"
     assert job["bisect"]["step"] == 5
     text = report.inner_text()
     assert "first differing op: aten::add_ in step 5" in text and "ops before it, which agreed" in text

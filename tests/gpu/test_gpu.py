@@ -71,3 +71,23 @@ def test_index_add_is_deterministic_under_strict_on_cuda(run_job) -> None:
     b, _ = run_job(op_spec("index_add_", "strict"))
     assert a.status == "SUCCEEDED", a.error
     assert compare(a, b).verdict == "identical"
+
+
+def test_preflight_and_bisect_find_a_real_nondeterministic_cuda_op(run_job) -> None:
+    """index_put_(accumulate=True) with duplicate indices on CUDA, policy off: atomic adds in a
+    different order each run. Pre-flight fails the job naming that op; bisect reports it too."""
+    spec = base_spec(
+        entrypoint="reprotrain.examples.nondeterministic:train",
+        device="cuda",
+        params={"mode": "accumulate", "steps": 6},
+        determinism={"policy": "off", "preflight": 3},
+    )
+    r, _ = run_job(spec)
+    assert r.status == "FAILED" and r.error.type == "nondeterministic", r.error
+    assert r.bisect.found == "op" and r.bisect.step == 0
+    assert r.bisect.first.op in ("aten::index_put_", "aten::_index_put_impl_")
+    assert r.bisect.outputs[0].differing > 0 and r.bisect.outputs[0].max_abs > 0
+    spec["determinism"] = {"policy": "strict", "preflight": 3}  # deterministic kernel under strict
+    r, _ = run_job(spec)
+    assert r.status == "SUCCEEDED", (r.error, r.bisect and r.bisect.summary)
+    assert r.preflight.steps == 3

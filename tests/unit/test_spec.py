@@ -104,3 +104,29 @@ def test_compare_section_is_optional_and_checked() -> None:
     with pytest.raises(SpecInvalid) as e:
         parse_spec({"entrypoint": "m:f", "seed": 1, "compare": {"noise": ["(unclosed"]}})
     assert e.value.field == "compare.noise" and "not a regular expression" in e.value.message
+
+
+def test_preflight_and_bisect_leave_digests_of_specs_without_them_unchanged() -> None:
+    from reprotrain.spec import parse_spec
+
+    plain = parse_spec({"entrypoint": "m:f", "seed": 1})
+    assert "preflight" not in plain.canonical()["determinism"] and "bisect" not in plain.canonical()
+    checked = parse_spec({"entrypoint": "m:f", "seed": 1, "determinism": {"preflight": 3}})
+    assert checked.canonical()["determinism"]["preflight"] == 3 and checked.digest != plain.digest
+    b = parse_spec({"entrypoint": "m:f", "seed": 1, "bisect": {"until_step": 4}})
+    assert b.canonical()["bisect"] == {"a": None, "b": None, "until_step": 4}
+
+
+def test_preflight_needs_python_it_can_record() -> None:
+    import pytest
+
+    from reprotrain.errors import SpecInvalid
+    from reprotrain.spec import parse_spec
+
+    with pytest.raises(SpecInvalid) as e:
+        parse_spec({"command": ["sh", "-c", "python t.py"], "seed": 1, "determinism": {"preflight": 2}})
+    assert e.value.field == "determinism.preflight" and "python SCRIPT.py" in e.value.message
+    assert parse_spec({"command": ["python", "t.py"], "seed": 1, "determinism": {"preflight": 2}})
+    with pytest.raises(SpecInvalid) as e:
+        parse_spec({"entrypoint": "m:f", "seed": 1, "determinism": {"preflight": 0}})
+    assert e.value.field == "determinism.preflight"
