@@ -7,7 +7,7 @@ mode "op": at step 2 calls `params.op`, an op torch flags as having no determini
   every such op calls it). Under `strict` the job fails naming the op; under `warn` it is listed.
 mode "accumulate": every step sums 65,536 float32 values into 64 slots with
   `index_put_(accumulate=True)` (duplicate indices) and adds the result to the input: on CUDA
-  the order of the atomic adds, and so the rounding, changes from run to run under `off`.
+  the order of the atomic adds, and so the rounding, changes from run to run unless `strict`.
 """
 
 import os

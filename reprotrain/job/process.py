@@ -322,6 +322,8 @@ def _checked_first(req: LaunchRequest, spec: JobSpec, child: dict[str, Any]) -> 
     if report.found != "none":
         child["bisect"] = report
         message = f"pre-flight ({steps} steps, two copies): {report.summary}"
+        if spec.determinism.policy == "off":
+            message += " (policy off: the copies are not seeded, so the first random op differs)"
         child["error"] = JobError(type="nondeterministic", message=message)
         return False
     passed = PreflightRecord(steps=report.steps_compared, ops=report.ops_compared, seconds=report.seconds)
