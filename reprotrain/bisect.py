@@ -43,8 +43,8 @@ class OutputDiff(Stored):
     shape: list[int]
     differing: int = Field(description="elements whose bits differ")
     total: int
-    max_abs: float | None = None
-    max_rel: float | None = None
+    max_abs: float | str | None = Field(None, description="a float; NaN and infinities as strings")
+    max_rel: float | str | None = None
     note: str | None = None
 
 
@@ -75,6 +75,10 @@ class PreflightRecord(Stored):
     seconds: float
 
 
+def _num(v: float | str | None) -> str:
+    return f"{v:.3g}" if isinstance(v, float | int) else str(v)
+
+
 def describe(r: BisectReport) -> str:
     """The report in a few lines, for a terminal or an error message."""
     lines = [r.summary]
@@ -90,7 +94,7 @@ def describe(r: BisectReport) -> str:
         for d in r.outputs:
             diff = f"{d.differing} of {d.total} elements differ"
             if d.max_abs is not None:
-                diff += f", max abs {d.max_abs:.3g}, max rel {d.max_rel or 0:.3g}"
+                diff += f", max abs {_num(d.max_abs)}, max rel {_num(d.max_rel)}"
             shape = ", ".join(map(str, d.shape))
             lines.append(f"  output {d.index} {d.dtype}[{shape}]: {diff}{'; ' + d.note if d.note else ''}")
     if r.other is not None:

@@ -91,7 +91,7 @@ def _walk(a: Any, b: Any, key: str, found: dict[str, Any]) -> None:
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         found["tensors"] += 1
         if found["first_tensor"] is None and not _same_bits(a, b):
-            found["first_tensor"] = {"key": key or "/", **_delta(a, b)}
+            found["first_tensor"] = {"key": key or "/", **tensor_delta(a, b)}
     elif isinstance(a, dict) and isinstance(b, dict):
         for k in list(a) + [k for k in b if k not in a]:
             sub = f"{key}/{k}" if key else str(k)
@@ -121,7 +121,7 @@ def _same_bits(a: Any, b: Any) -> bool:
     )
 
 
-def _delta(a: Any, b: Any) -> dict[str, Any]:
+def tensor_delta(a: Any, b: Any) -> dict[str, Any]:
     import torch
 
     if a.shape != b.shape or a.dtype != b.dtype:

@@ -44,9 +44,15 @@ def _host_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(raw)
 
 
-def tensor_digest(t: torch.Tensor) -> str:
-    h = blake3(canonical_json([str(t.dtype).removeprefix("torch."), list(t.shape)]))
+def hash_tensor(h: Any, t: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and little-endian bytes into the hash `h`."""
+    h.update(canonical_json([str(t.dtype).removeprefix("torch."), list(t.shape)]))
     h.update(_host_bytes(t))
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    h = blake3()
+    hash_tensor(h, t)
     return h.hexdigest()
 
 

@@ -39,6 +39,8 @@ from torch.utils._pytree import tree_leaves
 import reprotrain
 from reprotrain.bisect import BisectReport, OpInfo, OutputDiff
 from reprotrain.hashing import canonical_json
+from reprotrain.job.checkpoints import tensor_delta
+from reprotrain.job.digest import hash_tensor
 
 RING = 128  # op outputs each copy keeps
 AHEAD = 64  # records a copy may run past the last comparison before it waits
@@ -250,9 +252,7 @@ class OpRecorder(TorchDispatchMode):
         h = blake3()
         for v in values:
             if isinstance(v, torch.Tensor):
-                h.update(canonical_json([str(v.dtype), list(v.shape)]))
-                c = v.contiguous().reshape(-1)
-                h.update(memoryview(c.view(torch.uint8).numpy()) if c.numel() else b"")
+                hash_tensor(h, v)
             else:
                 h.update(repr(v).encode())
         key = meta[:4]
@@ -599,25 +599,15 @@ def _output_diffs(sides: list[_Side]) -> list[OutputDiff]:
 
 
 def _tensor_diff(i: int, x: torch.Tensor, y: torch.Tensor) -> OutputDiff:
-    dtype = str(x.dtype).removeprefix("torch.")
+    dtype, n = str(x.dtype).removeprefix("torch."), x.numel()
     if x.shape != y.shape or x.dtype != y.dtype:
         note = f"copy b's output is {_shape(y)}"
-        n = x.numel()
         return OutputDiff(index=i, dtype=dtype, shape=list(x.shape), differing=n, total=n, note=note)
-    bits_x = x.contiguous().reshape(-1).view(torch.uint8).reshape(x.numel(), -1) if x.numel() else x
-    bits_y = y.contiguous().reshape(-1).view(torch.uint8).reshape(y.numel(), -1) if y.numel() else y
-    differing = int((bits_x != bits_y).any(dim=1).sum()) if x.numel() else 0
-    max_abs = max_rel = None
-    if x.is_floating_point() and x.numel():
-        xd, yd = x.double(), y.double()
-        diff = (xd - yd).abs()
-        finite = torch.isfinite(diff)
-        if finite.any():
-            max_abs = float(diff[finite].max())
-            scale = torch.maximum(xd.abs(), yd.abs())
-            rel = torch.where(scale > 0, diff / scale, torch.zeros_like(diff))
-            max_rel = float(rel[finite].max())
+    bits_x = x.contiguous().reshape(-1).view(torch.uint8).reshape(n, -1) if n else x
+    bits_y = y.contiguous().reshape(-1).view(torch.uint8).reshape(n, -1) if n else y
+    differing = int((bits_x != bits_y).any(dim=1).sum()) if n else 0
+    delta = tensor_delta(x, y) if n else {}
     return OutputDiff(
-        index=i, dtype=dtype, shape=list(x.shape), differing=differing, total=x.numel(),
-        max_abs=max_abs, max_rel=max_rel,
+        index=i, dtype=dtype, shape=list(x.shape), differing=differing, total=n,
+        max_abs=delta.get("max_abs"), max_rel=delta.get("max_rel"),
     )  # fmt: skip
