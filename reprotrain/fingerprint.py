@@ -50,6 +50,11 @@ class CpuFacts(_Facts):
     model: Annotated[str, Label("CPU model")]
     flags: Annotated[str, Label("CPU instruction set")]
     count: Annotated[int | None, Label("CPU count", cause=False, digest=False)]
+    capability: Annotated[str | None, Label("CPU kernel set (ATen)")] = Field(
+        None,
+        description="the vectorised kernels torch dispatches to (DEFAULT, AVX2, AVX512); "
+        "ATEN_CPU_CAPABILITY or the CPU picks it, and it changes result bits",
+    )
 
 
 class TorchFacts(_Facts):
@@ -237,6 +242,13 @@ def env_digest(fingerprint: Fingerprint | dict[str, Any]) -> str:
     """Digest of the reproducibility-relevant part of a fingerprint."""
     flat = flatten(_as_dict(fingerprint))
     return digest_json({k: v for k, v in flat.items() if describe(k).digest})
+
+
+def static_digest(fingerprint: Fingerprint | dict[str, Any]) -> str:
+    """Digest of the static part of a fingerprint: what a worker has before it runs any job (its
+    presence reports it; its environment queue is named by it, `wire.env_queue`)."""
+    data = _as_dict(fingerprint)
+    return env_digest({k: data[k] for k in StaticFacts.model_fields if k in data})
 
 
 def label(key: str) -> tuple[str, bool]:

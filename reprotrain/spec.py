@@ -87,6 +87,20 @@ class BisectSpec(Frozen):
     b: Annotated[str, Field(max_length=64)] | None = Field(None, description="the job it is bisected against")
     until_step: Annotated[int, Field(strict=True, ge=0)] = Field(description="the first differing step")
     against: JobSpec | None = Field(None, description="copy b's spec, when it is not this one")
+    side: Literal["a", "b"] | None = Field(
+        None,
+        description="a bisect across environments: this job records one side alone, on a worker of "
+        "that side's environment; side b's job compares the two recordings",
+    )
+    partner: Annotated[str, Field(max_length=64)] | None = Field(None, description="side b's: side a's job")
+
+    @model_validator(mode="after")
+    def _sides(self) -> BisectSpec:
+        if self.side is not None and self.against is not None:
+            raise ValueError("a side of a cross-environment bisect runs its own spec; no 'against'")
+        if (self.side == "b") != (self.partner is not None):
+            raise ValueError("side b of a cross-environment bisect, and only it, names its 'partner'")
+        return self
 
 
 class JobSpec(Frozen):
@@ -191,10 +205,12 @@ class JobSpec(Frozen):
             del data["determinism"]["preflight"]
         if self.bisect is None:
             del data["bisect"]
-        elif self.bisect.against is None:
-            del data["bisect"]["against"]
         else:
-            data["bisect"]["against"] = self.bisect.against.canonical()
+            for key in ("against", "side", "partner"):  # unset: the digest it had before the field
+                if data["bisect"][key] is None:
+                    del data["bisect"][key]
+            if self.bisect.against is not None:
+                data["bisect"]["against"] = self.bisect.against.canonical()
         for optional in ("compare", "env", "project"):  # absent: the digest it had before the field existed
             if data[optional] is None:
                 del data[optional]

@@ -60,3 +60,11 @@ LAUNCH_HEALTH = "_health/launch.json"  # under the jobs dir: whether this worker
 
 BUILD_FACTS_ENV = "REPROTRAIN_BUILD_FACTS"  # where an image's build facts are (default below)
 BUILD_FACTS_PATH = "/etc/reprotrain/build.json"
+
+
+ENV_QUEUE_PREFIX = "env."  # + a worker's static digest: the queue only workers of that environment consume
+
+
+def env_queue(static_digest: str) -> str:
+    """The queue a worker of this static environment consumes besides its own (`reprotrain workers`)."""
+    return ENV_QUEUE_PREFIX + static_digest.removeprefix("sha256:")[:16]

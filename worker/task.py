@@ -38,6 +38,7 @@ from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
 from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
 from reprotrain.worker import durable
+from reprotrain.worker.across import compare_sides, stream_name
 from reprotrain.worker.presence import worker_id
 
 log = logging.getLogger("reprotrain.worker")
@@ -191,6 +192,8 @@ def handle(rt: Runtime, job_id: str) -> str:
     try:
         job_event("started", job_id, name=job.name, mode=spec.mode, queue=job.queue)
         result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
+        if spec.bisect is not None and spec.bisect.side == "b":  # a bisect across environments
+            result = compare_sides(rt.store, rt.artifacts, spec, result, job_dir, beat.cancel, rt.owner)
         durable.keep(result, job_dir)  # from here on, a restart stores this run instead of repeating it
         return store_run(rt, job, result, job_dir, shipper=shipper)
     finally:
@@ -412,7 +415,8 @@ def collect_artifacts(
             raise ArtifactTampered(entry["digest"], digest_file(path), f"{rel} of an unstored run")
         rt.artifacts.put(path, entry["digest"])
         out.append((output_artifact(rel), entry["digest"], entry["size"]))
-    for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE):
+    streams = [stream_name(side) for side in "ab"]  # a side's recording, of a bisect across environments
+    for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE, *streams):
         path = job_dir / name
         if path.is_file():
             entry = file_entry(path)

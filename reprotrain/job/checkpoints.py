@@ -31,7 +31,17 @@ MAX_FIELDS = 20
 
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
     """Compare two checkpoint files in a bounded child process."""
-    size = a.stat().st_size + b.stat().st_size
+    out = run_bounded("reprotrain.job.checkpoints", [a, b])
+    if "error" in out:
+        why = out["error"]
+        return {"error": why if why.startswith("took") else f"not opened as checkpoints: {why}"}
+    return dict(out["value"])
+
+
+def run_bounded(module: str, files: list[Path]) -> dict[str, Any]:
+    """`python -m module file…` in a child bounded in memory and time by the files' size; what it
+    printed as JSON as {"value": …}, or {"error": why} (for a timeout: "took longer than …")."""
+    size = sum(f.stat().st_size for f in files)
     ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     limit = min(MEMORY_BYTES + 4 * size, ram * 3 // 4)  # never more than most of this host
 
@@ -40,18 +50,18 @@ def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
 
     try:
         proc = subprocess.run(
-            python_argv(sys.executable, "reprotrain.job.checkpoints", str(a), str(b)),
+            python_argv(sys.executable, module, *map(str, files)),
             capture_output=True,
             timeout=TIME_S + size / 100e6,
             preexec_fn=bound,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return {"error": f"not compared: took longer than {TIME_S + size / 100e6:.0f} s"}
+        return {"error": f"took longer than {TIME_S + size / 100e6:.0f} s"}
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-        return {"error": f"not opened as checkpoints: {last[:300]}"}
-    return dict(json.loads(proc.stdout))
+        return {"error": last[:300]}
+    return {"value": json.loads(proc.stdout)}
 
 
 def load(path: Path) -> Any:

@@ -62,7 +62,16 @@ def _cpu() -> CpuFacts:
                 flags = " ".join(sorted(value.split()))
     except OSError:
         pass
-    return CpuFacts(model=model, flags=flags, count=os.cpu_count())
+    return CpuFacts(model=model, flags=flags, count=os.cpu_count(), capability=_capability())
+
+
+def _capability() -> str | None:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - a torch without it
+        return None
 
 
 def _packages() -> dict[str, str]:

@@ -46,6 +46,7 @@ RING = 128  # op outputs each copy keeps
 AHEAD = 64  # records a copy may run past the last comparison before it waits
 CONTEXT = 8  # agreeing ops shown before the first differing one
 FLUSH = 32  # records sent in one frame
+KEEP_BYTES = 64 << 20  # a side recorded alone keeps its first ops' outputs up to this size
 _FRAME = struct.Struct("<I")
 # ops whose outputs are uninitialised memory: never equal between copies, never a result
 _UNINITIALISED = frozenset(
@@ -307,6 +308,130 @@ class OpRecorder(TorchDispatchMode):
             self.obey(_recv(self.ctl_fd))
 
 
+class _Kept:
+    """A side recorded alone: every op's (seq, meta, shapes), and the outputs of the first ops up
+    to KEEP_BYTES (where environments part, it is almost always early: the first kernel that
+    differs, in the first forward pass)."""
+
+    def __init__(self, budget: int) -> None:
+        self.infos: list[tuple] = []
+        self.outputs: dict[int, list[Any]] = {}
+        self.budget, self.used, self.full = budget, 0, False
+
+    def append(self, entry: tuple) -> None:
+        seq, meta, values, shapes = entry
+        self.infos.append((seq, meta, shapes))
+        if self.full:
+            return
+        size = sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+        if self.used + size > self.budget:
+            self.full = True
+            return
+        self.used += size
+        self.outputs[seq] = values
+
+
+class StreamRecorder(OpRecorder):
+    """Records one copy alone into a file, for a comparison elsewhere: a side of a bisect across
+    environments. The same records as a compared copy, plus every op's source and shapes, and the
+    outputs of the first ops (`_Kept`)."""
+
+    def __init__(self, out: Path, keep_bytes: int = KEEP_BYTES) -> None:
+        super().__init__(-1, -1, out)
+        self.out = out
+        self.records: list[tuple] = []
+        self.ring = _Kept(keep_bytes)  # type: ignore[assignment]
+
+    def _close_pipes(self) -> None:
+        pass
+
+    def _record(self, rec: tuple) -> None:
+        self.records.append(rec)
+        self.seq += 1
+
+    def flush(self) -> None:
+        self.pending = []  # the op keys are written at the end
+
+    def end(self, error: str | None) -> None:
+        self.records.append(("end", error))
+        kept: _Kept = self.ring  # type: ignore[assignment]
+        data = {
+            "records": self.records,
+            "keys": {kid: key for key, kid in self.keys.items()},
+            "infos": kept.infos,
+            "outputs": kept.outputs,
+            "kept_bytes": kept.used,
+        }
+        tmp = self.out.with_suffix(".partial")
+        torch.save(data, tmp)
+        tmp.replace(self.out)
+
+
+def record_one(work: Path, body: Callable[[str, OpRecorder, Bound], None], bound: Bound, cwd: Path,
+               side: str) -> dict[str, Any]:  # fmt: skip
+    """Fork one copy that runs `body` under a `StreamRecorder` up to `bound`, into
+    `work/<side>.stream`; what it recorded: {"ops", "steps", "seconds", "error"}."""
+    started = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / f"{side}.stream"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _copy(side, work, cwd, body, bound, StreamRecorder(out))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    data = _load(out)
+    if data is None:
+        why = f"the copy's process ended without writing its recording (wait status {status})"
+        return {"ops": 0, "steps": 0, "seconds": round(time.monotonic() - started, 3), "error": why}
+    records = data["records"]
+    return {
+        "ops": sum(r[0] == "op" for r in records),
+        "steps": sum(r[0] == "log" for r in records),
+        "seconds": round(time.monotonic() - started, 3),
+        "error": records[-1][1] if records and records[-1][0] == "end" else None,
+    }
+
+
+def compare_streams(path_a: Path, path_b: Path) -> BisectReport:
+    """Two sides recorded alone (`record_one`, possibly on two machines) compared record by record:
+    the first op where they part, its outputs' differences when both kept them, the ops before."""
+    data = [_load(path_a), _load(path_b)]
+    for name, d in zip("ab", data, strict=True):
+        if d is None or not isinstance(d.get("records"), list):
+            raise ValueError(f"side {name}'s recording cannot be read")
+    sides = [
+        _Side(name, 0, -1, -1, Path(), list(d["records"]), dict(d["keys"]), done=True)
+        for name, d in zip("ab", data, strict=True)
+    ]
+    for s in sides:  # a recording cut short reads as a side that ended there
+        if not s.records or s.records[-1][0] != "end":
+            s.records.append(("end", "the recording ends without its end record"))
+    walk = _Walk()
+    found, step = walk.advance(*sides) or ("ended", walk.last_step)
+    report = walk.report(found, step, *sides)
+    if found == "op" and report.first is not None:
+        seq = report.first.seq
+        xs, ys = data[0]["outputs"].get(seq), data[1]["outputs"].get(seq)
+        if xs is not None and ys is not None:
+            report = report.model_copy(update={"outputs": _diff_values(xs, ys)})
+        else:
+            kept = min(d["kept_bytes"] for d in data if d is not None)
+            note = (
+                f"this op's outputs were not kept: a side keeps the outputs of its first ops up to "
+                f"{KEEP_BYTES >> 20} MiB ({kept >> 20} MiB kept); their digests differ"
+            )
+            report = report.model_copy(update={"summary": f"{report.summary}; {note}"})
+        window = [e for e in data[0]["infos"] if seq - 2 * CONTEXT <= e[0] <= seq]
+        report = _with_context(report, window)
+    return report
+
+
 def recording_context(rec: OpRecorder, bound: Bound) -> type:
     """A `Context` whose log feeds the recorder and stops the copy at its bound."""
     from torch.utils._python_dispatch import _disable_current_modes
@@ -408,8 +533,13 @@ def run_pair(
             except ChildProcessError:
                 pass
     if report.found == "op" and report.first is not None:
-        report = report.model_copy(update={"outputs": _output_diffs(sides)})
-        report = _with_context(report, sides)
+        dumps = [_load(s.dump) for s in sides]
+        if dumps[0] is not None and dumps[1] is not None:
+            report = report.model_copy(
+                update={"outputs": _diff_values(dumps[0]["outputs"], dumps[1]["outputs"])}
+            )
+        if dumps[0] is not None:
+            report = _with_context(report, dumps[0]["infos"])
     return report.model_copy(update={"seconds": round(time.monotonic() - started, 3)})
 
 
@@ -435,37 +565,48 @@ def _copy(name: str, work: Path, cwd: Path, body: Callable, bound: Bound, rec: O
     rec.end(error)
 
 
+class _Walk:
+    """The two streams compared record by record, as far as both have come."""
+
+    def __init__(self) -> None:
+        self.i = self.ops = self.steps = 0
+        self.last_step: int | None = None
+
+    def advance(self, a: _Side, b: _Side) -> tuple[str, int | None] | None:
+        """(what was found, its step) once the streams part or both end; None: more records needed."""
+        while self.i < len(a.records) and self.i < len(b.records):
+            ra, rb = a.records[self.i], b.records[self.i]
+            found = _differ(ra, rb, a, b)
+            if found is not None:
+                return found, (self.last_step + 1) if self.last_step is not None else 0
+            if ra[0] == "op":
+                self.ops += 1
+            elif ra[0] == "log":
+                self.steps += 1
+                self.last_step = ra[1]
+            elif ra[0] == "end":
+                return "none", self.last_step
+            self.i += 1
+        return None
+
+    def report(self, found: str, step: int | None, a: _Side, b: _Side) -> BisectReport:
+        return _report(found, self.i, step, self.ops, self.steps, a, b)
+
+
 def _compare(sides: list[_Side]) -> BisectReport:
     a, b = sides
     sel = selectors.DefaultSelector()
     for s in sides:
         sel.register(s.out_fd, selectors.EVENT_READ, s)
-    i = ops = steps = 0
+    walk = _Walk()
     acked = 0
-    last_step: int | None = None
     while True:
-        while i < len(a.records) and i < len(b.records):
-            ra, rb = a.records[i], b.records[i]
-            found = _differ(ra, rb, a, b)
-            if found is not None:
-                step = (last_step + 1) if last_step is not None else 0
-                if found == "op":
-                    for s in sides:
-                        _tell(s, ("dump", i))
-                    return _report("op", i, step, ops, steps, a, b)
-                for s in sides:
-                    _tell(s, ("stop",))
-                return _report(found, i, step, ops, steps, a, b)
-            if ra[0] == "op":
-                ops += 1
-            elif ra[0] == "log":
-                steps += 1
-                last_step = ra[1]
-            elif ra[0] == "end":
-                for s in sides:
-                    _tell(s, ("stop",))
-                return _report("none", i, last_step, ops, steps, a, b)
-            i += 1
+        if (res := walk.advance(a, b)) is not None:
+            found, step = res
+            for s in sides:
+                _tell(s, ("dump", walk.i) if found == "op" else ("stop",))
+            return walk.report(found, step, a, b)
+        i = walk.i
         if i - acked >= 8 or any(len(s.records) - acked > AHEAD for s in sides):
             acked = i
             for s in sides:
@@ -549,18 +690,20 @@ def _report(found: str, i: int, step: int | None, ops: int, steps: int, a: _Side
     )
 
 
-def _load_dump(s: _Side) -> dict[str, Any] | None:
+def _load(path: Path) -> dict[str, Any] | None:
+    """A copy's dump or a side's recording: written by the job's process, so opened safely."""
     try:
-        return torch.load(s.dump, weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError):
+        return torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError):
         return None
 
 
-def _with_context(report: BisectReport, sides: list[_Side]) -> BisectReport:
-    dump = _load_dump(sides[0])
-    if dump is None or report.first is None:
+def _with_context(report: BisectReport, entries: list[tuple]) -> BisectReport:
+    """The first op with its source and shapes, and the ops just before it, from (seq, meta,
+    shapes) entries around it."""
+    if report.first is None:
         return report
-    infos = {seq: (meta, shapes) for seq, meta, shapes in dump["infos"]}
+    infos = {seq: (meta, shapes) for seq, meta, shapes in entries}
     step = report.step
 
     def info(seq: int) -> OpInfo | None:
@@ -584,12 +727,9 @@ def _with_context(report: BisectReport, sides: list[_Side]) -> BisectReport:
     return report.model_copy(update={"first": first, "before": before[-CONTEXT:]})
 
 
-def _output_diffs(sides: list[_Side]) -> list[OutputDiff]:
-    dumps = [_load_dump(s) for s in sides]
-    if any(d is None for d in dumps):
-        return []
+def _diff_values(xs: list[Any], ys: list[Any]) -> list[OutputDiff]:
     out = []
-    for i, (x, y) in enumerate(zip(dumps[0]["outputs"], dumps[1]["outputs"], strict=False)):
+    for i, (x, y) in enumerate(zip(xs, ys, strict=False)):
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
             if x != y:
                 out.append(OutputDiff(index=i, dtype=type(x).__name__, shape=[], differing=1, total=1))
@@ -611,3 +751,8 @@ def _tensor_diff(i: int, x: torch.Tensor, y: torch.Tensor) -> OutputDiff:
         index=i, dtype=dtype, shape=list(x.shape), differing=differing, total=n,
         max_abs=delta.get("max_abs"), max_rel=delta.get("max_rel"),
     )  # fmt: skip
+
+
+if __name__ == "__main__":  # the worker's bounded child: compare two sides' recordings
+    _report_out = compare_streams(Path(sys.argv[1]), Path(sys.argv[2]))
+    sys.stdout.write(_report_out.model_dump_json())

@@ -166,6 +166,23 @@ def run_function(
 
 def recorded_pair(req: LaunchRequest, specs: dict[str, JobSpec], bound: Any) -> Any:
     """Run two copies of the job (`specs` "a" and "b") op-recorded up to `bound`; their report."""
+    from reprotrain.job import oprecord
+
+    return oprecord.run_pair(
+        req.dir / JobFiles.RECORDED, _recorded_body(req, specs), bound, cwd=req.workspace
+    )
+
+
+def recorded_side(req: LaunchRequest, spec: JobSpec, side: str, bound: Any) -> dict[str, Any]:
+    """One side of a bisect across environments: one copy recorded alone into
+    `recorded/<side>.stream` (stored as an artifact; side b's worker compares the two)."""
+    from reprotrain.job import oprecord
+
+    body = _recorded_body(req, {side: spec})
+    return oprecord.record_one(req.dir / JobFiles.RECORDED, body, bound, cwd=req.workspace, side=side)
+
+
+def _recorded_body(req: LaunchRequest, specs: dict[str, JobSpec]) -> Any:
     from reprotrain import report
     from reprotrain.job import oprecord
 
@@ -188,7 +205,7 @@ def recorded_pair(req: LaunchRequest, specs: dict[str, JobSpec], bound: Any) -> 
             with rec:
                 run_script(spec, child)
 
-    return oprecord.run_pair(req.dir / JobFiles.RECORDED, body, bound, cwd=req.workspace)
+    return body
 
 
 def run_script(spec: JobSpec, child: dict[str, Any]) -> None:
@@ -311,6 +328,15 @@ def _checked_first(req: LaunchRequest, spec: JobSpec, child: dict[str, Any]) -> 
     from reprotrain.bisect import PreflightRecord
     from reprotrain.job.oprecord import Bound
 
+    if spec.bisect is not None and spec.bisect.side is not None:
+        rec = recorded_side(req, spec, spec.bisect.side, Bound(until_step=spec.bisect.until_step))
+        if rec["error"]:
+            child["error"] = JobError(
+                type="RecordingFailed", message=f"the recorded copy failed: {rec['error']}"
+            )
+        else:
+            child["status"] = Status.SUCCEEDED
+        return False
     if spec.bisect is not None:
         other = spec.bisect.against or spec
         report = recorded_pair(req, {"a": spec, "b": other}, Bound(until_step=spec.bisect.until_step))

@@ -117,3 +117,39 @@ def test_preflight_in_script_mode_records_a_script_that_reports_steps(run_job, t
     r, _ = run_job(spec, code_dir=code)
     assert r.status == "SUCCEEDED", r.error
     assert r.preflight.steps == 4 and len(r.trace) == 6
+
+
+def test_sides_recorded_in_two_environments_part_at_the_first_kernel_that_differs(
+    run_job, monkeypatch
+) -> None:
+    """A bisect across environments, on the job side: each side recorded alone by a fork server of
+    its own environment, then the recordings compared. The environments differ in a real way:
+    ATen's CPU kernel set (AVX2 here; DEFAULT, the scalar kernels, on side b), which machines with
+    different instruction sets pick on their own."""
+    from reprotrain.fingerprint import diff
+    from reprotrain.job.launcher import ForkRunner
+    from reprotrain.job.oprecord import compare_streams
+
+    spec = base_spec(entrypoint="reprotrain.examples.mlp:train", params={"steps": 4})
+    spec["track"] = {"digest_every": 1}
+    r_a, dir_a = run_job({**spec, "bisect": {"until_step": 2, "side": "a"}})
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    with ForkRunner() as other:
+        r_b, dir_b = run_job({**spec, "bisect": {"until_step": 2, "side": "b", "partner": "x"}}, runner=other)
+    for r in (r_a, r_b):
+        assert r.status == "SUCCEEDED", r.error
+        assert r.trace == [] and r.bisect is None  # a side records; it neither trains nor compares
+    causes = {d["key"]: (d["a"], d["b"]) for d in diff(r_a.fingerprint, r_b.fingerprint)}
+    assert causes["cpu.capability"][1] == "DEFAULT" and causes["cpu.capability"][0] != "DEFAULT"
+
+    report = compare_streams(dir_a / "recorded" / "a.stream", dir_b / "recorded" / "b.stream")
+    assert report.found == "op", report.summary
+    f = report.first
+    assert f.op.startswith("aten::") and f.source and f.source.endswith(".py:" + f.source.rsplit(":", 1)[1])
+    (out, *_) = [o for o in report.outputs if o.differing]
+    assert 0 < out.differing <= out.total and 0 < out.max_abs < 1e-3
+    # here it is the very first op: the data, drawn by ATen's vectorised normal sampler
+    assert report.step == 0 and (f.op, f.seq, report.before) == ("aten::randn", 0, []), report.summary
+    # the same environment on both sides: every op agrees up to the bound
+    same = compare_streams(dir_a / "recorded" / "a.stream", dir_a / "recorded" / "a.stream")
+    assert same.found == "none" and same.steps_compared == 3
