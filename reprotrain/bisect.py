@@ -8,14 +8,16 @@ copies ran different ops, or one of them ended), with the ops before it that sti
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from reprotrain.errors import Conflict
+from reprotrain.errors import Conflict, NoMatchingWorker
+from reprotrain.fingerprint import env_digest, static_digest
 from reprotrain.model import Stored
 from reprotrain.spec import MAX_TAGS, JobSpec, parse_spec
 from reprotrain.verdict import Verdict
+from reprotrain.wire import ENV_QUEUE_PREFIX, env_queue
 
 Phase = Literal["forward", "backward", "optimizer", "other"]
 Found = Literal["op", "sequence", "metrics", "ended", "none"]
@@ -106,12 +108,68 @@ def describe(r: BisectReport) -> str:
             lines.append(f"    #{o.seq} {o.op:<28} {o.phase:<9} {where}")
     for side, err in r.errors.items():
         lines.append(f"  copy {side} failed: {err}")
+    if r.environment:
+        lines.append(f"  across environments: {r.environment}")
     return "\n".join(lines)
 
 
-def bisect_spec(a: Run, b: Run, verdict: Verdict) -> JobSpec:
-    """The spec of a bisect job between two runs: a's spec, recorded up to the first differing
-    step, against b's spec when it differs. Conflict when there is nothing a bisect can find."""
+def bisect_specs(a: Run, b: Run, verdict: Verdict, live_queues: set[str] | None = None) -> list[JobSpec]:
+    """The jobs of a bisect between two runs. In one environment, one job: a's spec run as two
+    copies up to the first differing step, against b's spec when it differs. Across environments
+    (the runs' static environments differ), two jobs, one per side, each on a queue only workers of
+    that side's environment consume; side b's compares (its `partner` is set by `with_partner` once
+    side a's job exists). `live_queues`: the queues live workers consume (None: no service, here).
+    Conflict when there is nothing a bisect can find or nowhere to run it."""
+    step, spec_a, spec_b = _bisectable(a, b, verdict)
+    if a.gpus != b.gpus:
+        raise Conflict(
+            f"the runs used different GPUs ({a.gpus} vs {b.gpus}); workers are told apart by their static "
+            "environment only, so a bisect cannot pick a worker for each side"
+        )
+    across = (
+        a.static_digest is not None and b.static_digest is not None and a.static_digest != b.static_digest
+    )
+    if not across:
+        data = _bisect_data(spec_a, step, a, b)
+        if a.spec_digest != b.spec_digest:
+            data["bisect"]["against"] = spec_b.canonical()
+        if live_queues is not None and a.static_digest and env_queue(a.static_digest) in live_queues:
+            data["queue"] = env_queue(a.static_digest)  # where both runs ran
+        return [parse_spec(data)]
+    if live_queues is None:
+        raise Conflict(
+            "the runs' static environments differ (see their compare); a bisect across environments "
+            "runs one side on a worker of each, so it needs the service: POST /v1/jobs/{a}/bisect/{b}"
+        )
+    sides = []
+    for side, run, spec in (("a", a, spec_a), ("b", b, spec_b)):
+        queue = env_queue(str(run.static_digest))
+        if queue not in live_queues:
+            envs = sorted(q for q in live_queues if q.startswith(ENV_QUEUE_PREFIX))
+            raise NoMatchingWorker(
+                f"no live worker has the environment job {side} ran in ({queue}); the live workers' "
+                f"environments: {', '.join(envs) or 'none'}. Start a worker of that environment "
+                "(reprotrain workers lists them)"
+            )
+        data = _bisect_data(spec, step, a, b)
+        data["name"] = f"{data['name']}-{side}"[:200]
+        data["queue"] = queue
+        data["bisect"].update({"side": side, "partner": PENDING if side == "b" else None})
+        sides.append(parse_spec(data))
+    return sides
+
+
+def with_partner(side_b: JobSpec, partner: str) -> JobSpec:
+    """Side b's spec, naming side a's job (which it waits for and compares against)."""
+    data = side_b.canonical()
+    data["bisect"]["partner"] = partner
+    return parse_spec(data)
+
+
+PENDING = "pending"
+
+
+def _bisectable(a: Run, b: Run, verdict: Verdict) -> tuple[int, JobSpec, JobSpec]:
     if verdict.verdict == "incomparable":
         raise Conflict(f"cannot bisect: the runs are incomparable ({verdict.reason})")
     step = verdict.divergence.step if verdict.divergence else None
@@ -124,21 +182,16 @@ def bisect_spec(a: Run, b: Run, verdict: Verdict) -> JobSpec:
     for field in ("bundle", "entrypoint", "command"):
         if getattr(spec_a, field) != getattr(spec_b, field):
             raise Conflict(f"a bisect compares two runs of the same code; the runs' {field} differ")
-    if a.env_digest and b.env_digest and a.env_digest != b.env_digest:
-        raise Conflict(
-            "the runs' environments differ (see their compare); a bisect runs both copies on one "
-            "worker, where an environment difference cannot show: re-run a there and bisect a "
-            "against that re-run"
-        )
-    against = None if a.spec_digest == b.spec_digest else spec_b
-    data = spec_a.canonical()
-    data["name"] = f"bisect-{spec_a.name}"[:200]
-    data["tags"] = list(dict.fromkeys([*spec_a.tags, "bisect"]))[:MAX_TAGS]
+    return step, spec_a, spec_b
+
+
+def _bisect_data(spec: JobSpec, step: int, a: Run, b: Run) -> dict[str, Any]:
+    data = spec.canonical()
+    data["name"] = f"bisect-{spec.name}"[:200]
+    data["tags"] = list(dict.fromkeys([*spec.tags, "bisect"]))[:MAX_TAGS]
     data["determinism"].pop("preflight", None)
     data["bisect"] = {"a": a.id, "b": b.id, "until_step": step}
-    if against is not None:
-        data["bisect"]["against"] = against.canonical()
-    return parse_spec(data)
+    return data
 
 
 def offer_bisect(v: Verdict) -> Verdict:
@@ -155,3 +208,17 @@ class Run(Stored):
     spec: dict
     spec_digest: str
     env_digest: str | None = None
+    static_digest: str | None = Field(None, description="of its fingerprint's static part: its worker's")
+    gpus: str | None = Field(None, description="the GPUs it used, when it used CUDA")
+
+    @classmethod
+    def of(cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None) -> Run:
+        fp = fingerprint or {}
+        cuda = fp.get("cuda") or {}
+        gpus = ", ".join(g.get("name", "?") for g in cuda.get("gpus") or []) if cuda.get("used") else None
+        return cls(
+            id=id, spec=spec, spec_digest=spec_digest,
+            env_digest=env_digest(fp) if fp else None,
+            static_digest=static_digest(fp) if fp else None,
+            gpus=gpus,
+        )  # fmt: skip

@@ -90,6 +90,12 @@ class AmbiguousId(Conflict):
     code = "ambiguous_id"
 
 
+class NoMatchingWorker(Conflict):
+    """No live worker has the environment a job must run in (a bisect side, a re-run)."""
+
+    code = "no_matching_worker"
+
+
 class Unauthorized(ReprotrainError):
     code = "unauthorized"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
-from reprotrain.bisect import Run, bisect_spec
+from reprotrain.bisect import Run, bisect_specs
 from reprotrain.compare import CheckpointDiffer, compare
 from reprotrain.errors import ArtifactTampered, ResultInvalid
 from reprotrain.outputs import RunFiles
@@ -94,9 +94,15 @@ def rerun_verdict(
         return _tampered(store, original_id, rerun.job_id, e)
 
 
-def job_bisect_spec(store: Store, artifacts: ArtifactStore, a_id: str, b_id: str) -> JobSpec:
-    """The spec of a bisect job between two stored jobs (`reprotrain.bisect.bisect_spec`)."""
-    a, b = store.get_job(a_id, light=True), store.get_job(b_id, light=True)
+def job_bisect_specs(
+    store: Store, artifacts: ArtifactStore, a_id: str, b_id: str, live_queues: set[str]
+) -> list[JobSpec]:
+    """The specs of a bisect between two stored jobs (`reprotrain.bisect.bisect_specs`)."""
     verdict = job_verdict(store, artifacts, a_id, b_id)
-    runs = [Run(id=j.id, spec=j.spec, spec_digest=j.spec_digest, env_digest=j.env_digest) for j in (a, b)]
-    return bisect_spec(runs[0], runs[1], verdict)
+    runs = []
+    for j in (store.get_job(a_id), store.get_job(b_id)):
+        fingerprint = (j.result or {}).get("fingerprint")
+        runs.append(
+            Run.of(j.id, j.spec, j.spec_digest, fingerprint if isinstance(fingerprint, dict) else None)
+        )
+    return bisect_specs(runs[0], runs[1], verdict, live_queues)

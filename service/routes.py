@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from reprotrain.bisect import offer_bisect
+from reprotrain.bisect import offer_bisect, with_partner
 from reprotrain.bundles import store_bundle
 from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
 from reprotrain.joblog import job_event
@@ -45,8 +45,9 @@ from reprotrain.service.schemas import (
 )
 from reprotrain.spec import MAX_DEPTH, JobSpec, parse_spec
 from reprotrain.status import Status
+from reprotrain.store import Store
 from reprotrain.store.repo import RunFilter, as_utc
-from reprotrain.stored_verdicts import job_bisect_spec, job_verdict, stored_result
+from reprotrain.stored_verdicts import job_bisect_specs, job_verdict, stored_result
 from reprotrain.verdict import Verdict
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (401, 404, 409, 413, 422)}
@@ -411,16 +412,30 @@ def compare_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> Verdict:
 
 @router.post("/jobs/{a}/bisect/{b}", status_code=201, response_model=JobPublic, tags=["jobs"])
 async def bisect_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> JobPublic:
-    """Find the first operation where job b parted from job a: a job of its own that runs a's spec
-    (and b's, if it differs) as two copies on one worker, recorded op by op up to the first
-    differing step. When it ends, its `bisect` names the op, its module, source line and shapes,
-    and how much each output differs. 409 when the runs do not part at a step, ran different code,
-    or ran in different environments."""
+    """Find the first operation where job b parted from job a. When both ran in one environment: a
+    job of its own that runs a's spec (and b's, if it differs) as two copies on one worker,
+    recorded op by op up to the first differing step. When their environments differ: one job per
+    side, each on a worker of that side's environment (its `env.<digest>` queue), and the returned
+    job, side b's, compares the two recordings. When it ends, its `bisect` names the op, its module,
+    source line and shapes, and how much each output differs. 409 when the runs do not part at a
+    step or ran different code; 409 `no_matching_worker` when no live worker has a side's environment."""
     st = _state(request)
-    spec = await run_in_threadpool(job_bisect_spec, st.store, st.artifacts, a, b)
-    created = JobPublic.from_row(await st.writer.create(spec))
+    live = await run_in_threadpool(_live_queues, st.store)
+    specs = await run_in_threadpool(job_bisect_specs, st.store, st.artifacts, a, b, live)
+    if len(specs) == 2:
+        side_a = await st.writer.create(specs[0])
+        st.metrics.submitted.labels(side_a.queue, "bisect").inc()
+        specs = [with_partner(specs[1], side_a.id)]
+    created = JobPublic.from_row(await st.writer.create(specs[0]))
     st.metrics.submitted.labels(created.queue, "bisect").inc()
     return _created(created)
+
+
+def _live_queues(store: Store) -> set[str]:
+    """The queues the workers heard from within PRESENCE_TTL_S consume."""
+    at = datetime.now(UTC)
+    alive = [w for w in store.workers() if (at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S]
+    return {q for w in alive for q in (w.queues or [])}
 
 
 @router.post(

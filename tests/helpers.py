@@ -132,12 +132,13 @@ class Stack:
             self.clients[token] = Client(self.url, token)
         return self.clients[token]
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One more worker; `env` added to the stack's (another environment, other queues)."""
         log = open(self.logs / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
         self.files.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "reprotrain.cli", "worker"],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,6 +15,7 @@ from reprotrain import __version__
 from reprotrain.fingerprint import env_digest
 from reprotrain.settings import Settings
 from reprotrain.store import Store
+from reprotrain.wire import env_queue
 
 log = logging.getLogger("reprotrain.worker")
 EVERY_S = 10.0  # a worker not seen for PRESENCE_TTL_S (service) is listed as not alive
@@ -23,6 +24,12 @@ EVERY_S = 10.0  # a worker not seen for PRESENCE_TTL_S (service) is listed as no
 def worker_id() -> str:
     """The worker's name: also the lease owner of every job it claims."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def own_queue(runner: Any) -> str | None:
+    """The queue of this worker's static environment, once its fork server has read it."""
+    static = getattr(runner, "static", None)
+    return env_queue(env_digest(static.model_dump(mode="json"))) if static is not None else None
 
 
 class Presence(threading.Thread):
@@ -38,9 +45,10 @@ class Presence(threading.Thread):
     def facts(self) -> dict[str, Any]:
         runner = getattr(self.runtime(), "runner", None)
         static = getattr(runner, "static", None)
+        own = own_queue(runner)
         return {
             "host": socket.gethostname(),
-            "queues": list(self.settings.queues),
+            "queues": [*self.settings.queues, *([own] if own else [])],
             "version": __version__,
             "isolation": runner.isolation.mode if runner is not None else None,
             "static_digest": env_digest(static.model_dump(mode="json")) if static is not None else None,

@@ -88,7 +88,7 @@ def _runner(kind: str = "fork") -> Any:
 
 def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
     """Bisect two local runs: a bisect run of a's spec (and code) beside them, and its report."""
-    from reprotrain.bisect import BisectReport, Run, bisect_spec, describe
+    from reprotrain.bisect import BisectReport, Run, bisect_specs, describe
     from reprotrain.compare import compare
     from reprotrain.job.checkpoints import compare_checkpoints
     from reprotrain.job.supervisor import execute
@@ -99,10 +99,12 @@ def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
     (a, a_dir), (b, b_dir) = load_result(a_path), load_result(b_path)
     verdict = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir), checkpoints=compare_checkpoints)
     runs = [
-        Run(id=str(d), spec=r.spec, spec_digest=r.spec_digest, env_digest=r.env_digest)
+        Run.of(
+            str(d), r.spec, r.spec_digest, r.fingerprint.model_dump(mode="json") if r.fingerprint else None
+        )
         for r, d in ((a, a_dir), (b, b_dir))
     ]
-    spec = bisect_spec(runs[0], runs[1], verdict)
+    (spec,) = bisect_specs(runs[0], runs[1], verdict)  # one environment here: one job
     # function mode imports from here, as `reprotrain run` does; a script runs in a copy of the
     # working directory a's run started from (its code, with what it wrote)
     code = a_dir / JobFiles.WORK if spec.mode == "script" else Path.cwd()

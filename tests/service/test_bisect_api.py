@@ -74,3 +74,52 @@ def test_preflight_over_the_service(stack) -> None:
     passed = c.wait(c.submit(spec)["id"], timeout=TIMEOUT)
     assert passed["status"] == "SUCCEEDED", passed["error"]
     assert passed["preflight"]["steps"] == 3 and passed["preflight"]["ops"] > 100
+
+
+def _live_queues(c) -> set[str]:
+    return {q for w in c.workers()["data"] if w["alive"] for q in w["queues"]}
+
+
+def test_a_bisect_across_environments_runs_a_side_on_a_worker_of_each(stack) -> None:
+    """Two workers whose environments differ for real: the second runs ATen's scalar CPU kernels
+    (ATEN_CPU_CAPABILITY=default, as on a machine without AVX2). The same job on each diverges at
+    step 0; the bisect runs side a on the first worker's environment queue and side b on the
+    second's, and side b's job reports the first op where the environments part and how they differ."""
+    c = stack.client()
+    other = stack.start_worker({"ATEN_CPU_CAPABILITY": "default", "REPROTRAIN_QUEUES": "scalar"})
+    try:
+        from tests.helpers import wait_for
+
+        wait_for(lambda: len({q for q in _live_queues(c) if q.startswith("env.")}) == 2, 90, "second worker")
+        spec = base_spec(name="across", entrypoint="reprotrain.examples.mlp:train", params={"steps": 4})
+        spec["track"] = {"digest_every": 1}
+        a = c.wait(c.submit(spec)["id"], timeout=TIMEOUT)
+        b = c.wait(c.submit({**spec, "queue": "scalar"})["id"], timeout=TIMEOUT)
+        assert a["status"] == b["status"] == "SUCCEEDED", (a["error"], b["error"])
+        verdict = c.compare(a["id"], b["id"])
+        assert verdict["verdict"] == "diverged" and verdict["divergence"]["step"] == 0, verdict
+        assert verdict["bisect"] == f"/v1/jobs/{a['id']}/bisect/{b['id']}"
+
+        side_b = c.bisect(a["id"], b["id"])
+        bisect = side_b["spec"]["bisect"]
+        assert (bisect["side"], bisect["a"], bisect["b"], bisect["until_step"]) == ("b", a["id"], b["id"], 0)
+        side_a = c.get(bisect["partner"])
+        assert side_a["spec"]["bisect"]["side"] == "a" and side_a["queue"] != side_b["queue"]
+        assert {side_a["queue"], side_b["queue"]} == {q for q in _live_queues(c) if q.startswith("env.")}
+        done = c.wait(side_b["id"], timeout=TIMEOUT)
+        assert done["status"] == "SUCCEEDED", done["error"]
+        assert c.get(side_a["id"])["status"] == "SUCCEEDED"
+        report = done["bisect"]
+        assert report["found"] == "op" and report["step"] == 0, report["summary"]
+        assert report["first"]["op"] == "aten::randn" and report["outputs"][0]["differing"] > 0
+        assert (report["a"], report["b"]) == (a["id"], b["id"])
+        assert "CPU kernel set (ATen) (cpu.capability)" in report["environment"]
+        assert "DEFAULT" in report["environment"] and side_a["queue"] in report["environment"]
+    finally:
+        other.terminate()
+        other.wait(30)
+    # with the second environment's only worker gone, its side has nowhere to run
+    with pytest.raises(ApiError) as e:
+        c.bisect(a["id"], b["id"])
+    assert e.value.status == 409 and e.value.code == "no_matching_worker", e.value.message
+    assert side_b["queue"] in e.value.message and side_a["queue"] in e.value.message

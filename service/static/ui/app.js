@@ -542,6 +542,7 @@ function bisectReport(job) {
   return `<div class="verdict v-${r.found === "none" ? "identical" : "diverged"}" data-role="bisect" data-found="${esc(r.found)}">
     <h2>${job.spec.bisect ? "Bisect" : "Pre-flight check"}</h2>
     <span class="words">${esc(r.summary)}</span>${against}
+    ${r.environment ? `<p data-role="bisect-environment">Across environments: ${esc(r.environment)}</p>` : ""}
     ${f ? `<table class="kv"><tbody>
       <tr><td>op</td><td class="mono" data-role="bisect-op">${esc(f.op)}</td></tr>
       <tr><td>step · phase</td><td>${esc(r.step)} · ${esc(f.phase)}${f.node ? ` (autograd node ${esc(f.node)})` : ""}</td></tr>
