@@ -10,7 +10,8 @@
     ├── RequestTooLarge          a request body over its limit (REPROTRAIN_MAX_SPEC_BYTES)
     ├── VerifyFailed             a run manifest's signature or a digest it lists does not check out
     ├── Conflict                 the request does not fit the job's state (cancel a finished job)
-    │   └── AmbiguousId          a job id prefix that more than one job has
+    │   ├── AmbiguousId          a job id prefix that more than one job has
+    │   └── NoMatchingWorker     no live worker has the environment a job must run in
     ├── Unauthorized             a missing or wrong API token
     ├── BundleInvalid            an uploaded bundle is malformed or unsafe
     │   └── BundleTooLarge       … or larger than the configured limit
