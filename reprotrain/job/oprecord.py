@@ -98,6 +98,42 @@ def _recv(fd: int) -> Any:
     return None if body is None else pickle.loads(body)
 
 
+def _leaves(x: Any) -> list[Any]:
+    """The leaves of an op's arguments or outputs in pytree's order, without
+    pytree's generic walk: an op's arguments are tensors, scalars and flat lists nearly always."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, tuple | list):
+        out: list[Any] = []
+        for v in x:
+            if isinstance(v, torch.Tensor):
+                out.append(v)
+            elif isinstance(v, tuple | list | dict):
+                out.extend(_leaves(v))
+            else:
+                out.append(v)
+        return out
+    if isinstance(x, dict):
+        return _leaves(list(x.values()))
+    return [x]
+
+
+_HEADERS: dict[tuple, bytes] = {}
+
+
+def _hash_copy(h: Any, t: torch.Tensor) -> None:
+    """`digest.hash_tensor` of a tensor this recorder copied: contiguous, on the CPU, its own."""
+    key = (t.dtype, t.shape)
+    head = _HEADERS.get(key)
+    if head is None:
+        head = _HEADERS[key] = canonical_json([str(t.dtype).removeprefix("torch."), list(t.shape)])
+    if t.layout != torch.strided or t.is_quantized or t.is_conj() or t.is_neg() or sys.byteorder != "little":
+        hash_tensor(h, t)
+        return
+    h.update(head)
+    h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+
+
 def _shape(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         return f"{str(v.dtype).removeprefix('torch.')}[{', '.join(map(str, v.shape))}]"
@@ -239,8 +275,8 @@ class OpRecorder(TorchDispatchMode):
         else:
             phase = "optimizer" if self.in_optimizer else ("forward" if self.modules else "other")
             module, node_name = (self.modules[-1] if self.modules else None), None
-        inputs = [_shape(a) for a in tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
-        self._add((name, phase, module, node_name, self._source(), tuple(inputs)), tree_leaves(out))
+        inputs = [_shape(a) for a in _leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
+        self._add((name, phase, module, node_name, self._source(), tuple(inputs)), _leaves(out))
         return out
 
     def batch(self, batch: Any) -> None:
@@ -253,7 +289,7 @@ class OpRecorder(TorchDispatchMode):
         h = blake3()
         for v in values:
             if isinstance(v, torch.Tensor):
-                hash_tensor(h, v)
+                _hash_copy(h, v)
             else:
                 h.update(repr(v).encode())
         key = meta[:4]
