@@ -169,11 +169,14 @@ def with_partner(side_b: JobSpec, partner: str) -> JobSpec:
 PENDING = "pending"
 
 
-def _bisectable(a: Run, b: Run, verdict: Verdict) -> tuple[int, JobSpec, JobSpec]:
+def _bisectable(a: Run, b: Run, verdict: Verdict) -> tuple[int | None, JobSpec, JobSpec]:
+    """The step to record up to (None: the whole run, for runs that log no steps, such as an
+    unchanged script whose outputs differ) and the two specs; Conflict when there is none."""
     if verdict.verdict == "incomparable":
         raise Conflict(f"cannot bisect: the runs are incomparable ({verdict.reason})")
     step = verdict.divergence.step if verdict.divergence else None
-    if verdict.verdict != "diverged" or step is None:
+    whole = verdict.verdict == "diverged" and step is None and not (a.steps or b.steps)
+    if (verdict.verdict != "diverged" or step is None) and not whole:
         what = "their traces agree" if verdict.verdict == "diverged" else f"the verdict is {verdict.verdict}"
         raise Conflict(f"nothing to bisect: {what}; a bisect needs the first logged step where the runs part")
     spec_a, spec_b = parse_spec(a.spec), parse_spec(b.spec)
@@ -185,7 +188,7 @@ def _bisectable(a: Run, b: Run, verdict: Verdict) -> tuple[int, JobSpec, JobSpec
     return step, spec_a, spec_b
 
 
-def _bisect_data(spec: JobSpec, step: int, a: Run, b: Run) -> dict[str, Any]:
+def _bisect_data(spec: JobSpec, step: int | None, a: Run, b: Run) -> dict[str, Any]:
     data = spec.canonical()
     data["name"] = f"bisect-{spec.name}"[:200]
     data["tags"] = list(dict.fromkeys([*spec.tags, "bisect"]))[:MAX_TAGS]
@@ -195,8 +198,10 @@ def _bisect_data(spec: JobSpec, step: int, a: Run, b: Run) -> dict[str, Any]:
 
 
 def offer_bisect(v: Verdict) -> Verdict:
-    """A verdict whose runs part at a step, with the route that bisects them."""
-    if v.verdict == "diverged" and v.divergence is not None and v.divergence.step is not None:
+    """A verdict whose runs part at a step, or whose runs logged no steps and differ (recorded
+    whole), with the route that bisects them."""
+    at_step = v.divergence is not None and v.divergence.step is not None
+    if v.verdict == "diverged" and (at_step or "trace" in (v.absent or [])):
         return v.model_copy(update={"bisect": f"/v1/jobs/{v.a}/bisect/{v.b}"})
     return v
 
@@ -210,9 +215,10 @@ class Run(Stored):
     env_digest: str | None = None
     static_digest: str | None = Field(None, description="of its fingerprint's static part: its worker's")
     gpus: str | None = Field(None, description="the GPUs it used, when it used CUDA")
+    steps: int = Field(0, description="how many steps it logged (its trace's length)")
 
     @classmethod
-    def of(cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None) -> Run:
+    def of(cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None, steps: int = 0) -> Run:
         fp = fingerprint or {}
         cuda = fp.get("cuda") or {}
         gpus = ", ".join(g.get("name", "?") for g in cuda.get("gpus") or []) if cuda.get("used") else None
@@ -220,5 +226,5 @@ class Run(Stored):
             id=id, spec=spec, spec_digest=spec_digest,
             env_digest=env_digest(fp) if fp else None,
             static_digest=static_digest(fp) if fp else None,
-            gpus=gpus,
+            gpus=gpus, steps=steps,
         )  # fmt: skip

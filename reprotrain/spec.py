@@ -85,7 +85,9 @@ class BisectSpec(Frozen):
 
     a: Annotated[str, Field(max_length=64)] | None = Field(None, description="the job whose spec copy a runs")
     b: Annotated[str, Field(max_length=64)] | None = Field(None, description="the job it is bisected against")
-    until_step: Annotated[int, Field(strict=True, ge=0)] = Field(description="the first differing step")
+    until_step: Annotated[int, Field(strict=True, ge=0)] | None = Field(
+        description="the first differing step; null: the whole run (runs that log no steps)"
+    )
     against: JobSpec | None = Field(None, description="copy b's spec, when it is not this one")
     side: Literal["a", "b"] | None = Field(
         None,

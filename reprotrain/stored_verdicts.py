@@ -102,7 +102,9 @@ def job_bisect_specs(
     runs = []
     for j in (store.get_job(a_id), store.get_job(b_id)):
         fingerprint = (j.result or {}).get("fingerprint")
+        trace = (j.result or {}).get("trace")
+        steps = len(trace) if isinstance(trace, list) else 0
         runs.append(
-            Run.of(j.id, j.spec, j.spec_digest, fingerprint if isinstance(fingerprint, dict) else None)
+            Run.of(j.id, j.spec, j.spec_digest, fingerprint if isinstance(fingerprint, dict) else None, steps)
         )
     return bisect_specs(runs[0], runs[1], verdict, live_queues)

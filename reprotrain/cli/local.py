@@ -98,12 +98,10 @@ def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
 
     (a, a_dir), (b, b_dir) = load_result(a_path), load_result(b_path)
     verdict = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir), checkpoints=compare_checkpoints)
-    runs = [
-        Run.of(
-            str(d), r.spec, r.spec_digest, r.fingerprint.model_dump(mode="json") if r.fingerprint else None
-        )
-        for r, d in ((a, a_dir), (b, b_dir))
-    ]
+    runs = []
+    for r, d in ((a, a_dir), (b, b_dir)):
+        fingerprint = r.fingerprint.model_dump(mode="json") if r.fingerprint else None
+        runs.append(Run.of(str(d), r.spec, r.spec_digest, fingerprint, steps=len(r.trace)))
     (spec,) = bisect_specs(runs[0], runs[1], verdict)  # one environment here: one job
     # function mode imports from here, as `reprotrain run` does; a script runs in a copy of the
     # working directory a's run started from (its code, with what it wrote)

@@ -41,7 +41,8 @@ def _checked(run: dict[str, Any]) -> list[str]:
     lines = []
     if run.get("preflight"):
         pf = run["preflight"]
-        lines.append(f"preflight passed: two copies agreed on {pf['ops']} ops in {pf['steps']} steps")
+        steps = f"{pf['steps']} steps" if pf["steps"] else "the whole script (it reports no steps)"
+        lines.append(f"preflight passed: two copies agreed on {pf['ops']} ops in {steps}")
     if run.get("bisect"):
         from reprotrain.bisect import BisectReport, describe
 
@@ -90,7 +91,7 @@ def format_verdict(v: dict[str, Any], names: tuple[str, str] | None = None) -> s
         lines.append(f"absent    {', '.join(v['absent'])} (neither run has it)")
     lines += _causes(v)
     lines += [f"{'notes' if i == 0 else '':9} {n}" for i, n in enumerate(v.get("notes") or [])]
-    if v.get("verdict") == "diverged" and div.get("step") is not None:
+    if v.get("verdict") == "diverged" and (div.get("step") is not None or "trace" in (v.get("absent") or [])):
         a, b = names or (v["a"], v["b"])
         lines.append(f"bisect    reprotrain bisect {a} {b}   # the first differing operation")
     return "\n".join(lines)

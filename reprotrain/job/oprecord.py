@@ -46,7 +46,7 @@ RING = 128  # op outputs each copy keeps
 AHEAD = 64  # records a copy may run past the last comparison before it waits
 CONTEXT = 8  # agreeing ops shown before the first differing one
 FLUSH = 32  # records sent in one frame
-KEEP_BYTES = 64 << 20  # a side recorded alone keeps its first ops' outputs up to this size
+KEEP_BYTES = 32 << 20  # a side recorded alone keeps its first ops' outputs up to this size
 _FRAME = struct.Struct("<I")
 # ops whose outputs are uninitialised memory: never equal between copies, never a result
 _UNINITIALISED = frozenset(

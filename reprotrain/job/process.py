@@ -345,6 +345,8 @@ def _checked_first(req: LaunchRequest, spec: JobSpec, child: dict[str, Any]) -> 
         return False
     steps = spec.determinism.preflight
     report = recorded_pair(req, {"a": spec, "b": spec}, Bound(steps=steps))
+    if report.found == "none" and report.errors:  # both copies failed alike: the run says how
+        return True
     if report.found != "none":
         child["bisect"] = report
         message = f"pre-flight ({steps} steps, two copies): {report.summary}"

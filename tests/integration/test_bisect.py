@@ -119,6 +119,22 @@ def test_preflight_in_script_mode_records_a_script_that_reports_steps(run_job, t
     assert r.preflight.steps == 4 and len(r.trace) == 6
 
 
+def test_a_script_that_logs_no_steps_is_bisected_whole(run_job, tmp_path: Path) -> None:
+    """An unchanged script (no reprotrain.report calls): the bisect records it to its end."""
+    code = tmp_path / "code"
+    code.mkdir()
+    text = "\n".join(line for line in SCRIPT.splitlines() if "report" not in line)
+    (code / "train.py").write_text(text + "\ntorch.save(w, 'w.pt')\n")
+    r, _ = run_job(
+        {"command": ["python", "train.py", "3"], "seed": 1, "bisect": {"until_step": None}}, code_dir=code
+    )
+    assert r.status == "SUCCEEDED", r.error
+    assert (
+        r.bisect.found == "op" and r.bisect.first.op == "aten::add" and r.bisect.first.source == "train.py:9"
+    )
+    assert r.bisect.ops_compared > 6 and r.bisect.steps_compared == 0
+
+
 def test_sides_recorded_in_two_environments_part_at_the_first_kernel_that_differs(
     run_job, monkeypatch
 ) -> None:
