@@ -130,7 +130,7 @@ def test_a_script_that_logs_no_steps_is_bisected_whole(run_job, tmp_path: Path) 
     )
     assert r.status == "SUCCEEDED", r.error
     assert (
-        r.bisect.found == "op" and r.bisect.first.op == "aten::add" and r.bisect.first.source == "train.py:9"
+        r.bisect.found == "op" and r.bisect.first.op == "aten::add" and r.bisect.first.source == "train.py:8"
     )
     assert r.bisect.ops_compared > 6 and r.bisect.steps_compared == 0
 
