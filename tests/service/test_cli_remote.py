@@ -289,7 +289,11 @@ def test_workers_are_listed_with_their_environment(serve: Serve, done: dict[str,
         workers = c.workers()
     assert workers["count"] == 1 and workers["alive"] == 1
     w = workers["data"][0]
-    assert w["queues"] == ["default"] and w["alive"] and w["isolation"] in ("namespaces", "userns", "none")
+    assert w["alive"] and w["isolation"] in ("namespaces", "userns", "none")
+    # its own queues, and the queue of its environment (re-runs and bisect sides are routed to it)
+    from reprotrain.wire import env_queue
+
+    assert w["queues"] == ["default", env_queue(w["static_digest"])]
     assert len(w["static_digest"]) == 64
     p = cli(serve, "workers")
     assert p.returncode == 0 and w["id"] in p.stdout and "alive" in p.stdout and "(1 alive of 1)" in p.stdout
