@@ -25,6 +25,11 @@ class JobFiles:
     RECORDED = "recorded"  # a bisect's or pre-flight's two copies: their logs, events and outputs
 
 
+def side_stream(side: str) -> str:
+    """A bisect side's recording in its job directory (and, under `_job/`, its artifact)."""
+    return f"{JobFiles.RECORDED}/{side}.stream"
+
+
 JOB_ARTIFACT_PREFIX = "_job/"  # artifacts of the run itself, beside the job's own output files
 
 

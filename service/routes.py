@@ -385,7 +385,7 @@ def list_workers(request: Request, _: Authorized) -> WorkersPublic:
             static_digest=w.static_digest,
             started_at=as_utc(w.started_at),
             last_seen_at=as_utc(w.last_seen_at),
-            alive=(at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S,
+            alive=_alive(w, at),
         )
         for w in rows
     ]
@@ -431,11 +431,15 @@ async def bisect_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> JobP
     return _created(created)
 
 
+def _alive(w: Any, at: datetime) -> bool:
+    """Heard from within PRESENCE_TTL_S of `at`."""
+    return (at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S
+
+
 def _live_queues(store: Store) -> set[str]:
-    """The queues the workers heard from within PRESENCE_TTL_S consume."""
+    """The queues the live workers consume."""
     at = datetime.now(UTC)
-    alive = [w for w in store.workers() if (at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S]
-    return {q for w in alive for q in (w.queues or [])}
+    return {q for w in store.workers() if _alive(w, at) for q in (w.queues or [])}
 
 
 @router.post(

@@ -15,7 +15,7 @@ from typing import Any
 
 from reprotrain.artifacts import ArtifactStore
 from reprotrain.bisect import BisectReport
-from reprotrain.errors import ReprotrainError
+from reprotrain.errors import NotFound, ReprotrainError
 from reprotrain.fingerprint import diff, static_digest
 from reprotrain.job.checkpoints import run_bounded
 from reprotrain.result import Result
@@ -23,15 +23,10 @@ from reprotrain.spec import JobSpec
 from reprotrain.status import Status
 from reprotrain.store import Store
 from reprotrain.stored_verdicts import stored_result
-from reprotrain.wire import JobFiles, env_queue, job_artifact
+from reprotrain.wire import env_queue, job_artifact, side_stream
 
 log = logging.getLogger("reprotrain.worker")
 POLL_S = 0.5
-
-
-def stream_name(side: str) -> str:
-    """A side's recording, as a job-directory file and (under `_job/`) as its artifact."""
-    return f"{JobFiles.RECORDED}/{side}.stream"
 
 
 def compare_sides(
@@ -63,18 +58,23 @@ def _report(
     owner: str,
 ) -> BisectReport:
     partner = spec.bisect.partner  # type: ignore[union-attr]
+    if partner == result.job_id:
+        return _not_compared("side b names itself as side a")
     deadline = time.monotonic() + spec.timeout_s
     while True:
-        row = store.get_job(partner, light=True)
+        try:
+            row = store.get_job(partner, light=True)
+        except NotFound:
+            return _not_compared(f"side a's job {partner} does not exist")
         if Status(row.status).is_final:
             break
         if cancel.is_set() or time.monotonic() > deadline:
             why = "canceled" if cancel.is_set() else f"did not end within {spec.timeout_s:.0f} s"
             return _not_compared(f"side a's recording (job {partner}) {why}")
         cancel.wait(POLL_S)
-    ours = job_dir / stream_name("b")
+    ours = job_dir / side_stream("b")
     names = {a.name: a.digest for a in store.artifacts(partner)}
-    digest = names.get(job_artifact(stream_name("a")))
+    digest = names.get(job_artifact(side_stream("a")))
     if digest is None:
         return _not_compared(f"side a's job {partner} ended {row.status} without a recording")
     if not ours.is_file():

@@ -36,9 +36,9 @@ from reprotrain.store import Store
 from reprotrain.store.repo import clean_json
 from reprotrain.stored_verdicts import rerun_verdict
 from reprotrain.verdict import Verdict, incomparable
-from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact
+from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact, side_stream
 from reprotrain.worker import durable
-from reprotrain.worker.across import compare_sides, stream_name
+from reprotrain.worker.across import compare_sides
 from reprotrain.worker.presence import worker_id
 
 log = logging.getLogger("reprotrain.worker")
@@ -415,7 +415,7 @@ def collect_artifacts(
             raise ArtifactTampered(entry["digest"], digest_file(path), f"{rel} of an unstored run")
         rt.artifacts.put(path, entry["digest"])
         out.append((output_artifact(rel), entry["digest"], entry["size"]))
-    streams = [stream_name(side) for side in "ab"]  # a side's recording, of a bisect across environments
+    streams = [side_stream(side) for side in "ab"]  # a side's recording, of a bisect across environments
     for name in (JobFiles.STDOUT, JobFiles.STDERR, JobFiles.STATE, *streams):
         path = job_dir / name
         if path.is_file():

@@ -404,12 +404,11 @@ class StreamRecorder(OpRecorder):
 
 
 def record_one(work: Path, body: Callable[[str, OpRecorder, Bound], None], bound: Bound, cwd: Path,
-               side: str) -> dict[str, Any]:  # fmt: skip
-    """Fork one copy that runs `body` under a `StreamRecorder` up to `bound`, into
-    `work/<side>.stream`; what it recorded: {"ops", "steps", "seconds", "error"}."""
+               side: str, out: Path) -> dict[str, Any]:  # fmt: skip
+    """Fork one copy that runs `body` under a `StreamRecorder` up to `bound`, into `out` (its
+    logs and outputs under `work`); what it recorded: {"ops", "steps", "seconds", "error"}."""
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
-    out = work / f"{side}.stream"
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()

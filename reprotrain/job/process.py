@@ -31,7 +31,7 @@ from reprotrain.report import EventWriter, encode_metrics
 from reprotrain.result import ChildRecord, DeterminismRecord, JobError
 from reprotrain.spec import PYTHON_NAMES, JobSpec, inline_python
 from reprotrain.status import Status
-from reprotrain.wire import JobEnv, JobFiles
+from reprotrain.wire import JobEnv, JobFiles, side_stream
 
 
 def prepare(req: LaunchRequest, spec: JobSpec, knobs: Knobs) -> None:
@@ -179,7 +179,10 @@ def recorded_side(req: LaunchRequest, spec: JobSpec, side: str, bound: Any) -> d
     from reprotrain.job import oprecord
 
     body = _recorded_body(req, {side: spec})
-    return oprecord.record_one(req.dir / JobFiles.RECORDED, body, bound, cwd=req.workspace, side=side)
+    out = req.dir / side_stream(side)
+    return oprecord.record_one(
+        req.dir / JobFiles.RECORDED, body, bound, cwd=req.workspace, side=side, out=out
+    )
 
 
 def _recorded_body(req: LaunchRequest, specs: dict[str, JobSpec]) -> Any:

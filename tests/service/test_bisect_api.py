@@ -76,6 +76,18 @@ def test_preflight_over_the_service(stack) -> None:
     assert passed["preflight"]["steps"] == 3 and passed["preflight"]["ops"] > 100
 
 
+def test_a_side_b_submitted_by_hand_with_no_side_a_says_so(stack) -> None:
+    """A client may submit a side's spec itself: a partner that is no job, or the job itself, gets a
+    report saying why nothing was compared, not a crashed or hour-long waiting worker."""
+    c = stack.client()
+    spec = base_spec(name="orphan", entrypoint="reprotrain.examples.mlp:train", params={"steps": 2})
+    spec["bisect"] = {"until_step": 1, "side": "b", "partner": "no-such-job"}
+    done = c.wait(c.submit(spec)["id"], timeout=TIMEOUT)
+    assert done["status"] == "SUCCEEDED", done["error"]
+    assert done["bisect"]["found"] == "ended"
+    assert done["bisect"]["summary"] == "not compared: side a's job no-such-job does not exist"
+
+
 def _live_queues(c) -> set[str]:
     return {q for w in c.workers()["data"] if w["alive"] for q in w["queues"]}
 
