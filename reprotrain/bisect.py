@@ -13,11 +13,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from reprotrain.errors import Conflict, NoMatchingWorker
-from reprotrain.fingerprint import env_digest, static_digest
+from reprotrain.fingerprint import env_digest
 from reprotrain.model import Stored
+from reprotrain.routing import run_queue
 from reprotrain.spec import MAX_TAGS, JobSpec, parse_spec
 from reprotrain.verdict import Verdict
-from reprotrain.wire import ENV_QUEUE_PREFIX, env_queue
+from reprotrain.wire import ENV_QUEUE_PREFIX
 
 Phase = Literal["forward", "backward", "optimizer", "other"]
 Found = Literal["op", "sequence", "metrics", "ended", "none"]
@@ -121,20 +122,13 @@ def bisect_specs(a: Run, b: Run, verdict: Verdict, live_queues: set[str] | None 
     side a's job exists). `live_queues`: the queues live workers consume (None: no service, here).
     Conflict when there is nothing a bisect can find or nowhere to run it."""
     step, spec_a, spec_b = _bisectable(a, b, verdict)
-    if a.gpus != b.gpus:
-        raise Conflict(
-            f"the runs used different GPUs ({a.gpus} vs {b.gpus}); workers are told apart by their static "
-            "environment only, so a bisect cannot pick a worker for each side"
-        )
-    across = (
-        a.static_digest is not None and b.static_digest is not None and a.static_digest != b.static_digest
-    )
+    across = a.queue is not None and b.queue is not None and a.queue != b.queue
     if not across:
         data = _bisect_data(spec_a, step, a, b)
         if a.spec_digest != b.spec_digest:
             data["bisect"]["against"] = spec_b.canonical()
-        if live_queues is not None and a.static_digest and env_queue(a.static_digest) in live_queues:
-            data["queue"] = env_queue(a.static_digest)  # where both runs ran
+        if live_queues is not None and a.queue in live_queues:
+            data["queue"] = a.queue  # where both runs ran
         return [parse_spec(data)]
     if live_queues is None:
         raise Conflict(
@@ -143,7 +137,7 @@ def bisect_specs(a: Run, b: Run, verdict: Verdict, live_queues: set[str] | None 
         )
     sides = []
     for side, run, spec in (("a", a, spec_a), ("b", b, spec_b)):
-        queue = env_queue(str(run.static_digest))
+        queue = str(run.queue)
         if queue not in live_queues:
             envs = sorted(q for q in live_queues if q.startswith(ENV_QUEUE_PREFIX))
             raise NoMatchingWorker(
@@ -213,18 +207,14 @@ class Run(Stored):
     spec: dict
     spec_digest: str
     env_digest: str | None = None
-    static_digest: str | None = Field(None, description="of its fingerprint's static part: its worker's")
-    gpus: str | None = Field(None, description="the GPUs it used, when it used CUDA")
+    queue: str | None = Field(None, description="its environment's queue (`reprotrain.routing.run_queue`)")
     steps: int = Field(0, description="how many steps it logged (its trace's length)")
 
     @classmethod
     def of(cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None, steps: int = 0) -> Run:
         fp = fingerprint or {}
-        cuda = fp.get("cuda") or {}
-        gpus = ", ".join(g.get("name", "?") for g in cuda.get("gpus") or []) if cuda.get("used") else None
         return cls(
             id=id, spec=spec, spec_digest=spec_digest,
             env_digest=env_digest(fp) if fp else None,
-            static_digest=static_digest(fp) if fp else None,
-            gpus=gpus, steps=steps,
+            queue=run_queue(fp), steps=steps,
         )  # fmt: skip

@@ -91,8 +91,11 @@ class Client:
                 params.append((key, value))
         return self._request("GET", "/v1/runs", params=params).json()
 
-    def rerun(self, job_id: str) -> dict[str, Any]:
-        return self._request("POST", f"/v1/jobs/{job_id}/rerun").json()
+    def rerun(self, job_id: str, env: str = "same") -> dict[str, Any]:
+        """Re-run a job: `same`, on a worker of its environment (409 no_matching_worker when none
+        is alive); `any`, on its spec's queue."""
+        params = {"env": env} if env != "same" else None
+        return self._request("POST", f"/v1/jobs/{job_id}/rerun", params=params).json()
 
     def bisect(self, a: str, b: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/jobs/{a}/bisect/{b}").json()

@@ -26,6 +26,7 @@ from reprotrain.outputs import (
     time_renamed,
 )
 from reprotrain.result import Result
+from reprotrain.routing import run_queue
 from reprotrain.spec import CompareSpec
 from reprotrain.status import Status
 from reprotrain.verdict import Verdict
@@ -65,7 +66,12 @@ def compare(
     if out["verdict"] in ("metrics_identical", "diverged"):
         rows = policy_off(a, b) + rows
     out |= {"causes": rows, "likely_causes": [c["label"] for c in rows if c["likely_cause"]]}
-    return Verdict.model_validate(out | {"notes": seed_notes(a, b) or None})
+    notes = seed_notes(a, b)
+    qa, qb = (run_queue(r.fingerprint.model_dump(mode="json")) if r.fingerprint else None for r in (a, b))
+    if qa and qb and qa != qb:  # never silent: a re-run sent anywhere (--env any) landed elsewhere
+        out["cross_environment"] = True
+        notes.append(f"the runs ran in different environments ({qa} vs {qb}): this compares the two")
+    return Verdict.model_validate(out | {"notes": notes or None})
 
 
 class Comparison:

@@ -113,6 +113,11 @@ class Verdict(Sparse):
     nondeterministic_ops: list[str] | None = None
     divergence: Divergence | None = None
     notes: list[str] | None = Field(None, description="what else the runs say (a job that seeds itself)")
+    cross_environment: bool | None = Field(
+        None,
+        description="the runs ran in different environments (static facts; with CUDA, the GPUs and "
+        "driver too): the verdict compares two environments, it does not check a re-run of one",
+    )
     bisect: str | None = Field(
         None,
         description="for runs that part at a step: the route that starts a bisect, which names the "

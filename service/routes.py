@@ -18,6 +18,7 @@ from reprotrain.bundles import store_bundle
 from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
 from reprotrain.joblog import job_event
 from reprotrain.manifest import SignedManifest
+from reprotrain.routing import EnvChoice, LiveWorker, rerun_queue
 from reprotrain.series import MAX_POINTS, series
 from reprotrain.service import jobs
 from reprotrain.service.auth import Authorized
@@ -206,11 +207,20 @@ def get_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic:
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
-async def rerun_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic:
-    """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends."""
+async def rerun_job(
+    request: Request, job_id: JobId, _: Authorized, env: Annotated[EnvChoice, Query()] = "same"
+) -> JobPublic:
+    """Re-run a job with the same spec, bundle and seed; its verdict appears when it ends. `env=same`
+    (default): only on a worker of the environment the original ran in (its `env.<digest>` queue;
+    409 `no_matching_worker`, naming each live environment and how it differs, when none is alive);
+    `env=any`: on the spec's queue, wherever that is (the verdict says when the environments differ)."""
     st = _state(request)
     original = await run_in_threadpool(lambda: st.store.get_job(job_id, light=True))
-    created = JobPublic.from_row(await st.writer.create(parse_spec(original.spec), rerun_of=original.id))
+    fingerprint = await run_in_threadpool(st.store.fingerprint, original.id)
+    spec = parse_spec(original.spec)
+    live = await run_in_threadpool(_live_workers, st.store)
+    queue = rerun_queue(fingerprint, spec.queue, live, env)
+    created = JobPublic.from_row(await st.writer.create(spec, rerun_of=original.id, queue=queue))
     st.metrics.submitted.labels(created.queue, "rerun").inc()
     return _created(created)
 
@@ -383,6 +393,7 @@ def list_workers(request: Request, _: Authorized) -> WorkersPublic:
             version=w.version,
             isolation=w.isolation,
             static_digest=w.static_digest,
+            gpus=[g.get("name", "?") for g in ((w.facts or {}).get("cuda") or {}).get("gpus", [])],
             started_at=as_utc(w.started_at),
             last_seen_at=as_utc(w.last_seen_at),
             alive=_alive(w, at),
@@ -436,10 +447,19 @@ def _alive(w: Any, at: datetime) -> bool:
     return (at - as_utc(w.last_seen_at)).total_seconds() < PRESENCE_TTL_S
 
 
+def _live_workers(store: Store) -> list[LiveWorker]:
+    """The workers heard from within PRESENCE_TTL_S, with the environments they offer."""
+    at = datetime.now(UTC)
+    return [
+        LiveWorker(id=w.id, queues=w.queues or [], static=(w.facts or {}).get("static"),
+                   cuda=(w.facts or {}).get("cuda"))
+        for w in store.workers() if _alive(w, at)
+    ]  # fmt: skip
+
+
 def _live_queues(store: Store) -> set[str]:
     """The queues the live workers consume."""
-    at = datetime.now(UTC)
-    return {q for w in store.workers() if _alive(w, at) for q in (w.queues or [])}
+    return {q for w in _live_workers(store) for q in w.queues}
 
 
 @router.post(

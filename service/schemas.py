@@ -238,6 +238,9 @@ class WorkerPublic(BaseModel):
     static_digest: str | None = Field(
         description="digest of its static environment (Python, torch, BLAS, image)"
     )
+    gpus: list[str] = Field(
+        default_factory=list, description="the GPU models its jobs see, as a job records them"
+    )
     started_at: datetime
     last_seen_at: datetime
     alive: bool = Field(description="seen within the last PRESENCE_TTL_S seconds")

@@ -20,7 +20,7 @@ from reprotrain.joblog import job_event
 from reprotrain.service.dispatch import Dispatch
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
-from reprotrain.store.repo import NewJob
+from reprotrain.store.repo import NewJob, Pending
 
 log = logging.getLogger("reprotrain.api")
 MAX_BATCH = 256
@@ -56,11 +56,12 @@ class JobWriter(threading.Thread):
         self.store, self.dispatch = store, dispatch
         self.queue: queue.Queue[Any] = queue.Queue()
 
-    async def create(self, spec: JobSpec, rerun_of: str | None = None) -> NewJob:
-        """Store one job (committed when this returns) and hand it to the dispatcher."""
+    async def create(self, spec: JobSpec, rerun_of: str | None = None, queue: str | None = None) -> NewJob:
+        """Store one job (committed when this returns) and hand it to the dispatcher. `queue`: where
+        it is sent, when not the spec's (a re-run routed to its original's environment)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[NewJob] = loop.create_future()
-        self.queue.put((spec, rerun_of, loop, fut))
+        self.queue.put((Pending(spec, rerun_of, queue), loop, fut))
         return await fut
 
     def run(self) -> None:
@@ -80,16 +81,16 @@ class JobWriter(threading.Thread):
     def _write(self, batch: list[Any]) -> None:
         outcomes: list[Any]
         try:
-            outcomes = self.store.create_jobs([(spec, rerun_of) for spec, rerun_of, _, _ in batch])
+            outcomes = self.store.create_jobs([p for p, _, _ in batch])
         except Exception as e:
             if len(batch) == 1:
                 log.exception("storing a job failed")
                 outcomes = [_as_error(e)]
             else:  # one bad row must not fail its neighbours: each alone, so only it fails
                 log.warning("storing %d jobs together failed (%r); storing each alone", len(batch), e)
-                outcomes = [self._alone(spec, rerun_of) for spec, rerun_of, _, _ in batch]
+                outcomes = [self._alone(p) for p, _, _ in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for (_, _, loop, fut), outcome in zip(batch, outcomes, strict=True):
+        for (_, loop, fut), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((fut, outcome))
         for loop, done in by_loop.items():  # one wake-up of each event loop per batch
             try:
@@ -102,9 +103,9 @@ class JobWriter(threading.Thread):
                 except Exception:  # the periodic re-send still covers them, later
                     log.exception("could not mark %d job(s) unsent", len(stored))
 
-    def _alone(self, spec: JobSpec, rerun_of: str | None) -> NewJob | BaseException:
+    def _alone(self, pending: Pending) -> NewJob | BaseException:
         try:
-            return self.store.create_jobs([(spec, rerun_of)])[0]
+            return self.store.create_jobs([pending])[0]
         except Exception as e:
             log.exception("storing a job failed")
             return _as_error(e)

@@ -20,7 +20,7 @@ from celery.signals import setup_logging, worker_ready, worker_shutdown
 from reprotrain import joblog
 from reprotrain.broker import consume, create_celery
 from reprotrain.settings import Settings, load_settings
-from reprotrain.worker.presence import Presence, own_queue, worker_id
+from reprotrain.worker.presence import Presence, own_queues, worker_id
 from reprotrain.worker.task import handle, make_runtime
 
 
@@ -38,11 +38,11 @@ def create_worker(settings: Settings) -> Celery:
     @worker_ready.connect(weak=False)
     def _present(sender: Any = None, **_: object) -> None:
         # the fork server starts now, not with the first job: its reading of the static environment
-        # names the queue of this worker's environment (reruns and bisect sides routed to it)
+        # (and the CUDA probe's) names the queues of this worker's environments, where reruns and
+        # bisect sides are routed
         try:
             holder["rt"] = holder.get("rt") or make_runtime(settings, owner=owner)
-            queue = own_queue(holder["rt"].get_runner())
-            if queue is not None and sender is not None:
+            for queue in own_queues(holder["rt"].get_runner()) if sender is not None else []:
                 sender.add_task_queue(queue)
         except Exception:
             logging.getLogger("reprotrain.worker").exception(

@@ -13,9 +13,9 @@ from typing import Any
 
 from reprotrain import __version__
 from reprotrain.fingerprint import env_digest
+from reprotrain.routing import worker_queues
 from reprotrain.settings import Settings
 from reprotrain.store import Store
-from reprotrain.wire import env_queue
 
 log = logging.getLogger("reprotrain.worker")
 EVERY_S = 10.0  # a worker not seen for PRESENCE_TTL_S (service) is listed as not alive
@@ -26,10 +26,19 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def own_queue(runner: Any) -> str | None:
-    """The queue of this worker's static environment, once its fork server has read it."""
+def offered(runner: Any) -> dict[str, Any] | None:
+    """The environment this worker offers, once its fork server has read it: its static facts and,
+    on a host with GPUs, the CUDA facts a job would record (`reprotrain.routing`)."""
     static = getattr(runner, "static", None)
-    return env_queue(env_digest(static.model_dump(mode="json"))) if static is not None else None
+    if static is None:
+        return None
+    return {"static": static.model_dump(mode="json"), "cuda": getattr(runner, "cuda", None)}
+
+
+def own_queues(runner: Any) -> list[str]:
+    """The queues of this worker's environments (static; static with its GPUs)."""
+    facts = offered(runner)
+    return worker_queues(facts["static"], facts["cuda"]) if facts else []
 
 
 class Presence(threading.Thread):
@@ -44,14 +53,14 @@ class Presence(threading.Thread):
 
     def facts(self) -> dict[str, Any]:
         runner = getattr(self.runtime(), "runner", None)
-        static = getattr(runner, "static", None)
-        own = own_queue(runner)
+        facts = offered(runner)
         return {
             "host": socket.gethostname(),
-            "queues": [*self.settings.queues, *([own] if own else [])],
+            "queues": [*self.settings.queues, *own_queues(runner)],
             "version": __version__,
             "isolation": runner.isolation.mode if runner is not None else None,
-            "static_digest": env_digest(static.model_dump(mode="json")) if static is not None else None,
+            "static_digest": env_digest(facts["static"]) if facts else None,
+            "facts": facts,
         }
 
     def run(self) -> None:

@@ -65,9 +65,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
     for w in page["data"]:
         state = "alive" if w["alive"] else "silent"
         env = (w["static_digest"] or "-")[:16]
+        gpus = ",".join(w.get("gpus") or []) or "none"
         print(
             f"{w['id']}  {state:6}  queues {','.join(w['queues'])}  isolation {w['isolation'] or '-'}  "
-            f"env {env}  seen {w['last_seen_at'][:19]}"
+            f"env {env}  gpus {gpus}  seen {w['last_seen_at'][:19]}"
         )
     print(f"({page['alive']} alive of {page['count']})")
     return 0

@@ -44,6 +44,13 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("rerun", parents=[common], help="re-run a job by id and print the verdict")
     p.add_argument("id")
+    p.add_argument(
+        "--env",
+        choices=["same", "any"],
+        default="same",
+        help="same (default): only on a worker of the original's environment; any: on the spec's "
+        "queue, the verdict saying when the environments differ",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the re-run and print its verdict")
     p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
     p.set_defaults(func=cmd_rerun)
@@ -212,7 +219,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     client = Client(args.url, args.token)
-    job = client.rerun(args.id)
+    job = client.rerun(args.id, env=args.env)
     if not args.wait:
         return _show(args, job)
     job = _wait(client, job["id"], args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -35,6 +36,7 @@ from reprotrain.hashing import digest_json
 from reprotrain.wire import BUILD_FACTS_ENV, BUILD_FACTS_PATH
 
 BUILD_FACTS = Path(os.environ.get(BUILD_FACTS_ENV, BUILD_FACTS_PATH))
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # there on a host with NVIDIA's kernel driver
 ENV_ALLOWLIST = (
     "PYTHONHASHSEED",
     "CUBLAS_WORKSPACE_CONFIG",
@@ -196,7 +198,7 @@ def _cuda(device_type: str) -> CudaUnused | CudaFacts:
 
 def _driver_version() -> str | None:
     try:
-        text = Path("/proc/driver/nvidia/version").read_text()
+        text = NVIDIA_DRIVER.read_text()
     except OSError:
         return None
     for word in text.split():
@@ -215,3 +217,14 @@ def collect(*, device_type: str, determinism: EnvKnobs) -> Fingerprint:
         env={k: os.environ.get(k) for k in ENV_ALLOWLIST},
         host=HostFacts(hostname=socket.gethostname(), pid=os.getpid()),
     )
+
+
+def cuda_facts() -> dict | None:
+    """This host's CUDA facts as a job using CUDA reads them (None without a usable GPU)."""
+    import torch
+
+    return _cuda("cuda").model_dump(mode="json") if torch.cuda.is_available() else None
+
+
+if __name__ == "__main__":  # the worker's probe (launcher.probe_cuda): it never imports torch itself
+    print(json.dumps(cuda_facts()))

@@ -96,6 +96,31 @@ class _ForkedJob:
         self.conn.close()
 
 
+CUDA_PROBE_TIMEOUT_S = 120  # importing torch and creating a CUDA context, once per worker
+
+
+def probe_cuda(python: str = sys.executable) -> dict | None:
+    """The CUDA facts a job on this host would record (GPU model, driver, CUDA, cuDNN), read in a
+    child by the job side's own collector, or None on a host without an NVIDIA driver. A child: the
+    worker never imports torch, and the fork server must not create a CUDA context before forking."""
+    from reprotrain.job.fingerprint import NVIDIA_DRIVER
+
+    if not NVIDIA_DRIVER.exists():
+        return None
+    try:
+        out = subprocess.run(
+            python_argv(python, "reprotrain.job.fingerprint"),
+            env=_python_env(),
+            capture_output=True,
+            timeout=CUDA_PROBE_TIMEOUT_S,
+            check=True,
+        )
+        facts = json.loads(out.stdout)
+    except (subprocess.SubprocessError, OSError, ValueError):
+        return None  # no usable GPU: the worker offers its static environment only
+    return facts if isinstance(facts, dict) else None
+
+
 class ForkServerGone(LaunchError):
     """The fork server died while a job ran (the job died with it: its parent-death signal)."""
 
@@ -114,6 +139,7 @@ class ForkRunner:
         self._log = open(os.path.join(self._dir, "server.log"), "ab")  # noqa: SIM115
         self.restarts = 0
         self._start()
+        self.cuda = probe_cuda(python)  # read once: the GPUs, driver and CUDA do not change under a worker
 
     def _start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -202,7 +228,7 @@ class SpawnRunner:
     fresh interpreter may start threads before the job could enter its namespaces)."""
 
     isolation = Isolation(mode="none", network="host", note="the spawn runner does not confine jobs")
-    static = None
+    static = cuda = None
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python

@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -100,6 +100,15 @@ def _with_parts(found: Any) -> JobRow:
     row = found[0]
     row.parts = dict(zip(RESULT_PARTS, found[1:], strict=True))
     return row
+
+
+class Pending(NamedTuple):
+    """A job to insert: its spec, the job it re-runs, and the queue it goes to when not the
+    spec's (a re-run routed to its original's environment: the spec, and so its digest, stay)."""
+
+    spec: JobSpec
+    rerun_of: str | None = None
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +226,9 @@ class Store:
     def create_job(self, spec: JobSpec, *, rerun_of: str | None = None) -> NewJob:
         return self.create_jobs([(spec, rerun_of)])[0]
 
-    def create_jobs(self, items: list[tuple[JobSpec, str | None]]) -> list[NewJob]:
-        """Insert QUEUED jobs in one transaction (group commit: one commit for a burst).
+    def create_jobs(self, items: Sequence[tuple[JobSpec, str | None] | Pending]) -> list[NewJob]:
+        """Insert QUEUED jobs in one transaction (group commit: one commit for a burst). Each is a
+        `Pending` (or a (spec, rerun_of) pair); its row's queue is the spec's unless it names one.
 
         Core insert of only the columns a new job has (the rest are NULL or their defaults), and
         plain records back instead of ORM rows: together a third of the per-submit cost before.
@@ -228,7 +238,7 @@ class Store:
             NewJob(
                 id=uuid.uuid4().hex,
                 name=spec.name,
-                queue=spec.queue,
+                queue=queue or spec.queue,
                 spec=spec.canonical(),
                 spec_digest=spec.digest,
                 bundle=spec.bundle,
@@ -237,7 +247,7 @@ class Store:
                 sent_at=t,  # the API sends right after this commit; the reconciler covers a crash
                 tags=tags_column(spec.tags),
             )
-            for spec, rerun_of in items
+            for spec, rerun_of, queue in (Pending(*item) for item in items)
         ]
         values = [{k: getattr(job, k) for k in _NEW_COLUMNS} for job in jobs]
         try:
@@ -274,6 +284,15 @@ class Store:
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", field="job_id")
         return row
+
+    def fingerprint(self, job_id: str) -> dict[str, Any] | None:
+        """The environment a job recorded (its result's fingerprint), read by JSON path: a
+        re-run's routing needs it, not the whole result."""
+        with self.session() as s:
+            found = s.execute(select(JobRow.result["fingerprint"]).where(JobRow.id == job_id)).first()
+        if found is None:
+            raise NotFound(f"no job with id {job_id!r}", field="job_id")
+        return found[0] if isinstance(found[0], dict) else None
 
     def resolve_id(self, ref: str) -> str:
         """A job's id from itself or from a prefix of at least 6 characters that one job has."""

@@ -106,5 +106,7 @@ class WorkerRow(Base):
     version: Mapped[str] = mapped_column(String(32))
     isolation: Mapped[str | None] = mapped_column(String(16))  # known once its fork server started
     static_digest: Mapped[str | None] = mapped_column(String(64))  # digest of its static environment
+    # {"static": StaticFacts, "cuda": CudaFacts | None}: what a refused re-run is told differs
+    facts: Mapped[dict[str, Any] | None] = mapped_column(Json)
     started_at: Mapped[datetime] = mapped_column(When)
     last_seen_at: Mapped[datetime] = mapped_column(When, index=True)

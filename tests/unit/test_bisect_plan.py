@@ -16,7 +16,8 @@ ENV_A, ENV_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 
 def run(id: str, static: str | None, steps: int = 5, **spec: object) -> Run:
     data = {**SPEC, **spec}
-    return Run(id=id, spec=data, spec_digest=parse_spec(data).digest, static_digest=static, steps=steps)
+    queue = env_queue(static) if static else None
+    return Run(id=id, spec=data, spec_digest=parse_spec(data).digest, queue=queue, steps=steps)
 
 
 def diverged(step: int | None = 2, absent: list[str] | None = None) -> Verdict:

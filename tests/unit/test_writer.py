@@ -86,7 +86,7 @@ class PoisonStore(Store):
     def create_jobs(self, items):  # type: ignore[no-untyped-def]
         from sqlalchemy.exc import DataError
 
-        if any(spec.name == "poison" for spec, _ in items):
+        if any(item[0].name == "poison" for item in items):
             raise DataError("INSERT", {}, ValueError("refused by the database"))
         return super().create_jobs(items)
 
