@@ -49,6 +49,7 @@ format: $(STAMP)
 bench: $(STAMP)  ## benchmarks: print tables, pass/fail nothing
 	$(BIN)/python -m bench.start_latency
 	$(BIN)/python -m bench.checkpoints
+	$(BIN)/python -m bench.resume
 	$(BIN)/python -m bench.integrity
 	$(BIN)/python -m bench.ui
 	$(BIN)/python -m bench.service --db sqlite

@@ -31,6 +31,14 @@ class EventWriter:
             self._file.write(line + "\n")
             self._file.flush()
 
+    def replace(self, data: bytes) -> None:
+        """The whole file becomes `data` (a resumed run's events up to its checkpoint)."""
+        with self._lock:
+            self._file.flush()
+            self._file.truncate(0)  # opened for appending: the next write goes after `data`
+            self._file.write(data.decode("utf-8"))
+            self._file.flush()
+
     def close(self) -> None:
         self._file.close()
 

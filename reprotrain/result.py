@@ -83,6 +83,23 @@ class ChildRecord(Frozen):
     timing: ChildTiming
     bisect: BisectReport | None = None
     preflight: PreflightRecord | None = None
+    resumed: dict[str, Any] | None = None  # a resumed attempt at its checkpoint: from_step, checkpoint, logs
+
+
+class Resume(Stored):
+    """One attempt that went on from a checkpoint of an earlier one."""
+
+    attempt: int = Field(description="the attempt that resumed (the first is 1)")
+    worker: str | None = Field(None, description="the worker that ran it")
+    from_step: int | None = Field(None, description="the last step logged before the checkpoint")
+    checkpoint: int = Field(description="the checkpoint's number in the run")
+    logs: int = Field(0, description="steps logged before the checkpoint")
+    restored: bool | None = Field(
+        None,
+        description="whether the job reached the checkpoint's step boundary and went on from it "
+        "(False: it ran from the start; None: the attempt did not end)",
+    )
+    note: str | None = Field(None, description="why it was not resumed")
 
 
 def _none_if_empty(v: Any) -> Any:
@@ -114,6 +131,9 @@ class Result(Stored):
     isolation: Isolation | None = None  # how the run was confined (None: stored before it was recorded)
     bisect: BisectReport | None = Field(None, description="a bisect job's report, or a failed pre-flight's")
     preflight: PreflightRecord | None = Field(None, description="the pre-flight check this run passed")
+    resumes: list[Resume] = Field(
+        default_factory=list, description="each attempt that went on from an earlier one's checkpoint"
+    )
 
     def save(self, job_dir: Path) -> Path:
         """Write result.json atomically (temporary name, then rename)."""

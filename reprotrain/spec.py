@@ -53,6 +53,8 @@ class DeterminismSpec(Frozen):
 
 class TrackSpec(Frozen):
     digest_every: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10
+    # function mode: checkpoint after every N-th log, as ctx.checkpoint_every(N) (README, "Checkpoints")
+    checkpoint_every: Annotated[int | None, Field(strict=True, ge=1, le=1_000_000)] = None
 
 
 Glob = Annotated[str, Field(min_length=1, max_length=300)]
@@ -205,6 +207,8 @@ class JobSpec(Frozen):
         data = self.model_dump(mode="json")
         if data["determinism"]["preflight"] is None:  # likewise
             del data["determinism"]["preflight"]
+        if data["track"]["checkpoint_every"] is None:  # likewise
+            del data["track"]["checkpoint_every"]
         if self.bisect is None:
             del data["bisect"]
         else:

@@ -23,6 +23,8 @@ class JobFiles:
     BOOT = "boot"  # holds the sitecustomize that applies the policy in every Python process
     WORK = "work"  # the job's working directory; what it writes there are its outputs
     RECORDED = "recorded"  # a bisect's or pre-flight's two copies: their logs, events and outputs
+    CHECKPOINTS = "checkpoints"  # <seq>/: complete checkpoints of a running job (reprotrain/job/resume.py)
+    RESUME = "resume"  # the checkpoint a resumed attempt starts from, laid out as one in CHECKPOINTS
 
 
 def side_stream(side: str) -> str:
@@ -39,6 +41,7 @@ def job_artifact(name: str) -> str:
 
 
 STATE_ARTIFACT = job_artifact(JobFiles.STATE)
+CHECKPOINT_ARTIFACT_PREFIX = job_artifact("checkpoint/")  # + a file of the job's latest checkpoint
 
 
 def output_artifact(rel: str) -> str:

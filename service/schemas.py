@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from reprotrain.bisect import BisectReport, PreflightRecord, offer_bisect
 from reprotrain.fingerprint import Fingerprint
 from reprotrain.isolation import Isolation
-from reprotrain.result import DeterminismRecord, JobError
+from reprotrain.result import DeterminismRecord, JobError, Resume
 from reprotrain.store.repo import RESULT_PARTS, NewJob, as_utc
 from reprotrain.store.tables import JobRow
 from reprotrain.verdict import Verdict
@@ -64,6 +64,12 @@ class JobPublic(BaseModel):
     integrity_error: dict[str, Any] | None = Field(
         None, description="set once a stored artifact of this job was found changed: digest, actual, artifact"
     )
+    checkpoint: dict[str, Any] | None = Field(
+        None, description="the latest stored checkpoint: seq, step, logs, epoch, attempt, worker, queue"
+    )
+    resumes: list[Resume] = Field(
+        default_factory=list, description="each attempt that went on from an earlier one's checkpoint"
+    )
 
     @classmethod
     def from_row(cls, row: JobRow | NewJob) -> JobPublic:
@@ -95,6 +101,9 @@ class JobPublic(BaseModel):
             integrity_error=getattr(row, "integrity_error", None),
             bisect=parts.get("bisect"),
             preflight=parts.get("preflight"),
+            checkpoint=(getattr(row, "checkpoint", None) or {}).get("latest"),
+            # the result's once it ended (with each attempt's outcome), the worker's record while it runs
+            resumes=parts.get("resumes") or (getattr(row, "checkpoint", None) or {}).get("resumes", []),
         )
 
 

@@ -25,7 +25,7 @@ from reprotrain.errors import ArtifactTampered, LaunchError
 from reprotrain.files import manifest, open_regular, write_atomic
 from reprotrain.hashing import digest_file
 from reprotrain.job.checkpoints import compare_checkpoints
-from reprotrain.job.supervisor import execute
+from reprotrain.job.supervisor import execute, read_child
 from reprotrain.joblog import job_event
 from reprotrain.manifest import WorkerKey, build
 from reprotrain.result import JobError, Result
@@ -39,7 +39,8 @@ from reprotrain.verdict import Verdict, incomparable
 from reprotrain.wire import LAUNCH_HEALTH, JobFiles, job_artifact, output_artifact, side_stream
 from reprotrain.worker import durable
 from reprotrain.worker.across import compare_sides
-from reprotrain.worker.presence import worker_id
+from reprotrain.worker.presence import own_queues, worker_id
+from reprotrain.worker.resumes import CheckpointShipper, plan_resume, settle
 
 log = logging.getLogger("reprotrain.worker")
 STREAMS = {"stdout": JobFiles.STDOUT, "stderr": JobFiles.STDERR, "events": JobFiles.EVENTS}
@@ -134,9 +135,11 @@ class LogShipper:
 class Heartbeat(threading.Thread):
     """Renews the lease, ships logs, and turns a cancel request or a lost lease into `cancel`."""
 
-    def __init__(self, rt: Runtime, job_id: str, shipper: LogShipper) -> None:
+    def __init__(
+        self, rt: Runtime, job_id: str, shipper: LogShipper, checkpoints: CheckpointShipper | None = None
+    ) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.rt, self.job_id, self.shipper = rt, job_id, shipper
+        self.rt, self.job_id, self.shipper, self.checkpoints = rt, job_id, shipper, checkpoints
         self.cancel = threading.Event()
         self.stopped = threading.Event()
         self.lost = False
@@ -146,6 +149,9 @@ class Heartbeat(threading.Thread):
             try:
                 ours, cancel = self.rt.store.heartbeat(self.job_id, self.rt.owner, self.rt.settings.lease_s)
                 self.shipper.ship()
+                if ours and self.checkpoints is not None and (stored := self.checkpoints.ship()):
+                    job_event("checkpoint", self.job_id, step=stored["step"], seq=stored["seq"],
+                              bytes=stored["bytes"])  # fmt: skip
             except Exception:
                 log.exception("heartbeat for %s failed", self.job_id)
                 continue
@@ -187,11 +193,21 @@ def handle(rt: Runtime, job_id: str) -> str:
         job_event("finished", job_id, status=Status.FAILED.value, error=type(e).__name__)
         return Status.FAILED.value
     shipper = LogShipper(rt.store, job_id, job_dir, rt.settings.max_live_log_bytes)
-    beat = Heartbeat(rt, job_id, shipper)
+    env = (own_queues(rt.get_runner()) or [None])[-1]  # this worker's environment (with its GPUs)
+    resume, resumes = plan_resume(rt, job, job_dir, env)
+    if resumes:
+        job_event("resumed" if resume else "not_resumed", job_id, step=resumes[-1].from_step,
+                  attempt=job.attempts, note=resumes[-1].note)  # fmt: skip
+    checkpoints = CheckpointShipper(rt, job_id, job_dir, job.attempts, env)
+    beat = Heartbeat(rt, job_id, shipper, checkpoints)
     beat.start()  # the lease is renewed until the result is stored, verdict and artifacts included
     try:
         job_event("started", job_id, name=job.name, mode=spec.mode, queue=job.queue)
-        result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel)
+        result = run(rt, job_id, spec, job_dir, code_dir, beat.cancel, resume)
+        if resumes:
+            child = read_child(job_dir)
+            result = result.model_copy(update={"resumes": settle(resumes, child.resumed if child else None)})
+            result.save(job_dir)
         if spec.bisect is not None and spec.bisect.side == "b":  # a bisect across environments
             result = compare_sides(rt.store, rt.artifacts, spec, result, job_dir, beat.cancel, rt.owner)
         durable.keep(result, job_dir)  # from here on, a restart stores this run instead of repeating it
@@ -342,10 +358,16 @@ def prune_bundle_cache(cache: Path, max_bytes: int, *, keep: Path, idle_s: float
 
 
 def run(
-    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None, cancel: threading.Event
+    rt: Runtime,
+    job_id: str,
+    spec: JobSpec,
+    job_dir: Path,
+    code_dir: Path | None,
+    cancel: threading.Event,
+    resume: Path | None = None,
 ) -> Result:
     try:
-        result = _execute(rt, job_id, spec, job_dir, code_dir, cancel)
+        result = _execute(rt, job_id, spec, job_dir, code_dir, cancel, resume)
     except LaunchError as e:  # the fork server will not start: unhealthy until a launch works
         report_launch(rt.settings, str(e))
         raise
@@ -367,7 +389,13 @@ def report_launch(settings: Settings, error: str | None) -> None:
 
 
 def _execute(
-    rt: Runtime, job_id: str, spec: JobSpec, job_dir: Path, code_dir: Path | None, cancel: threading.Event
+    rt: Runtime,
+    job_id: str,
+    spec: JobSpec,
+    job_dir: Path,
+    code_dir: Path | None,
+    cancel: threading.Event,
+    resume: Path | None = None,
 ) -> Result:
     return execute(
         rt.get_runner(),
@@ -382,6 +410,7 @@ def _execute(
         slots=rt.settings.jobs / "_slots",
         input_roots=rt.settings.inputs_under,
         hidden=rt.settings.private_paths,
+        resume=resume,
     )
 
 

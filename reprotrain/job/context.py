@@ -62,19 +62,55 @@ class _TracedDataLoader(DataLoader):
 
     Worker processes prefetch, so the sampler runs ahead of training; batches arrive in sampler
     order (in_order), so the digest at a logged step covers exactly the batches trained on.
+
+    With checkpoints on, asking for the next batch is a step boundary (reprotrain/job/resume.py):
+    the loader knows its position in the epoch and the random states its epoch started from.
     """
 
-    def __init__(self, *args: Any, ctx: Context, recorder: _RecordingBatchSampler, **kw: Any) -> None:
+    def __init__(
+        self, *args: Any, ctx: Context, recorder: _RecordingBatchSampler, index: int, **kw: Any
+    ) -> None:
         super().__init__(*args, batch_sampler=recorder, **kw)
         self._ctx = ctx
         self._recorder = recorder
+        self._index = index  # among the job's ctx.dataloader loaders, in the order it made them
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        ck, source = self._ctx._checkpointer, ("loader", self._index)
+        saved = ck.resumes(source) if ck is not None else None
+        if saved is not None:  # the random states this epoch started from, as the first attempt had them
+            torch.set_rng_state(saved["pre"]["torch"])
+            if self.generator is not None and saved["pre"]["generator"] is not None:
+                self.generator.set_state(saved["pre"]["generator"])
+        pre = {
+            "torch": torch.get_rng_state(),
+            "generator": self.generator.get_state() if self.generator is not None else None,
+        }
         self._recorder.pending.clear()
-        for batch in super().__iter__():
-            if self._recorder.pending:
-                self._ctx._record_batch(self._recorder.pending.popleft())
-            yield batch
+        position = 0
+        batches = super().__iter__()
+        if saved is not None:
+            for _ in range(int(saved["position"])):  # done before the checkpoint: loaded, not trained on
+                if next(batches, _END) is _END:
+                    break
+                if self._recorder.pending:
+                    self._recorder.pending.popleft()
+                position += 1
+            ck.restore()  # type: ignore[union-attr]
+        self._ctx._sources.append(source)
+        try:
+            for batch in batches:
+                if self._recorder.pending:
+                    self._ctx._record_batch(self._recorder.pending.popleft())
+                position += 1
+                yield batch
+                if ck is not None:
+                    ck.boundary(source, position, pre)
+        finally:
+            self._ctx._sources.remove(source)
+
+
+_END = object()
 
 
 class Context:
@@ -91,6 +127,8 @@ class Context:
         events: EventWriter,
         digest_every: int,
         seed_dataloader: bool,
+        job_dir: Path | None = None,
+        resume: Path | None = None,
     ) -> None:
         self.seed = seed
         self.params = params
@@ -109,6 +147,17 @@ class Context:
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.last_metrics: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}  # the job's own values a checkpoint keeps (best loss, …)
+        self.resumed: dict[str, Any] | None = None  # set once a resumed attempt is at its checkpoint
+        self._job_dir, self._resume = job_dir, resume
+        self._checkpointer: Any = None
+        self._schedulers: list[Any] = []
+        self._made_generators: list[torch.Generator] = []
+        self._loaders = 0
+        self._sources: list[tuple[str, int]] = []  # the step sources iterating now, innermost last
+        self._epoch = 0
+        self._last_step: int | None = None
+        self._chain: bytes | None = None  # with checkpoints: the data-order digest as a hash chain
 
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A torch.Generator seeded from the job seed; each call gets its own stream."""
@@ -118,6 +167,7 @@ class Context:
         else:
             g.manual_seed(derive_seed(self.seed, "generator", self._generators))
         self._generators += 1
+        self._made_generators.append(g)
         return g
 
     def dataloader(self, dataset: Any, **kwargs: Any) -> DataLoader:
@@ -133,7 +183,8 @@ class Context:
         if batch_sampler is None:
             return DataLoader(dataset, **kwargs)
         recorder = _RecordingBatchSampler(batch_sampler)
-        return _TracedDataLoader(dataset, ctx=self, recorder=recorder, **kwargs)
+        self._loaders += 1
+        return _TracedDataLoader(dataset, ctx=self, recorder=recorder, index=self._loaders - 1, **kwargs)
 
     def _batch_sampler(self, dataset: Any, kwargs: dict[str, Any]) -> BatchSampler:
         shuffle = kwargs.pop("shuffle", False)
@@ -144,15 +195,82 @@ class Context:
         return BatchSampler(sampler, kwargs.pop("batch_size", 1), kwargs.pop("drop_last", False))
 
     def _record_batch(self, packed: bytes) -> None:
-        self._data.update(packed)
+        if self._chain is not None:  # a chain's state is 32 bytes a checkpoint can hold
+            self._chain = blake3(self._chain + packed).digest()
+        else:
+            self._data.update(packed)
         self._batches += 1
+
+    def _data_digest(self) -> str | None:
+        if not self._batches:
+            return None
+        return self._chain.hex() if self._chain is not None else self._data.hexdigest()
 
     _total_steps: int | None = None
 
-    def track(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Name the model (and optimizer) whose state is digested along the way and at the end."""
+    def track(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None
+    ) -> None:
+        """Name the model (and optimizer) whose state is digested along the way and at the end, and
+        the LR scheduler(s) a checkpoint keeps."""
         self.model = model
         self.optimizer = optimizer
+        if scheduler is not None:
+            self._schedulers = list(scheduler) if isinstance(scheduler, list | tuple) else [scheduler]
+
+    def checkpoint_every(self, logs: int) -> None:
+        """Checkpoint at the step boundary after every `logs`-th log, so a run that loses its
+        worker resumes from the last one, bit for bit. Call it once the model, optimizer,
+        schedulers and loaders exist and before the loop; take epochs from `ctx.epochs` and steps
+        from `ctx.dataloader` loaders or `ctx.steps`, and count steps with `ctx.step`."""
+        from reprotrain.job.resume import Checkpointer
+
+        if self._job_dir is None:  # a recorded copy (bisect, pre-flight): nothing to resume
+            return
+        self._checkpointer = Checkpointer(self, logs, self._job_dir, self.workspace, self._resume)
+        self._chain = bytes.fromhex(self._data.hexdigest()) if self._batches else b""
+
+    def epochs(self, n: int) -> Iterator[int]:
+        """range(n), from the epoch a resumed run's checkpoint was taken in."""
+        start = self._checkpointer.epoch if self._checkpointer is not None else 0
+        for epoch in range(start, n):
+            self._epoch = epoch
+            yield epoch
+
+    def steps(self, n: int) -> Iterator[int]:
+        """range(n) as a step source: asking for the next step is a step boundary, and a resumed
+        run starts after its checkpoint's step."""
+        ck, source = self._checkpointer, ("steps", 0)
+        saved = ck.resumes(source) if ck is not None else None
+        start = int(saved["position"]) if saved is not None else 0
+        if saved is not None:
+            ck.restore()
+        self._sources.append(source)
+        try:
+            for step in range(start, n):
+                yield step
+                if ck is not None:
+                    ck.boundary(source, step + 1, None)
+        finally:
+            self._sources.remove(source)
+
+    @property
+    def step(self) -> int:
+        """How many steps were logged so far (a resumed run counts on from its checkpoint)."""
+        return self._log_count
+
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "log_count": self._log_count, "batches": self._batches, "chain": self._chain,
+            "generators": self._generators, "last_metrics": dict(self.last_metrics),
+            "total_steps": self._total_steps, "last_step": self._last_step,
+        }  # fmt: skip
+
+    def _restore_counters(self, c: dict[str, Any]) -> None:
+        self._log_count, self._batches, self._chain = c["log_count"], c["batches"], c["chain"]
+        self._generators, self._last_step = c["generators"], c["last_step"]
+        self.last_metrics = dict(c["last_metrics"])
+        self._total_steps = c["total_steps"]
 
     @property
     def total_steps(self) -> int | None:
@@ -176,9 +294,14 @@ class Context:
             digests = state_digests(model_state(self.model))
             params = digests["overall"]
             self._events.write("params", step=int(step), **digests)
-        data = self._data.hexdigest() if self._batches else None
+        data = self._data_digest()
         self._events.write("metric", step=int(step), metrics=encoded, data=data, params=params)
         self._log_count += 1
+        self._last_step = int(step)
+        if self._checkpointer is not None:
+            self._checkpointer.logged()
+            if not self._sources:
+                self._checkpointer.no_boundary()
 
     def save(self, name: str, obj: Any) -> Path:
         """torch.save `obj` under output_dir/name, written whole or not at all."""

@@ -477,8 +477,13 @@ def recording_context(rec: OpRecorder, bound: Bound) -> type:
     class RecordingContext(Context):
         _logs = 0
 
-        def track(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-            super().track(model, optimizer)
+        def track(
+            self,
+            model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer | None = None,
+            scheduler: Any = None,
+        ) -> None:
+            super().track(model, optimizer, scheduler)
             rec.model = model
 
         def log(self, step: int, total: int | None = None, **metrics: Any) -> None:

@@ -141,6 +141,7 @@ def run_function(
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as e:
         raise JobFailed(f"cannot load entrypoint {spec.entrypoint!r}: {e}") from e
+    plain = ctx_cls is None  # not a recorded copy: it checkpoints, and may resume
     ctx = (ctx_cls or Context)(
         seed=spec.seed,
         params=dict(spec.params),
@@ -150,7 +151,11 @@ def run_function(
         events=events,
         digest_every=spec.track.digest_every,
         seed_dataloader=knobs.seed_dataloader,
+        job_dir=req.dir if plain else None,
+        resume=Path(req.resume) if plain and req.resume else None,
     )
+    if plain and spec.track.checkpoint_every:
+        ctx.checkpoint_every(spec.track.checkpoint_every)
     child["timing"]["user_start"] = time.monotonic()
     if around is None:
         returned = func(ctx)
@@ -161,6 +166,7 @@ def run_function(
     if returned is not None and not isinstance(returned, dict):
         raise JobFailed(f"train() must return a dict of metrics or None, got {type(returned).__name__}")
     child["metrics"] = encode_metrics(returned) if returned else dict(ctx.last_metrics)
+    child["resumed"] = ctx.resumed
     return ctx
 
 

@@ -21,6 +21,7 @@ class LaunchRequest(Frozen):
     code_dir: str | None = None  # put on sys.path / PYTHONPATH (function mode, local runs)
     inputs: dict[str, str] = Field(default_factory=dict)  # name → path, for ctx.inputs and the env
     confine: Plan = NO_PLAN  # entered before anything else (reprotrain/job/confine.py)
+    resume: str | None = None  # a checkpoint directory to go on from (reprotrain/job/resume.py)
 
     @property
     def dir(self) -> Path:

@@ -80,8 +80,10 @@ def execute(
     slots: Path | None = None,
     input_roots: list[Path] | None = None,
     hidden: list[Path] | None = None,
+    resume: Path | None = None,
 ) -> Result:
-    """Run `spec` once in a fresh job process and store its result under `job_dir`.
+    """Run `spec` once in a fresh job process and store its result under `job_dir`; with `resume`
+    (a checkpoint directory), going on from that checkpoint (reprotrain/job/resume.py).
 
     The job works in a canonical slot under `slots` (default: the local runs' one), so every job
     of a worker sees the same working path; its directory then moves to `job_dir/work`. Where the
@@ -89,7 +91,7 @@ def execute(
     with slot(slots or default_root()) as work:
         try:
             return _execute(runner, spec, job_dir, work, job_id, code_dir, copy_code, input_cache,
-                            cancel, cancel_grace_s, on_start, input_roots, hidden or [])  # fmt: skip
+                            cancel, cancel_grace_s, on_start, input_roots, hidden or [], resume)  # fmt: skip
         finally:
             if work.exists() and not (job_dir / JobFiles.WORK).exists():
                 move_out(work, job_dir / JobFiles.WORK)
@@ -109,6 +111,7 @@ def _execute(
     on_start: Any,
     input_roots: list[Path] | None,
     hidden: list[Path],
+    resume: Path | None = None,
 ) -> Result:
     job_id = job_id or uuid.uuid4().hex
     started = datetime.now(UTC)
@@ -135,6 +138,8 @@ def _execute(
         hidden=[str(p.resolve()) for p in [*hidden, *(input_roots or [])]],
     )
     base["isolation"] = plan.record()
+    if resume is not None and resume.resolve() != (job_dir / JobFiles.RESUME).resolve():
+        shutil.copytree(resume, job_dir / JobFiles.RESUME, dirs_exist_ok=True)
     req = LaunchRequest(
         job_id=job_id,
         spec=spec,
@@ -143,6 +148,7 @@ def _execute(
         code_dir=shown,
         inputs=paths,
         confine=plan,
+        resume=str((job_dir / JobFiles.RESUME).resolve()) if resume is not None else None,
     )
     (job_dir / JobFiles.REQUEST).write_text(req.model_dump_json())
     t0 = time.monotonic()

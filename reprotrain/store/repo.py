@@ -32,6 +32,7 @@ from reprotrain.spec import JobSpec
 from reprotrain.status import Status
 from reprotrain.store.tables import ArtifactRow, BundleRow, JobRow, LogChunkRow, WorkerKeyRow, WorkerRow
 from reprotrain.verdict import Verdict
+from reprotrain.wire import CHECKPOINT_ARTIFACT_PREFIX
 
 _INSERT_JOB = insert(JobRow)
 _NEWEST_FIRST = (JobRow.created_at.desc(), JobRow.id.desc())  # ix_jobs_created_at_id, read backwards
@@ -85,7 +86,7 @@ FINAL = [s.value for s in Status if s.is_final]
 MIN_PREFIX = 6  # the shortest job id prefix the API and CLI take
 _HEX = re.compile(r"[0-9a-f]{1,31}")
 # what a job's public view shows of its result
-RESULT_PARTS = ("digests", "timing", "isolation", "bisect", "preflight")
+RESULT_PARTS = ("digests", "timing", "isolation", "bisect", "preflight", "resumes")
 
 
 def _light(q: Any) -> Any:
@@ -100,6 +101,12 @@ def _with_parts(found: Any) -> JobRow:
     row = found[0]
     row.parts = dict(zip(RESULT_PARTS, found[1:], strict=True))
     return row
+
+
+def _checkpoint_rows(job_id: str) -> Any:
+    return (ArtifactRow.job_id == job_id) & ArtifactRow.name.startswith(
+        CHECKPOINT_ARTIFACT_PREFIX, autoescape=True
+    )
 
 
 class Pending(NamedTuple):
@@ -466,8 +473,45 @@ class Store:
             if s.execute(stmt).rowcount != 1:
                 s.rollback()
                 return False
+            s.execute(delete(ArtifactRow).where(_checkpoint_rows(job_id)))  # ended: nothing to resume
             s.add_all(ArtifactRow(job_id=job_id, name=n, digest=d, size=z) for n, d, z in artifacts)
         return True
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def record_checkpoint(
+        self,
+        job_id: str,
+        owner: str,
+        latest: dict[str, Any],
+        files: list[tuple[str, str, int]],
+        queue: str | None,
+    ) -> bool:
+        """A running job's newest stored checkpoint: its record, its files as the job's
+        `_job/checkpoint/…` artifacts (the previous one's rows go), and the queue a later attempt is
+        sent to (its environment's). Only while the job is this owner's; False when it is not."""
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != owner or row.status != Status.RUNNING.value:
+                return False
+            row.checkpoint = {**(row.checkpoint or {}), "latest": latest}
+            if queue is not None:
+                row.queue = queue
+            s.execute(delete(ArtifactRow).where(_checkpoint_rows(job_id)))
+            s.add_all(
+                ArtifactRow(job_id=job_id, name=CHECKPOINT_ARTIFACT_PREFIX + n, digest=d, size=z)
+                for n, d, z in files
+            )
+        return True
+
+    def record_resume(self, job_id: str, owner: str, resume: dict[str, Any]) -> list[dict[str, Any]]:
+        """An attempt goes on from the latest checkpoint (or is labelled as not); every resume so far."""
+        with self.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != owner:
+                return []
+            resumes = [*(row.checkpoint or {}).get("resumes", []), resume]
+            row.checkpoint = {**(row.checkpoint or {}), "resumes": resumes}
+            return resumes
 
     # ---- workers ---------------------------------------------------------------------------------
     def worker_seen(self, worker_id: str, **facts: Any) -> None:

@@ -44,6 +44,9 @@ class JobRow(Base):
     # set when a stored artifact of the job no longer matches its digest (never cleared by a read)
     integrity_error: Mapped[dict[str, Any] | None] = mapped_column(Json)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(Json)  # the signed run manifest
+    # {"latest": {seq, step, logs, attempt, worker, queue, files}, "resumes": [Resume, …]}: where a
+    # later attempt goes on from (its files are this job's `_job/checkpoint/…` artifacts)
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # for the runs table, which filters and sorts without reading the JSON columns
     tags: Mapped[str | None] = mapped_column(String(1200))  # ",a,b," (spec tags; None: no tags)
     verdict_kind: Mapped[str | None] = mapped_column(String(24), index=True)  # a re-run's verdict

@@ -1,0 +1,107 @@
+"""Exact resume on the job side: a run killed after a checkpoint and resumed from it is identical to
+the same spec run straight through (real fork server, real forked job processes, DataLoader workers
+and shuffling on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reprotrain.compare import compare
+from reprotrain.job.resume import META, complete
+from reprotrain.outputs import RunFiles
+from reprotrain.wire import JobFiles
+from tests.helpers import base_spec
+
+PARAMS = {"samples": 128, "epochs": 3, "workers": 2, "checkpoint_every": 3}  # 4 steps an epoch
+
+
+def spec(**params: object) -> dict:
+    return base_spec(name="resumable", entrypoint="reprotrain.examples.resumable_cnn:train",
+                     params={**PARAMS, **params})  # fmt: skip
+
+
+def logged(job_dir: Path) -> int:
+    path = job_dir / JobFiles.EVENTS
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if '"kind":"metric"' in line)
+
+
+def killed_at(run_job, tmp_path: Path, at: int, **params: object) -> Path:
+    """Run the job and SIGKILL its process group once `at` steps are logged and a checkpoint is
+    complete; the job directory it left."""
+    from reprotrain.job.supervisor import execute  # noqa: F401 - the fixture runs it
+
+    handles: list = []
+    done = threading.Event()
+    job_dirs: list[Path] = []
+
+    def watch() -> None:
+        while not done.is_set():
+            if handles and job_dirs:
+                d = job_dirs[0]
+                if logged(d) >= at and complete(d / JobFiles.CHECKPOINTS):
+                    os.killpg(handles[0].pid, signal.SIGKILL)
+                    return
+            time.sleep(0.005)
+
+    def on_start(h) -> None:
+        handles.append(h)
+        job_dirs.extend(sorted(tmp_path.glob("job-*"), key=lambda p: p.stat().st_mtime)[-1:])
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    result, job_dir = run_job(spec(step_sleep=0.05, **params), on_start=on_start)
+    done.set()
+    assert result.status == "FAILED", "the job was to be killed mid-run"
+    return job_dir
+
+
+@pytest.mark.parametrize("at", [2, 5, 9])
+def test_a_run_killed_and_resumed_is_identical_to_a_straight_run(run_job, tmp_path: Path, at: int) -> None:
+    """Killed after `at` logged steps (mid-epoch and at an epoch's end), resumed from its last
+    complete checkpoint: trace, model, optimizer, outputs, stdout and stderr all equal a straight run."""
+    straight, straight_dir = run_job(spec())
+    assert straight.status == "SUCCEEDED", straight.error
+    job_dir = killed_at(run_job, tmp_path, at)
+    last = complete(job_dir / JobFiles.CHECKPOINTS)[-1]
+    meta = json.loads((last / META).read_text())
+    assert meta["logs"] % PARAMS["checkpoint_every"] == 0 and meta["logs"] <= logged(job_dir)
+    resumed, resumed_dir = run_job(spec(), resume=last)
+    assert resumed.status == "SUCCEEDED", resumed.error
+    child = json.loads((resumed_dir / JobFiles.CHILD).read_text())
+    assert child["resumed"]["logs"] == meta["logs"] and child["resumed"]["from_step"] == meta["step"]
+    v = compare(straight, resumed, RunFiles.local(straight_dir), RunFiles.local(resumed_dir))
+    assert v.verdict == "identical", v.model_dump(exclude_none=True)
+    assert len(resumed.trace) == len(straight.trace) == 12
+
+
+def test_a_checkpoint_cut_short_is_not_used(run_job, tmp_path: Path) -> None:
+    """A checkpoint whose writing was cut short (no final name) is not a complete one: the one
+    before it is what a resume uses."""
+    job_dir = killed_at(run_job, tmp_path, 7)
+    root = job_dir / JobFiles.CHECKPOINTS
+    before = complete(root)
+    partial = root / ".partial-000099"
+    partial.mkdir()
+    (partial / "state.pt").write_bytes(b"half a checkpoint")
+    assert complete(root) == before
+
+
+def test_without_checkpoints_the_digests_are_unchanged(run_job) -> None:
+    """A job that never turns checkpoints on records the data-order digest as before; with them
+    on, a straight run reproduces itself."""
+    plain, plain_dir = run_job(spec(checkpoint_every=0))
+    again, again_dir = run_job(spec(checkpoint_every=0))
+    assert compare(plain, again, RunFiles.local(plain_dir), RunFiles.local(again_dir)).verdict == "identical"
+    on, on_dir = run_job(spec())
+    assert [e.metrics for e in on.trace] == [e.metrics for e in plain.trace]
+    assert on.trace[-1].data != plain.trace[-1].data  # a hash chain (what a checkpoint can hold)
+    assert not (plain_dir / JobFiles.CHECKPOINTS).exists() and complete(on_dir / JobFiles.CHECKPOINTS)
