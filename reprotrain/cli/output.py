@@ -50,6 +50,23 @@ def _checked(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_resumes(job: dict[str, Any]) -> list[str]:
+    """The latest checkpoint of a running job, and each attempt that went on from one."""
+    lines = []
+    ck = job.get("checkpoint")
+    if ck and job.get("status") == "RUNNING":
+        lines.append(
+            f"checkpoint {ck['seq']} after step {ck['step']} ({ck['logs']} logged), attempt {ck['attempt']}"
+        )
+    for r in job.get("resumes") or []:
+        step = r.get("from_step")
+        how = {True: f"went on after step {step}", None: f"going on after step {step}"}.get(
+            r.get("restored"), f"ran from the start ({r.get('note') or 'the checkpoint was not reached'})"
+        )
+        lines.append(f"resumed   attempt {r['attempt']} on {r.get('worker') or '?'}: {how}")
+    return lines
+
+
 def format_isolation(iso: dict[str, Any]) -> str:
     """How the run was confined, in one line; plainly when it was not."""
     if iso["mode"] == "none":
@@ -226,6 +243,7 @@ def format_job(job: dict[str, Any]) -> str:
         lines.append(f"env       {_short(job['env_digest'])}")
     if job.get("isolation"):
         lines.append(format_isolation(job["isolation"]))
+    lines += format_resumes(job)
     if job.get("integrity_error"):
         bad = job["integrity_error"]
         lines.append(
