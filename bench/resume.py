@@ -20,17 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reprotrain.examples.tiny_cnn import cnn
 from reprotrain.job.context import Context
 from reprotrain.job.resume import STATE, Checkpointer
 from reprotrain.report import EventWriter
-
-
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(16, 2),
-    )  # fmt: skip
 
 
 def mlp_100mb() -> nn.Module:

@@ -11,24 +11,13 @@ import time
 import torch
 from torch import nn
 
-from reprotrain.examples.tiny_cnn import Shapes
+from reprotrain.examples.tiny_cnn import Shapes, cnn
 
 
 def train(ctx):
     p = ctx.params
     data = Shapes(p.get("samples", 256), ctx.generator())
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(0.2),
-        nn.Linear(16, 2),
-    ).to(ctx.device)
+    model = cnn(dropout=0.2).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=p.get("lr", 0.01))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
     ctx.track(model, opt, scheduler=sched)

@@ -31,10 +31,10 @@ class Shapes(torch.utils.data.Dataset):
         return img, self.labels[i]
 
 
-def train(ctx):
-    p = ctx.params
-    data = Shapes(p.get("samples", 256), ctx.generator())
-    model = nn.Sequential(
+def cnn(dropout: float | None = None) -> nn.Module:
+    """Two conv layers and a linear head (with dropout before it, when given)."""
+    head = [nn.Dropout(dropout)] if dropout is not None else []
+    return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1),
         nn.BatchNorm2d(8),
         nn.ReLU(),
@@ -43,8 +43,15 @@ def train(ctx):
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
+        *head,
         nn.Linear(16, 2),
-    ).to(ctx.device)
+    )
+
+
+def train(ctx):
+    p = ctx.params
+    data = Shapes(p.get("samples", 256), ctx.generator())
+    model = cnn().to(ctx.device)
     opt = torch.optim.SGD(model.parameters(), lr=p.get("lr", 0.1), momentum=0.9)
     ctx.track(model, opt)
     loader = ctx.dataloader(data, batch_size=32, shuffle=True, num_workers=p.get("workers", 2))
