@@ -57,6 +57,8 @@ class JobEnv:
     KNOBS = "REPROTRAIN_KNOBS"  # the resolved policy and seed, for the sitecustomize
     OUTPUT_DIR = "REPROTRAIN_OUTPUT_DIR"
     SEED = "REPROTRAIN_SEED"
+    CHECKPOINT_DIR = "REPROTRAIN_CHECKPOINT_DIR"  # where reprotrain.checkpoint.checkpoint writes
+    RESUME_FROM = "REPROTRAIN_RESUME_FROM"  # a resumed attempt's checkpoint (reprotrain.checkpoint.resume)
     INPUT_PREFIX = "REPROTRAIN_INPUT_"  # + the input's name, upper-cased, '-' and '.' as '_'
 
     @staticmethod

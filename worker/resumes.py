@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reprotrain.checkpoint import META, complete
 from reprotrain.errors import ReprotrainError
 from reprotrain.files import open_regular
 from reprotrain.hashing import digest_file
-from reprotrain.job.resume import META, complete
 from reprotrain.result import Resume
 from reprotrain.wire import CHECKPOINT_ARTIFACT_PREFIX, JobFiles
 

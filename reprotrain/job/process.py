@@ -85,7 +85,10 @@ def _job_env(req: LaunchRequest, spec: JobSpec, knobs: Knobs, inherited: dict[st
         ),
         JobEnv.OUTPUT_DIR: str(req.workspace / "outputs"),
         JobEnv.SEED: "" if spec.seed is None else str(spec.seed),
+        JobEnv.CHECKPOINT_DIR: str(req.dir / JobFiles.CHECKPOINTS),
     }
+    if req.resume:
+        env[JobEnv.RESUME_FROM] = req.resume
     for name, path in req.inputs.items():
         env[JobEnv.input(name)] = path
     if req.confine.mode != "none":
@@ -322,6 +325,7 @@ def run(req: LaunchRequest) -> int:
                 ctx = run_function(req, spec, knobs, device, events, child)
             else:
                 run_script(spec, child)
+                child["resumed"] = _script_resumed(req)
             child["status"] = Status.SUCCEEDED
     except BaseException as e:  # noqa: BLE001 - whatever user code raises becomes the job's error
         child["error"] = _error(e)
@@ -330,6 +334,16 @@ def run(req: LaunchRequest) -> int:
     finally:
         status = _finish(req, spec, knobs, device, ctx, child)
     return status
+
+
+def _script_resumed(req: LaunchRequest) -> dict[str, Any] | None:
+    """What a script's `reprotrain.checkpoint.resume()` recorded when it reached its checkpoint."""
+    from reprotrain.checkpoint import RESUMED
+
+    try:
+        return json.loads((req.dir / RESUMED).read_text()) if req.resume else None
+    except (OSError, ValueError):
+        return None
 
 
 def _checked_first(req: LaunchRequest, spec: JobSpec, child: dict[str, Any]) -> bool:

@@ -15,37 +15,20 @@ the source skips ahead: a loader replays the batches of its epoch that were done
 them again, so their own random state is what it was, and nothing is trained on them), then every
 state above is put back and the logs and working directory are replaced by the checkpoint's.
 
-On disk (`JobFiles.CHECKPOINTS` in the job directory): `<seq>/` with `state.pt`, `checkpoint.json`
-(written last), the logs' prefixes and `work/`; written under a temporary name and renamed, so a
-directory under its final name is complete. The worker copies each into the artifact store (it
-imports this module for `complete`: torch is imported where a checkpoint is taken or read).
+On disk: a checkpoint directory as `reprotrain.checkpoint.write` lays it out, with `state.pt`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from reprotrain.files import write_atomic
+from reprotrain.checkpoint import FORMAT, WORK, copy_tree, logs_back, write
 from reprotrain.wire import JobFiles
 
-FORMAT = 1
-KEEP = 2  # complete checkpoints kept in the job directory (the worker may still be copying one)
-STATE, META, WORK = "state.pt", "checkpoint.json", "work"
-LOGS = (JobFiles.EVENTS, JobFiles.STDOUT, JobFiles.STDERR)
-
-
-def complete(root: Path) -> list[Path]:
-    """The complete checkpoints under root, oldest first."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / META).is_file())
+STATE = "state.pt"
 
 
 def rng_states(ctx: Any) -> dict[str, Any]:
@@ -127,7 +110,6 @@ class Checkpointer:
     def take(self, source: tuple[str, int], position: int, pre: dict[str, Any] | None) -> Path:
         import torch
 
-        t0 = time.monotonic()
         ctx = self.ctx
         self.seq += 1
         state = {
@@ -145,26 +127,9 @@ class Checkpointer:
             "user": ctx.state,
             "rng": rng_states(ctx),
         }
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".partial-{self.seq:06d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        torch.save(state, tmp / STATE)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for name in LOGS:
-            src = self.job_dir / name
-            if src.is_file():
-                shutil.copyfile(src, tmp / name)
-        _copy_tree(self.workspace, tmp / WORK)
-        meta = {"format": FORMAT, "seq": self.seq, "step": ctx._last_step, "logs": ctx._log_count,
-                "epoch": ctx._epoch, "seconds": round(time.monotonic() - t0, 4)}  # fmt: skip
-        write_atomic(tmp / META, json.dumps(meta))
-        final = self.root / f"{self.seq:06d}"
-        os.rename(tmp, final)
-        for old in complete(self.root)[:-KEEP]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        meta = {"step": ctx._last_step, "logs": ctx._log_count, "epoch": ctx._epoch}
+        return write(self.root, self.seq, self.job_dir, self.workspace, meta,
+                     lambda d: torch.save(state, d / STATE))  # fmt: skip
 
     def no_boundary(self) -> None:
         """A due checkpoint with no step source to resume at: said once, not taken."""
@@ -199,34 +164,6 @@ class Checkpointer:
         ctx.state.update(saved["user"])
         ctx._restore_counters(saved["counters"])
         set_rng_states(ctx, saved["rng"])
-        self._logs_back()
-        _copy_tree(self.resume / WORK, self.workspace)
+        logs_back(self.resume, self.job_dir, ctx._events.replace)
+        copy_tree(self.resume / WORK, self.workspace)
         ctx.resumed = {"from_step": saved["step"], "checkpoint": saved["seq"], "logs": ctx._log_count}
-
-    def _logs_back(self) -> None:
-        """The events, stdout and stderr as they were at the checkpoint: what this attempt wrote
-        before its first step is what the first attempt wrote then, and is in them already."""
-        assert self.resume is not None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = {
-            name: (self.resume / name).read_bytes() if (self.resume / name).is_file() else b""
-            for name in LOGS
-        }
-        self.ctx._events.replace(saved[JobFiles.EVENTS])
-        for fd, name in ((1, JobFiles.STDOUT), (2, JobFiles.STDERR)):
-            os.ftruncate(fd, 0)  # opened O_APPEND: what follows goes after the saved bytes
-            view = memoryview(saved[name])
-            while view:
-                view = view[os.write(fd, view) :]
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    """Regular files of src into dest, by relative path (links and special files are not copied)."""
-    if not src.is_dir():
-        return
-    for path in src.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            target = dest / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from reprotrain.checkpoint import META, complete
 from reprotrain.compare import compare
-from reprotrain.job.resume import META, complete
 from reprotrain.outputs import RunFiles
 from reprotrain.wire import JobFiles
 from tests.helpers import base_spec
@@ -34,7 +34,7 @@ def logged(job_dir: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if '"kind":"metric"' in line)
 
 
-def killed_at(run_job, tmp_path: Path, at: int, **params: object) -> Path:
+def killed_at(run_job, tmp_path: Path, at: int, job: dict | None = None, **kw: object) -> Path:
     """Run the job and SIGKILL its process group once `at` steps are logged and a checkpoint is
     complete; the job directory it left."""
     from reprotrain.job.supervisor import execute  # noqa: F401 - the fixture runs it
@@ -58,7 +58,7 @@ def killed_at(run_job, tmp_path: Path, at: int, **params: object) -> Path:
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
-    result, job_dir = run_job(spec(step_sleep=0.05, **params), on_start=on_start)
+    result, job_dir = run_job(job or spec(step_sleep=0.05), on_start=on_start, **kw)
     done.set()
     assert result.status == "FAILED", "the job was to be killed mid-run"
     return job_dir
@@ -105,3 +105,47 @@ def test_without_checkpoints_the_digests_are_unchanged(run_job) -> None:
     assert [e.metrics for e in on.trace] == [e.metrics for e in plain.trace]
     assert on.trace[-1].data != plain.trace[-1].data  # a hash chain (what a checkpoint can hold)
     assert not (plain_dir / JobFiles.CHECKPOINTS).exists() and complete(on_dir / JobFiles.CHECKPOINTS)
+
+
+SCRIPT = """
+import os, sys, time
+import numpy as np, torch
+from reprotrain import checkpoint, report
+
+print("starting")  # before the resume point: in the first attempt's stdout, and only there
+w, first = torch.zeros(8), 0
+if (saved := checkpoint.resume()) is not None:
+    s = torch.load(saved / "state.pt", weights_only=False)
+    w, first = s["w"], s["step"] + 1
+    torch.set_rng_state(s["torch"]); np.random.set_state(s["numpy"])
+for step in range(first, 12):
+    w = w + torch.randn(8) * float(np.random.rand())
+    report.log(step, norm=float(w.norm()))
+    print("step", step)
+    if step % 3 == 2:
+        state = {"w": w, "step": step, "torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        checkpoint.checkpoint(lambda d: torch.save(state, d / "state.pt"))
+    time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+os.makedirs("outputs", exist_ok=True)
+open("outputs/w.txt", "w").write(repr(w.tolist()))
+"""
+
+
+def test_a_script_that_honours_the_contract_resumes_exactly(run_job, tmp_path: Path) -> None:
+    """Script mode: checkpoint.checkpoint saves the script's state with the logs and working
+    directory, checkpoint.resume puts them back; killed and resumed, it equals a straight run."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(SCRIPT)
+    job = base_spec(name="script-resume", command=["python", "train.py"], entrypoint=None)
+    straight, straight_dir = run_job(job, code_dir=code)
+    assert straight.status == "SUCCEEDED", straight.error
+    job_dir = killed_at(run_job, tmp_path, 7, {**job, "env": {"STEP_SLEEP": "0.05"}}, code_dir=code)
+    last = complete(job_dir / JobFiles.CHECKPOINTS)[-1]
+    assert json.loads((last / META).read_text())["logs"] in (3, 6, 9)
+    resumed, resumed_dir = run_job(job, code_dir=code, resume=last)
+    assert resumed.status == "SUCCEEDED", resumed.error
+    assert json.loads((resumed_dir / JobFiles.CHILD).read_text())["resumed"]["checkpoint"] >= 1
+    v = compare(straight, resumed, RunFiles.local(straight_dir), RunFiles.local(resumed_dir))
+    assert v.verdict == "identical", v.model_dump(exclude_none=True)
+    assert (resumed_dir / JobFiles.STDOUT).read_text().count("starting") == 1
