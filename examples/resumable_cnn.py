@@ -27,6 +27,8 @@ def train(ctx):
     if p.get("checkpoint_every"):
         ctx.checkpoint_every(p["checkpoint_every"])
     ctx.state.setdefault("best", float("inf"))
+    if p.get("state_mb"):  # more state for each checkpoint to carry (to try larger checkpoints)
+        ctx.state.setdefault("carried", torch.zeros(p["state_mb"] << 18))
     print("training", sum(x.numel() for x in model.parameters()), "parameters")
     for epoch in ctx.epochs(epochs):
         model.train()

@@ -55,3 +55,32 @@ def test_a_job_whose_worker_is_killed_resumes_and_is_identical(stack, seed: int)
     assert verdict["verdict"] == "identical", verdict
     names = {a["name"] for a in c.artifacts(done["id"])["data"]}
     assert "outputs/epoch-2.pt" in names and not any(n.startswith("_job/checkpoint/") for n in names)
+
+
+def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_one_before(stack) -> None:
+    """SIGKILL the worker while the job writes a (large) checkpoint whose predecessor is stored:
+    the attempt after goes on from that predecessor, and is still identical to a straight run."""
+    from pathlib import Path
+
+    c = stack.client()
+    big = spec(step_sleep=0.3, state_mb=200)
+    straight = c.wait(c.submit({**big, "params": {**big["params"], "step_sleep": 0}})["id"], timeout=TIMEOUT)
+    assert straight["status"] == "SUCCEEDED", straight["error"]
+    job = c.submit(big)
+    root = Path(stack.env["REPROTRAIN_DATA_DIR"]) / "jobs" / job["id"] / "attempt-1" / "checkpoints"
+
+    def writing_after_stored() -> bool:
+        stored = (c.get(job["id"])["checkpoint"] or {}).get("seq")
+        return stored is not None and (root / f".partial-{stored + 1:06d}").exists()
+
+    wait_for(writing_after_stored, 120, "a checkpoint being written after a stored one")
+    stored = c.get(job["id"])["checkpoint"]["seq"]
+    victim = stack.workers[-1]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    stack.start_worker()
+    done = c.wait(job["id"], timeout=TIMEOUT)
+    assert done["status"] == "SUCCEEDED", done["error"]
+    (resume,) = done["resumes"]
+    assert resume["restored"] is True and resume["checkpoint"] == stored  # not the one cut short
+    assert c.compare(straight["id"], done["id"])["verdict"] == "identical"
