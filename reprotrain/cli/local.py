@@ -30,6 +30,12 @@ def add_commands(sub: Any) -> None:
     )
     run.add_argument("--seed", type=int, help="override the spec's seed")
     run.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="go on from the last complete checkpoint of an interrupted run directory (or from a "
+        "checkpoint directory); the new run goes to --out",
+    )
+    run.add_argument(
         "--policy", choices=["off", "seeded", "strict", "warn"], help="override the spec's determinism policy"
     )
     run.add_argument(
@@ -67,13 +73,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecInvalid(f"code directory does not exist: {code}", field="--code")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{spec.name}-{stamp}-{secrets.token_hex(2)}")
+    resume = _checkpoint(Path(args.resume)) if args.resume else None
     with _runner(args.runner) as runner:
-        result = execute(runner, spec, out, code_dir=code)
+        result = execute(runner, spec, out, code_dir=code, resume=resume)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         print(format_result(result, out))
     return 0 if result.status.value == "SUCCEEDED" else 1
+
+
+def _checkpoint(path: Path) -> Path:
+    """A checkpoint directory, or the last complete one of a run directory."""
+    from reprotrain.checkpoint import META, complete
+    from reprotrain.wire import JobFiles
+
+    if (path / META).is_file():
+        return path
+    found = complete(path / JobFiles.CHECKPOINTS)
+    if not found:
+        raise SpecInvalid(f"{path} holds no complete checkpoint", field="--resume")
+    return found[-1]
 
 
 def _runner(kind: str = "fork") -> Any:

@@ -149,3 +149,30 @@ def test_a_script_that_honours_the_contract_resumes_exactly(run_job, tmp_path: P
     v = compare(straight, resumed, RunFiles.local(straight_dir), RunFiles.local(resumed_dir))
     assert v.verdict == "identical", v.model_dump(exclude_none=True)
     assert (resumed_dir / JobFiles.STDOUT).read_text().count("starting") == 1
+
+
+def test_reprotrain_run_resume_goes_on_from_an_interrupted_run(run_job, tmp_path: Path) -> None:
+    """`reprotrain run --resume RUN` takes the run's last complete checkpoint; a directory with
+    none is a clear error."""
+    import subprocess
+    import sys
+
+    from reprotrain.result import load_result
+    from tests.helpers import ROOT
+
+    job_dir = killed_at(run_job, tmp_path, 6)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec()))
+    cli = [sys.executable, "-m", "reprotrain.cli", "run", str(spec_file)]
+    out = subprocess.run([*cli, "--out", str(tmp_path / "r"), "--resume", str(job_dir)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    resumed, resumed_dir = load_result(tmp_path / "r")
+    last = json.loads((complete(job_dir / JobFiles.CHECKPOINTS)[-1] / META).read_text())
+    assert json.loads((resumed_dir / JobFiles.CHILD).read_text())["resumed"]["logs"] == last["logs"]
+    straight, straight_dir = run_job(spec())
+    v = compare(straight, resumed, RunFiles.local(straight_dir), RunFiles.local(resumed_dir))
+    assert v.verdict == "identical", v.model_dump(exclude_none=True)
+    bad = subprocess.run([*cli, "--resume", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert bad.returncode != 0 and "holds no complete checkpoint" in bad.stderr
