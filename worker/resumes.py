@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from reprotrain.checkpoint import META, complete
 from reprotrain.errors import ReprotrainError
 from reprotrain.files import open_regular
 from reprotrain.hashing import digest_file
+from reprotrain.joblog import job_event
 from reprotrain.result import Resume
 from reprotrain.wire import CHECKPOINT_ARTIFACT_PREFIX, JobFiles
 
@@ -35,6 +37,25 @@ class CheckpointShipper:
     def __init__(self, rt: Any, job_id: str, job_dir: Path, attempt: int, queue: str | None) -> None:
         self.rt, self.job_id, self.job_dir, self.attempt, self.queue = rt, job_id, job_dir, attempt, queue
         self.shipped: str | None = None  # the directory name of the last one recorded
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """`ship` on a thread of its own, unless one still runs: copying a checkpoint of gigabytes
+        must not hold up the heartbeat, or the lease would run out under a live worker."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._ship_logged, name=f"checkpoints-{self.job_id}", daemon=True
+            )
+            self._thread.start()
+
+    def _ship_logged(self) -> None:
+        try:
+            if stored := self.ship():
+                job_event(
+                    "checkpoint", self.job_id, step=stored["step"], seq=stored["seq"], bytes=stored["bytes"]
+                )
+        except Exception:  # the database away: the next beat tries again
+            log.exception("storing a checkpoint of %s failed", self.job_id)
 
     def ship(self) -> dict[str, Any] | None:
         found = complete(self.job_dir / JobFiles.CHECKPOINTS)

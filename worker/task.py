@@ -149,9 +149,8 @@ class Heartbeat(threading.Thread):
             try:
                 ours, cancel = self.rt.store.heartbeat(self.job_id, self.rt.owner, self.rt.settings.lease_s)
                 self.shipper.ship()
-                if ours and self.checkpoints is not None and (stored := self.checkpoints.ship()):
-                    job_event("checkpoint", self.job_id, step=stored["step"], seq=stored["seq"],
-                              bytes=stored["bytes"])  # fmt: skip
+                if ours and self.checkpoints is not None:
+                    self.checkpoints.start()
             except Exception:
                 log.exception("heartbeat for %s failed", self.job_id)
                 continue
