@@ -26,6 +26,17 @@ def steps(c, job_id: str) -> int:
     return len(c.trace(job_id)["data"])
 
 
+def killed_and_resumed(stack, job_id: str) -> dict:
+    """SIGKILL the worker running the job, start another, and wait for the job to succeed."""
+    victim = stack.workers[-1]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    stack.start_worker()
+    done = stack.client().wait(job_id, timeout=TIMEOUT)
+    assert done["status"] == "SUCCEEDED", done["error"]
+    return done
+
+
 @pytest.mark.parametrize("seed", [11, 12])
 def test_a_job_whose_worker_is_killed_resumes_and_is_identical(stack, seed: int) -> None:
     """SIGKILL the worker at a random step after the first stored checkpoint: the next attempt,
@@ -39,12 +50,7 @@ def test_a_job_whose_worker_is_killed_resumes_and_is_identical(stack, seed: int)
     wait_for(lambda: (c.get(job["id"])["checkpoint"] or {}).get("logs", 0) >= 3, 120, "a stored checkpoint")
     wait_for(lambda: steps(c, job["id"]) >= kill_at, 120, f"step {kill_at}")
     stored = c.get(job["id"])["checkpoint"]
-    victim = stack.workers[-1]
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    stack.start_worker()
-    done = c.wait(job["id"], timeout=TIMEOUT)
-    assert done["status"] == "SUCCEEDED", done["error"]
+    done = killed_and_resumed(stack, job["id"])
     assert done["attempts"] == 2 and done["queue"].startswith("env.")
     (resume,) = done["resumes"]
     assert resume["attempt"] == 2 and resume["restored"] is True
@@ -75,12 +81,7 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
 
     wait_for(writing_after_stored, 120, "a checkpoint being written after a stored one")
     stored = c.get(job["id"])["checkpoint"]["seq"]
-    victim = stack.workers[-1]
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    stack.start_worker()
-    done = c.wait(job["id"], timeout=TIMEOUT)
-    assert done["status"] == "SUCCEEDED", done["error"]
+    done = killed_and_resumed(stack, job["id"])
     (resume,) = done["resumes"]
     assert resume["restored"] is True and resume["checkpoint"] == stored  # not the one cut short
     assert c.compare(straight["id"], done["id"])["verdict"] == "identical"
