@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.causes import causes, policy_off, seed_notes
-from reprotrain.diffs import first_tensor, first_trace_divergence, metric_deltas, tensor_delta
+from reprotrain.diffs import first_tensor, first_trace_divergence, metric_deltas, param_kinds, tensor_delta
 from reprotrain.hashing import digest_bytes
 from reprotrain.outputs import (
     Masker,
@@ -67,6 +67,11 @@ def compare(
         rows = policy_off(a, b) + rows
     out |= {"causes": rows, "likely_causes": [c["label"] for c in rows if c["likely_cause"]]}
     notes = seed_notes(a, b)
+    if kinds := param_kinds(a, b):  # e.g. a run traced before per-step digests had kinds
+        notes.append(
+            f"the per-step parameter digests are of different kinds ({kinds[0]} vs {kinds[1]}): the traces "
+            "are compared by step, metrics and data order, the model by its final state's digest"
+        )
     qa, qb = (run_queue(r.fingerprint.model_dump(mode="json")) if r.fingerprint else None for r in (a, b))
     if qa and qb and qa != qb:  # never silent: a re-run sent anywhere (--env any) landed elsewhere
         out["cross_environment"] = True

@@ -43,13 +43,36 @@ def metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, A
     return out
 
 
+def step_kind(digest: str | None) -> str | None:
+    """What made a per-step parameter digest: "xxh3" (host), "sum64" (on the GPU) or "mixed",
+    as its prefix says; "blake3" for traces stored before per-step digests had kinds."""
+    if digest is None:
+        return None
+    kind, sep, _ = digest.partition(":")
+    return kind if sep else "blake3"
+
+
+def comparable_params(x: str | None, y: str | None) -> bool:
+    """Whether two per-step digests can be compared: the same kind, or one side has none.
+    Digests of different kinds say nothing about each other; the final state decides."""
+    return x is None or y is None or step_kind(x) == step_kind(y)
+
+
+def param_kinds(a: Result, b: Result) -> tuple[str, str] | None:
+    """The kinds of per-step digests of two runs, where they differ (their traces' parameters
+    are then not compared)."""
+    ka = next((step_kind(e.params) for e in a.trace if e.params), None)
+    kb = next((step_kind(e.params) for e in b.trace if e.params), None)
+    return (ka, kb) if ka and kb and ka != kb else None
+
+
 def _entry_differs(x: TraceEntry, y: TraceEntry) -> list[str]:
     what = []
     if x.step != y.step:
         what.append("step")
     if x.data != y.data:
         what.append("data_order")
-    if x.params != y.params:
+    if x.params != y.params and comparable_params(x.params, y.params):
         what.append("parameters")
     if metric_deltas(x.metrics, y.metrics):
         what.append("metrics")
@@ -89,7 +112,7 @@ def first_tensor(a: Result, b: Result, from_step: int | None) -> dict[str, Any] 
         if from_step is not None and p.step < from_step:
             continue
         mine = pa.get(p.step)
-        if mine is None or mine.overall == p.overall:
+        if mine is None or mine.overall == p.overall or not comparable_params(mine.overall, p.overall):
             continue
         for name, dig in mine.tensors.items():
             if p.tensors.get(name) != dig:

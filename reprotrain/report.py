@@ -31,6 +31,16 @@ class EventWriter:
             self._file.write(line + "\n")
             self._file.flush()
 
+    def write_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several events at once: one write, one flush."""
+        lines = "".join(
+            json.dumps({"kind": kind, **fields}, separators=(",", ":"), allow_nan=False) + "\n"
+            for kind, fields in events
+        )
+        with self._lock:
+            self._file.write(lines)
+            self._file.flush()
+
     def replace(self, data: bytes) -> None:
         """The whole file becomes `data` (a resumed run's events up to its checkpoint)."""
         with self._lock:

@@ -14,7 +14,7 @@ from blake3 import blake3
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from reprotrain.hashing import digest_bytes
-from reprotrain.job.digest import model_state, optimizer_state, state_digests
+from reprotrain.job.digest import ModelState, model_state, optimizer_state, state_digests
 from reprotrain.report import EventWriter, encode_metrics, progress_total
 
 
@@ -145,6 +145,7 @@ class Context:
         self._data = blake3()
         self._batches = 0
         self.model: torch.nn.Module | None = None
+        self._model_state: ModelState | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.last_metrics: dict[str, Any] = {}
         self.state: dict[str, Any] = {}  # the job's own values a checkpoint keeps (best loss, …)
@@ -214,6 +215,7 @@ class Context:
         """Name the model (and optimizer) whose state is digested along the way and at the end, and
         the LR scheduler(s) a checkpoint keeps."""
         self.model = model
+        self._model_state = ModelState(model)
         self.optimizer = optimizer
         if scheduler is not None:
             self._schedulers = list(scheduler) if isinstance(scheduler, list | tuple) else [scheduler]
@@ -283,19 +285,21 @@ class Context:
         self._events.write("progress", total=self._total_steps)
 
     def log(self, step: int, total: int | None = None, **metrics: Any) -> None:
-        """Record metrics for a step; every `digest_every`-th call also digests the parameters.
+        """Record metrics for a step; every `digest_every`-th call also digests the model's state
+        (`step_digests`: fast and exact; the final state gets the strong digest).
         `total` (not a metric) is how many steps there will be, as `total_steps` sets it."""
         if total is not None and total != getattr(self, "_total_steps", None):
             self.total_steps = total
         encoded = encode_metrics(metrics)
         self.last_metrics.update(encoded)
-        params = None
-        if self.model is not None and self._log_count % self._digest_every == 0:
-            digests = state_digests(model_state(self.model))
+        params, events = None, []
+        if self._model_state is not None and self._log_count % self._digest_every == 0:
+            digests = self._model_state.digests()
             params = digests["overall"]
-            self._events.write("params", step=int(step), **digests)
+            events.append(("params", {"step": int(step), **digests}))
         data = self._data_digest()
-        self._events.write("metric", step=int(step), metrics=encoded, data=data, params=params)
+        events.append(("metric", {"step": int(step), "metrics": encoded, "data": data, "params": params}))
+        self._events.write_many(events)
         self._log_count += 1
         self._last_step = int(step)
         if self._checkpointer is not None:

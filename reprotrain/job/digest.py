@@ -2,6 +2,15 @@
 
 A tensor's digest covers its dtype, shape and bytes in little-endian order; it is taken one
 tensor at a time (a GPU tensor is copied to the host alone), never of a copy of the whole state.
+
+Two strengths (docs/architecture.md, "Digests"):
+
+- the final state, outputs and everything a verdict rests on: blake3 (`state_digests`);
+- the per-step trace, which only localises where two runs part: `step_digests`, exact and at
+  memory speed. A host tensor gets xxh3-128 of its bytes (``xxh3:``); a CUDA tensor gets `sum64`
+  computed on its device, so only 8 bytes per 32 KiB of tensor cross to the host (``sum64:``).
+  Both are functions of the bits alone, so runs that are bit-identical always trace alike; a
+  collision could only put the localised step later, never call a reproduced run diverged.
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import xxhash
 from blake3 import blake3
 
 from reprotrain.hashing import canonical_json, digest_named
@@ -66,6 +77,276 @@ def state_digests(state: dict[str, Any]) -> dict[str, Any]:
     """Per-entry digests in the state's own order, and their overall digest."""
     tensors = {name: value_digest(v) for name, v in state.items()}
     return {"overall": digest_named(tensors.items()), "tensors": tensors}
+
+
+# per-step digests ---------------------------------------------------------------------------
+
+ROW = 4096  # sum64: int64 words per row (32 KiB); the host gets one word per row
+
+
+def _splitmix64(start: int, n: int) -> np.ndarray:
+    """n odd 64-bit constants, from splitmix64 at a fixed start: sum64's weights, everywhere alike."""
+    with np.errstate(over="ignore"):
+        z = (np.arange(start, start + n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) | np.uint64(1)
+
+
+_COLUMN = _splitmix64(0, ROW)  # W[c]: a word's weight within its row
+_row_weights = _splitmix64(1 << 40, 1024)  # V[r]: a row's weight within its tensor; grows
+_on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _row_weight(rows: int) -> np.ndarray:
+    global _row_weights
+    if rows > len(_row_weights):
+        _row_weights = _splitmix64(1 << 40, max(rows, 2 * len(_row_weights)))
+    return _row_weights[:rows]
+
+
+def _flat_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's bytes as a flat uint8 tensor on its own device (dense, plain, contiguous)."""
+    t = t.detach()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    if t.is_quantized:
+        t = t.int_repr()
+    return t.resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
+
+
+def device_checksums(tensors: list[torch.Tensor], *, budget: int = 256 << 20) -> list[int]:
+    """sum64 of each tensor, computed with integer ops on the tensors' own (one) device.
+
+    A tensor's bytes, zero-padded to whole rows of ROW little-endian int64 words x[r, c], give
+    sum over r, c of x[r, c] * W[c] * V[r], mod 2**64, with W and V odd constants: exact, so a
+    change of any one word always changes it, and the same bits give the same sum on any device
+    and in any order of summation. On the device, per `budget` bytes of tensors: one copy into
+    rows, one multiply, one row sum; the host gets each row's sum and weighs the rows (numpy).
+    """
+    if not tensors:
+        return []
+    device = tensors[0].device
+    if device not in _on_device:
+        _on_device[device] = (
+            torch.from_numpy(_COLUMN.view(np.int64)).to(device),
+            torch.zeros(8 * ROW, dtype=torch.uint8, device=device),
+        )
+    column, zeros = _on_device[device]
+    sums: list[torch.Tensor] = []  # row sums, on the device, in tensor order
+    rows: list[int] = []
+    parts: list[torch.Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        if parts:
+            words = (torch.cat(parts) if len(parts) > 1 else parts[0]).view(torch.int64).view(-1, ROW)
+            for chunk in words.split(max(1, budget // (8 * ROW))):
+                sums.append((chunk * column).sum(dim=1))
+            parts.clear()
+            size = 0
+
+    for t in tensors:
+        b = _flat_bytes(t)
+        n = b.numel()
+        r = max(1, -(-n // (8 * ROW)))
+        rows.append(r)
+        if size and size + r * 8 * ROW > budget:
+            flush()
+        parts.append(b if r * 8 * ROW == n and b.data_ptr() % 8 == 0 else b.clone())
+        if r * 8 * ROW > n:
+            parts.append(zeros[: r * 8 * ROW - n])
+        size += r * 8 * ROW
+    flush()
+    row_sums = torch.cat(sums).cpu().numpy().view(np.uint64)
+    out, start = [], 0
+    for r in rows:
+        out.append(int((row_sums[start : start + r] * _row_weight(r)).sum(dtype=np.uint64)))
+        start += r
+    return out
+
+
+def sum64_reference(data: bytes) -> int:
+    """sum64 of raw bytes in plain Python: the definition `device_checksums` must match."""
+    data += b"\0" * (-len(data) % 8)
+    n = len(data) // 8
+    weights = _row_weight(max(1, -(-n // ROW)))
+    total = 0
+    for i in range(n):
+        x = int.from_bytes(data[8 * i : 8 * i + 8], "little")
+        total += x * int(_COLUMN[i % ROW]) * int(weights[i // ROW])
+    return total % (1 << 64)
+
+
+_DTYPE_NAMES = {d: str(d).removeprefix("torch.") for d in _SAFETENSORS_DTYPES}
+_AS_NUMPY = frozenset(_SAFETENSORS_DTYPES) - {torch.bfloat16}  # a numpy array has their bytes
+_LITTLE = sys.byteorder == "little"
+_seeds: dict[tuple[torch.dtype, torch.Size], int] = {}
+
+
+def _header(t: torch.Tensor) -> bytes:
+    name = _DTYPE_NAMES.get(t.dtype) or str(t.dtype).removeprefix("torch.")
+    return f"{name}{list(t.shape)}".encode()
+
+
+def _seed(t: torch.Tensor) -> int:
+    """The tensor's dtype and shape as the seed of its xxh3: they count, as in the strong digest."""
+    key = (t.dtype, t.shape)
+    seed = _seeds.get(key)
+    if seed is None:
+        seed = _seeds[key] = xxhash.xxh3_64_intdigest(_header(t))
+    return seed
+
+
+def _plain_host(t: torch.Tensor) -> bool:
+    """A host tensor whose own buffer holds its bytes as the digest takes them."""
+    return (
+        t.is_cpu
+        and t.dtype in _AS_NUMPY
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        and not t.is_conj()
+        and not t.is_neg()
+        and (_LITTLE or t.element_size() == 1)
+    )
+
+
+def _xxh3(t: torch.Tensor) -> str:
+    if _plain_host(t):  # the common case, without a copy: the tensor's own buffer
+        return "xxh3:" + xxhash.xxh3_128_hexdigest(t.detach().numpy(), _seed(t))
+    return "xxh3:" + xxhash.xxh3_128_hexdigest(_host_bytes(t), _seed(t))
+
+
+def step_digests(
+    state: dict[str, Any], *, on_device: bool = True, known: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Per-entry per-step digests in the state's own order, and their overall digest.
+
+    CUDA tensors are checksummed on their device (`on_device=False`: copied to the host and
+    hashed there, as a host tensor is); other values are hashed as the final digests do.
+    """
+    tensors: dict[str, str] = {}
+    on_gpu: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, v in state.items():
+        if known and name in known:  # digested already (ModelState.digests)
+            tensors[name] = known[name]
+        elif not isinstance(v, torch.Tensor):
+            value = json.dumps(v, sort_keys=True, default=repr).encode()
+            tensors[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(value)
+        elif on_device and v.is_cuda:
+            on_gpu.setdefault(v.device, []).append((name, v))
+            tensors[name] = ""  # keeps the state's order
+        else:
+            tensors[name] = _xxh3(v)
+    for group in on_gpu.values():
+        for (name, t), cs in zip(group, device_checksums([t for _, t in group]), strict=True):
+            tensors[name] = "sum64:" + xxhash.xxh3_128_hexdigest(cs.to_bytes(8, "little"), _seed(t))
+    kinds = {d[: d.index(":")] for d in tensors.values()}
+    kind = kinds.pop() if len(kinds) == 1 else "mixed"
+    overall = xxhash.xxh3_128_hexdigest(json.dumps(sorted(tensors.items())).encode())
+    return {"overall": f"{kind}:{overall}", "tensors": tensors}
+
+
+class ModelState:
+    """`model.state_dict()` for the per-step digests, without its walk of every module each step.
+
+    The walk is remembered while it provably gives what state_dict gives: no module has state-dict
+    hooks or its own way of saving, the first walk matched state_dict tensor for tensor, and no
+    parameter, buffer or submodule was added, removed or replaced since (checked every call, by
+    identity). Otherwise, and from then on if a module saves its own way, state_dict is asked.
+    Values are read afresh each call (`p.data = ...` is seen).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._plan: list[tuple[str, dict[str, Any], str]] | None = None
+        self._same: list[tuple[Any, int]] = []  # containers and their lengths
+        self._ident: list[tuple[dict[str, Any], str, Any]] = []  # entries and what they held
+        self._own_way = False
+        self._views: dict[str, tuple[Any, ...]] = {}  # name: (tensor, its layout, its numpy view)
+
+    def digests(self) -> dict[str, Any]:
+        """`step_digests` of the state, each host tensor hashed straight from a numpy view of its
+        memory kept from the last call while the tensor there is the same object with the same
+        memory and layout (the view keeps that memory alive, so an address is never reused)."""
+        state = self()
+        if self._plan is None:
+            return step_digests(state)
+        views, known = self._views, {}
+        for name, t in state.items():
+            v = views.get(name)
+            if (
+                v is not None
+                and v[0] is t
+                and v[1] == (t.data_ptr(), t.shape, t.stride(), t.dtype)
+                and not (t.is_conj() or t.is_neg())
+            ):
+                known[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(v[2], v[3])
+            elif _plain_host(t):
+                views[name] = (t, (t.data_ptr(), t.shape, t.stride(), t.dtype), t.detach().numpy(), _seed(t))
+                known[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(views[name][2], views[name][3])
+            else:
+                views.pop(name, None)
+        return step_digests(state, known=known)
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._own_way and (self._plan is None or not self._unchanged()):
+            self._plan = self._walk()
+        if self._plan is None:
+            return model_state(self.model)
+        return {name: d[key] for name, d, key in self._plan}  # as state_dict, less its detach()
+
+    def _unchanged(self) -> bool:
+        for c, n in self._same:
+            if len(c) != n:
+                return False
+        return all(d.get(k) is v for d, k, v in self._ident)
+
+    def _walk(self) -> list[tuple[str, dict[str, Any], str]] | None:
+        base = torch.nn.Module
+        plan, self._same, self._ident = [], [], []
+        for prefix, m in self.model.named_modules(remove_duplicate=False):
+            kind = type(m)
+            if (
+                m._state_dict_hooks
+                or m._state_dict_pre_hooks
+                or kind.state_dict is not base.state_dict
+                or kind._save_to_state_dict is not base._save_to_state_dict
+                or kind.get_extra_state is not base.get_extra_state
+            ):
+                self._own_way = True
+                return None
+            dot = f"{prefix}." if prefix else ""
+            for c in (m._parameters, m._buffers, m._modules, m._non_persistent_buffers_set):
+                self._same.append((c, len(c)))
+            for c in (m._state_dict_hooks, m._state_dict_pre_hooks):
+                self._same.append((c, 0))
+            for d in (m._parameters, m._buffers, m._modules):
+                self._ident += [(d, k, v) for k, v in d.items()]
+            plan += [(dot + k, m._parameters, k) for k, v in m._parameters.items() if v is not None]
+            plan += [
+                (dot + k, m._buffers, k)
+                for k, v in m._buffers.items()
+                if v is not None and k not in m._non_persistent_buffers_set
+            ]
+        sd = self.model.state_dict()
+        ours = [(name, d[key]) for name, d, key in plan]
+        if [n for n, _ in ours] != list(sd) or not all(_alias(t, sd[n]) for n, t in ours):
+            self._own_way = True
+            return None
+        return plan
+
+
+def _alias(a: torch.Tensor, b: Any) -> bool:
+    return (
+        isinstance(b, torch.Tensor)
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.device == b.device
+        and (a.numel() == 0 or a.data_ptr() == b.data_ptr())
+    )
 
 
 def model_state(model: torch.nn.Module) -> dict[str, Any]:

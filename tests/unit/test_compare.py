@@ -199,3 +199,30 @@ def test_a_file_renamed_by_a_time_is_compared_by_content() -> None:
     assert v.incidental[0].reason.startswith("renamed by a time")
     v = compare(a, run("b", "outputs/2024-05-01/12-31-02/model.pt", "y"))
     assert v.verdict == "metrics_identical" and "outputs/2024-05-01/12-30-45/model.pt" in v.reason
+
+
+def _traced(kind: str, changed_at: int | None = None) -> dict[str, Any]:
+    """A result whose per-step digests are of `kind` (a prefix), one changed at a step."""
+    d = raw()
+    for s in range(4):
+        tag = "x" if s == changed_at else ""
+        d["trace"][s]["params"] = f"{kind}:p{s}{tag}"
+        digests = {"overall": f"{kind}:p{s}{tag}", "tensors": {"w": f"{kind}:w{s}{tag}"}}
+        d["param_digests"][s] = {"step": s, **digests}
+    return d
+
+
+def test_per_step_digests_of_different_kinds_are_not_compared() -> None:
+    """A trace stored with blake3 per-step digests, re-run with xxh3 ones: the same run, said
+    identical (the final state decides), with a note naming both kinds; never diverged."""
+    v = compare(result(), Result.model_validate(_traced("xxh3") | {"job_id": "b"}))
+    assert v.verdict == "identical"
+    assert any("different kinds (blake3 vs xxh3)" in n for n in v.notes or [])
+
+
+def test_per_step_digests_of_one_kind_still_localise() -> None:
+    """Of one kind, a per-step digest that differs still names its step and tensor."""
+    v = compare(result(**_traced("xxh3")), Result.model_validate(_traced("xxh3", changed_at=1)))
+    assert v.verdict == "diverged"
+    assert (v.divergence.step, v.divergence.tensor) == (1, "w")
+    assert not any("different kinds" in n for n in v.notes or [])

@@ -1,0 +1,130 @@
+"""What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
+
+    python -m bench.tracking [--repeat 7] [--steps 300]
+
+The same job runs tracked (`ctx.track(model, opt)` with `digest_every: 1`: every logged step
+digests the whole model state) and untracked (the same loop and logs, no digests), interleaved
+run by run through the fork runner, each run in a fresh job process. The job times its own loop;
+the table gives medians and the overhead of tracking. Models: an MLP of 1.6 M parameters with
+Adam, and the tiny CNN of the examples (data from a DataLoader in the job process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reprotrain.job.launcher import ForkRunner
+from reprotrain.job.supervisor import execute
+from reprotrain.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlp_job(ctx) -> dict:
+    """784 → 1024 → 768 → 10 with Adam: 1.6 M parameters, 6.4 MB of float32 digested per step."""
+    g = ctx.generator()
+    model = nn.Sequential(
+        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 768), nn.ReLU(), nn.Linear(768, 10)
+    )  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if ctx.params["tracked"]:
+        ctx.track(model, opt)
+    x, y = torch.randn(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    log_s, t0 = 0.0, time.perf_counter()
+    for step in range(ctx.params["steps"]):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t = time.perf_counter()
+        ctx.log(step, loss=loss)
+        log_s += time.perf_counter() - t
+    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+
+
+def cnn_job(ctx) -> dict:
+    """The examples' tiny CNN on its synthetic bars, shuffled by ctx.dataloader, with SGD."""
+    from reprotrain.examples.tiny_cnn import Shapes, cnn
+
+    data = Shapes(256, ctx.generator())
+    model = cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if ctx.params["tracked"]:
+        ctx.track(model, opt)
+    loader = ctx.dataloader(data, batch_size=32, shuffle=True)
+    step, log_s, t0 = 0, 0.0, time.perf_counter()
+    while step < ctx.params["steps"]:
+        for x, y in loader:
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t = time.perf_counter()
+            ctx.log(step, loss=loss, acc=(out.argmax(1) == y).float().mean())
+            log_s += time.perf_counter() - t
+            step += 1
+            if step == ctx.params["steps"]:
+                break
+    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+
+
+def spec(job: str, tracked: bool, steps: int):
+    return parse_spec(
+        {
+            "name": f"tracking-{job}",
+            "entrypoint": f"bench.tracking:{job}_job",
+            "seed": 1,
+            "device": "cpu",
+            "params": {"tracked": tracked, "steps": steps},
+            "track": {"digest_every": 1},
+        }
+    )
+
+
+def loop_seconds(runner, job: str, tracked: bool, steps: int, job_dir: Path) -> float:
+    r = execute(runner, spec(job, tracked, steps), job_dir, code_dir=ROOT)
+    assert r.status == "SUCCEEDED", r.error
+    if tracked:
+        assert len(r.param_digests) == steps, "every step digested"
+    return float(r.metrics["loop_s"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each variant (default 7)")
+    ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
+    ap.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    args = ap.parse_args()
+    jobs = ["mlp", "cnn"] if args.model == "both" else [args.model]
+    rows = []
+    with tempfile.TemporaryDirectory() as d, ForkRunner(isolation="none") as runner:
+        tmp = Path(d)
+        for job in jobs:
+            times: dict[bool, list[float]] = {True: [], False: []}
+            loop_seconds(runner, job, True, args.steps, tmp / f"{job}-warm")
+            for i in range(args.repeat):  # interleaved: both variants see the same machine
+                for tracked in (i % 2 == 0, i % 2 == 1):
+                    job_dir = tmp / f"{job}-{i}-{tracked}"
+                    times[tracked].append(loop_seconds(runner, job, tracked, args.steps, job_dir))
+            tracked, untracked = statistics.median(times[True]), statistics.median(times[False])
+            rows.append((job, tracked, untracked, min(times[True]), min(times[False])))
+    print(f"tracking overhead at digest_every: 1, {args.steps} steps, {args.repeat} runs each (medians)\n")
+    print("| model | tracked s | untracked s | per step ms | overhead | min tracked | min untracked |")
+    print("|---|---|---|---|---|---|---|")
+    for job, tr, un, mt, mu in rows:
+        print(
+            f"| {job} | {tr:.3f} | {un:.3f} | {1000 * (tr - un) / args.steps:.3f} | "
+            f"{100 * (tr / un - 1):+.1f} % | {mt:.3f} | {mu:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
