@@ -4,7 +4,10 @@
    a bare FastAPI endpoint validating the same body, same machine, same run;
 2. end-to-end overhead: submit → SUCCEEDED minus the job's own run time, for a trivial job.
 
-    python -m bench.service [--db sqlite|postgres] [--seconds 5] [--clients 8] [--jobs 30]
+    python -m bench.service [--db sqlite|postgres] [--workers N] [--seconds 5] [--clients 8] [--jobs 30]
+
+With `--workers N` (PostgreSQL) both servers run N processes: `reprotrain api --workers N` and
+uvicorn's `--workers N` for the bare app.
 """
 
 from __future__ import annotations
@@ -74,6 +77,45 @@ class Procs:
 
 
 PG_NAME = f"reprotrain_bench_{os.getpid()}"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def tree(pid: int) -> list[int]:
+    """A process and its descendants (the API's worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def named(name: str) -> list[int]:
+    """Every process whose command is `name` (the PostgreSQL server's backends and writers)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == name:
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
 
 
 def psql(sql: str) -> None:
@@ -188,6 +230,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="concurrent submitting clients")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved submit runs; medians reported")
     ap.add_argument("--jobs", type=int, default=30, help="trivial jobs for the overhead measurement")
+    ap.add_argument("--workers", type=int, default=1, help="processes of each server (API and bare app)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="reprotrain-bench-"))
     procs = Procs()
@@ -225,26 +268,25 @@ def main() -> None:
         )
         api = f"http://127.0.0.1:{api_port}"
         bare = f"http://127.0.0.1:{bare_port}"
-        procs.start([sys.executable, "-m", "reprotrain.cli", "api"], env)
-        procs.start(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.bare_app:app",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
+        n = str(args.workers)
+        api_proc = procs.start([sys.executable, "-m", "reprotrain.cli", "api", "--workers", n], env)
+        bare_argv = [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port), "--workers", n]
+        bare_proc = procs.start(bare_argv, env)
         wait_http(f"{api}/readyz")
         wait_http(f"{bare}/docs")
-        bare_runs, api_runs, answered = [], [], 0
+        bare_runs, api_runs, answered, bare_n = [], [], 0, 0
+        cpu = {"bare": 0.0, "api": 0.0, "postgres": 0.0, "redis": 0.0}
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
-            bare_runs.append(hammer(bare, args.seconds, args.clients)[0])
+            c0 = cpu_s(tree(bare_proc.pid))
+            rate, n = hammer(bare, args.seconds, args.clients)
+            cpu["bare"] += cpu_s(tree(bare_proc.pid)) - c0
+            bare_runs.append(rate)
+            bare_n += n
+            before = [cpu_s(tree(api_proc.pid)), cpu_s(named("postgres")), cpu_s(named("redis-server"))]
             rate, n = hammer(api, args.seconds, args.clients)
+            after = [cpu_s(tree(api_proc.pid)), cpu_s(named("postgres")), cpu_s(named("redis-server"))]
+            for key, b, a in zip(("api", "postgres", "redis"), before, after, strict=True):
+                cpu[key] += a - b
             api_runs.append(rate)
             answered += n
         bare_rate, api_rate = statistics.median(bare_runs), statistics.median(api_runs)
@@ -259,7 +301,8 @@ def main() -> None:
             drop_database()
     gen = "wrk" if shutil.which("wrk") else "Python threads (install wrk for a lighter load generator)"
     print(
-        f"service benchmarks ({args.db}, Redis broker, {args.clients} connections, {os.cpu_count()} cores,"
+        f"service benchmarks ({args.db}, Redis broker, {args.workers} process(es) per server, "
+        f"{args.clients} connections, {os.cpu_count()} cores,"
         f" load from {gen})\n"
     )
     print("| submit endpoint                          | requests/s |")
@@ -269,6 +312,21 @@ def main() -> None:
     print(f"| reprotrain POST /v1/jobs (store+enqueue) | {api_rate:>10.0f} |  runs: {runs(api_runs)}")
     print(f"\nratio of medians: {api_rate / bare_rate:.2f} of the bare endpoint")
     print(f"checked: {answered} submits answered, {stored} jobs stored, {sent} messages in the broker\n")
+    per = {k: 1000 * v / (bare_n if k == "bare" else answered) for k, v in cpu.items()}
+    print("| CPU per request (ms, user+system)        | bare | API | database | Redis | all |")
+    print("|------------------------------------------|------|-----|----------|-------|-----|")
+    db = per["postgres"] if args.db == "postgres" else 0.0  # SQLite runs inside the API process
+    b = per["bare"]
+    print(f"| bare FastAPI                             | {b:.2f} |     |          |       | {b:.2f} |")
+    ours = per["api"] + db + per["redis"]
+    print(
+        f"| reprotrain submit                        |      | {per['api']:.2f} | "
+        f"{db:.2f} | {per['redis']:.2f} | {ours:.2f} |"
+    )
+    print(
+        f"(the servers share {os.cpu_count()} cores with the load generator: a submit's CPU, all parts "
+        f"together, caps the rate at {1000 * (os.cpu_count() or 1) / ours:.0f}/s here)\n"
+    )
     print("| end-to-end overhead, trivial job (ms)    |   p50 |   p90 |   max |")
     print("|------------------------------------------|-------|-------|-------|")
     for name, xs in (

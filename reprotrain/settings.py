@@ -92,9 +92,10 @@ class Settings(BaseSettings):
     def jobs(self) -> Path:
         return self.jobs_dir or self.data_dir / "jobs"
 
-    @property
+    @cached_property
     def inputs_under(self) -> list[Path]:
-        """The input roots, absolute: configured, or the data directory's `inputs/`."""
+        """The input roots, absolute: configured, or the data directory's `inputs/` (resolved
+        once: every submit asks, and resolving walks every link of the path)."""
         return [p.resolve() for p in self.input_roots] or [(self.data_dir / "inputs").resolve()]
 
     @property

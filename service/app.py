@@ -40,11 +40,43 @@ re-run diverged and which environment difference explains it. Every error has on
 `{"error": {"code", "message", "field"}}`."""
 
 
-def create_app(settings: Settings, *, celery: Celery | None = None, maintenance: bool = True) -> FastAPI:
+def check_settings(settings: Settings) -> None:
     if settings.auth_required and not settings.api_tokens:
         raise ReprotrainError(
             f"listening on {settings.host} (beyond loopback) needs API tokens: set REPROTRAIN_API_TOKENS"
         )
+
+
+def from_env() -> FastAPI:
+    """The app of one of `reprotrain api --workers N`'s processes, from the environment. One of
+    them (whichever holds the data directory's maintenance lock) runs the maintenance loop."""
+    import fcntl
+    import gc
+
+    from reprotrain import joblog
+    from reprotrain.settings import load_settings
+
+    settings = load_settings()
+    joblog.configure(settings.log_format)
+    lock = open(settings.data_dir / "api-maintenance.lock", "w")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        maintenance = True
+        _held.append(lock)
+    except BlockingIOError:
+        lock.close()
+        maintenance = False
+    app = create_app(settings, maintenance=maintenance)
+    gc.collect()
+    gc.freeze()  # as `reprotrain api` does (reprotrain/cli/server.py)
+    return app
+
+
+_held: list[object] = []  # the maintenance lock of this process, open while it lives
+
+
+def create_app(settings: Settings, *, celery: Celery | None = None, maintenance: bool = True) -> FastAPI:
+    check_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

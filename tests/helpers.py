@@ -163,7 +163,12 @@ class Stack:
 
 
 def start_stack(
-    tmp: Path, db_url: str, broker_url: str | None, workers: int = 1, extra_env: dict[str, str] | None = None
+    tmp: Path,
+    db_url: str,
+    broker_url: str | None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    api_args: tuple[str, ...] = (),
 ) -> Stack:
     port = free_port()
     env = {
@@ -191,7 +196,7 @@ def start_stack(
     )
     api_log = open(logs / "api.log", "wb")  # noqa: SIM115
     api = subprocess.Popen(
-        [sys.executable, "-m", "reprotrain.cli", "api"],
+        [sys.executable, "-m", "reprotrain.cli", "api", *api_args],
         env=env,
         cwd=ROOT,
         stdout=api_log,

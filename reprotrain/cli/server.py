@@ -6,6 +6,7 @@ import argparse
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +41,13 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("api", help="run the REST API only (as in docker compose)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the one port, each with its own group commit (default 1; "
+        'on PostgreSQL one per core: docs/architecture.md, "Submit path")',
+    )
     p.set_defaults(func=lambda a: cmd_serve(argparse.Namespace(**vars(a), data_dir=None, no_worker=True)))
 
     p = sub.add_parser("worker", help="run one Celery worker (one job at a time)")
@@ -72,6 +80,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     joblog.configure(settings.log_format)  # one handler: ours, uvicorn's and the access log alike
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise LaunchError(f"--workers must be at least 1, not {workers}")
+    if workers > 1:
+        return serve_processes(settings, workers)
     app = create_app(settings)  # refuses to listen beyond loopback without tokens
     # Everything imported and built so far (FastAPI, SQLAlchemy, Celery, kombu: ~10^5 objects) lives
     # as long as the process. Frozen, the collector stops re-scanning it on every full collection,
@@ -103,6 +116,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"the worker exited with status {worker.returncode}; its last words:\n{worker.tail()}"
         )
     return 0
+
+
+def serve_processes(settings: Settings, workers: int) -> int:
+    """`api --workers N`: uvicorn's supervisor starts N API processes that share the port; each
+    builds its app from the settings passed down in the environment (`service.app.from_env`)."""
+    import uvicorn
+
+    if settings.db_url.startswith("sqlite"):
+        raise LaunchError("--workers above 1 needs PostgreSQL: SQLite has one writer at a time")
+    create_settings_check(settings)
+    os.environ.update(
+        settings_env(settings) | {"REPROTRAIN_HOST": settings.host, "REPROTRAIN_PORT": str(settings.port)}
+    )
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "reprotrain.service.app:from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level="info",
+        access_log=settings.access_log,
+        log_config=None,
+    )
+    Multiprocess(config, sockets=[tcp_socket(settings.host, settings.port)]).run()
+    return 0
+
+
+def tcp_socket(host: str, port: int) -> socket.socket:
+    """The listening socket the API processes share, made as TCP explicitly: the processes get it
+    with the protocol it was made with, and asyncio sets TCP_NODELAY on connections only where
+    that says TCP (uvicorn's own socket says 0: every response then waits ~40 ms for an ACK)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise LaunchError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def create_settings_check(settings: Settings) -> None:
+    """What create_app refuses, refused before any process starts (no tokens beyond loopback)."""
+    from reprotrain.service.app import check_settings
+
+    check_settings(settings)
 
 
 class WorkerProcess:
