@@ -51,6 +51,7 @@ bench: $(STAMP)  ## benchmarks: print tables, pass/fail nothing
 	$(BIN)/python -m bench.checkpoints
 	$(BIN)/python -m bench.resume
 	$(BIN)/python -m bench.integrity
+	$(BIN)/python -m bench.tracking
 	$(BIN)/python -m bench.ui
 	$(BIN)/python -m bench.service --db sqlite
 	$(BIN)/python -m bench.service --db postgres
