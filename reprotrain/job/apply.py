@@ -47,9 +47,13 @@ def apply_torch(knobs: Knobs, seed: int | None) -> None:
     if knobs.fill_uninitialized_memory is not None:
         torch.utils.deterministic.fill_uninitialized_memory = knobs.fill_uninitialized_memory
     if knobs.allow_tf32 is not None:
-        precision = "tf32" if knobs.allow_tf32 else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.fp32_precision = precision
+        if hasattr(torch.backends.cudnn, "fp32_precision"):  # torch ≥ 2.9
+            precision = "tf32" if knobs.allow_tf32 else "ieee"
+            torch.backends.cuda.matmul.fp32_precision = precision
+            torch.backends.cudnn.fp32_precision = precision
+        else:  # an older torch a GPU host brings (its own CUDA build): the flags before them
+            torch.backends.cuda.matmul.allow_tf32 = knobs.allow_tf32
+            torch.backends.cudnn.allow_tf32 = knobs.allow_tf32
     if knobs.mkldnn_deterministic is not None:
         torch.backends.mkldnn.deterministic = knobs.mkldnn_deterministic
     if knobs.sdpa_math_only is not None:
@@ -95,10 +99,8 @@ def effective() -> dict[str, Any]:
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "num_threads": torch.get_num_threads(),
         "allow_tf32": {
-            "matmul": cuda.matmul.fp32_precision == "tf32"
-            or (cuda.matmul.fp32_precision == "none" and cuda.matmul.allow_tf32),
-            "cudnn": torch.backends.cudnn.fp32_precision == "tf32"
-            or (torch.backends.cudnn.fp32_precision == "none" and torch.backends.cudnn.allow_tf32),
+            "matmul": _tf32(cuda.matmul),
+            "cudnn": _tf32(torch.backends.cudnn),
         },
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
@@ -113,6 +115,13 @@ def effective() -> dict[str, Any]:
         "mkl_cbwr_branch": mkl_cbwr_branch(),
         "torch_initial_seed": torch.initial_seed(),
     }
+
+
+def _tf32(backend: object) -> bool:
+    """Whether a backend computes float32 in TF32: its fp32_precision (torch ≥ 2.9), else, or
+    where that says "none", its allow_tf32 flag."""
+    precision = getattr(backend, "fp32_precision", "none")
+    return precision == "tf32" or (precision == "none" and bool(getattr(backend, "allow_tf32", False)))
 
 
 # mkl_cbwr.h: the code path MKL's conditional numerical reproducibility pins (MKL_CBWR_BRANCH)

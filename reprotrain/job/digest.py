@@ -15,7 +15,9 @@ Two strengths (docs/architecture.md, "Digests"):
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import struct
 import sys
 from pathlib import Path
@@ -244,8 +246,12 @@ def step_digests(
             tensors[name] = "sum64:" + xxhash.xxh3_128_hexdigest(cs.to_bytes(8, "little"), _seed(t))
     kinds = {d[: d.index(":")] for d in tensors.values()}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
-    overall = xxhash.xxh3_128_hexdigest(json.dumps(sorted(tensors.items())).encode())
-    return {"overall": f"{kind}:{overall}", "tensors": tensors}
+    return {"overall": f"{kind}:{_overall(tensors)}", "tensors": tensors}
+
+
+def _overall(tensors: dict[str, str]) -> str:
+    """Of the named digests, whatever their order (as `hashing.digest_named`)."""
+    return xxhash.xxh3_128_hexdigest(repr(sorted(tensors.items())).encode())  # str's repr: unambiguous
 
 
 class ModelState:
@@ -261,34 +267,43 @@ class ModelState:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self._plan: list[tuple[str, dict[str, Any], str]] | None = None
-        self._same: list[tuple[Any, int]] = []  # containers and their lengths
-        self._ident: list[tuple[dict[str, Any], str, Any]] = []  # entries and what they held
+        # what the walk saw, checked each call with C-level iteration (map): each container's
+        # length, and each entry still the object it was
+        self._containers: list[Any] = []
+        self._lengths: list[int] = []
+        self._dicts: list[dict[str, Any]] = []
+        self._keys: list[str] = []
+        self._values: list[Any] = []
         self._own_way = False
-        self._views: dict[str, tuple[Any, ...]] = {}  # name: (tensor, its layout, its numpy view)
+        self._fast: tuple[list[Any], list[Any], list[Any], list[int]] | None = None  # tensors,
+        # their layouts, numpy views of their memory and their seeds, as the last call saw them
 
     def digests(self) -> dict[str, Any]:
-        """`step_digests` of the state, each host tensor hashed straight from a numpy view of its
-        memory kept from the last call while the tensor there is the same object with the same
-        memory and layout (the view keeps that memory alive, so an address is never reused)."""
+        """`step_digests` of the state. Host tensors are hashed straight from numpy views of their
+        memory, kept from the last call while every tensor there is the same object with the same
+        memory and layout (a view keeps its memory alive, so an address is never reused): then
+        the whole state is checked and hashed with C-level iteration, no Python loop per tensor."""
         state = self()
         if self._plan is None:
             return step_digests(state)
-        views, known = self._views, {}
-        for name, t in state.items():
-            v = views.get(name)
-            if (
-                v is not None
-                and v[0] is t
-                and v[1] == (t.data_ptr(), t.shape, t.stride(), t.dtype)
-                and not (t.is_conj() or t.is_neg())
-            ):
-                known[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(v[2], v[3])
-            elif _plain_host(t):
-                views[name] = (t, (t.data_ptr(), t.shape, t.stride(), t.dtype), t.detach().numpy(), _seed(t))
-                known[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(views[name][2], views[name][3])
-            else:
-                views.pop(name, None)
-        return step_digests(state, known=known)
+        ts = list(state.values())
+        fast = self._fast
+        if (
+            fast is not None
+            and len(ts) == len(fast[0])
+            and all(map(operator.is_, ts, fast[0]))
+            and list(zip(*(map(f, ts) for f in _LAYOUT), strict=True)) == fast[1]
+            and not any(map(torch.Tensor.is_neg, ts))
+        ):
+            hexes = map(xxhash.xxh3_128_hexdigest, fast[2], fast[3])
+            known = dict(zip(state, map(operator.add, itertools.repeat("xxh3:"), hexes), strict=True))
+            return {"overall": "xxh3:" + _overall(known), "tensors": known}
+        self._fast = None
+        if all(map(_plain_host, ts)):
+            views = [t.detach().numpy() for t in ts]
+            layouts = list(zip(*(map(f, ts) for f in _LAYOUT), strict=True))
+            self._fast = (ts, layouts, views, [_seed(t) for t in ts])
+        return step_digests(state)
 
     def __call__(self) -> dict[str, Any]:
         if not self._own_way and (self._plan is None or not self._unchanged()):
@@ -298,14 +313,15 @@ class ModelState:
         return {name: d[key] for name, d, key in self._plan}  # as state_dict, less its detach()
 
     def _unchanged(self) -> bool:
-        for c, n in self._same:
-            if len(c) != n:
-                return False
-        return all(d.get(k) is v for d, k, v in self._ident)
+        return list(map(len, self._containers)) == self._lengths and all(
+            map(operator.is_, map(dict.get, self._dicts, self._keys), self._values)
+        )
 
     def _walk(self) -> list[tuple[str, dict[str, Any], str]] | None:
         base = torch.nn.Module
-        plan, self._same, self._ident = [], [], []
+        plan: list[tuple[str, dict[str, Any], str]] = []
+        containers: list[Any] = []
+        entries: list[tuple[dict[str, Any], str, Any]] = []
         for prefix, m in self.model.named_modules(remove_duplicate=False):
             kind = type(m)
             if (
@@ -318,12 +334,10 @@ class ModelState:
                 self._own_way = True
                 return None
             dot = f"{prefix}." if prefix else ""
-            for c in (m._parameters, m._buffers, m._modules, m._non_persistent_buffers_set):
-                self._same.append((c, len(c)))
-            for c in (m._state_dict_hooks, m._state_dict_pre_hooks):
-                self._same.append((c, 0))
+            containers += [m._parameters, m._buffers, m._modules, m._non_persistent_buffers_set]
+            containers += [m._state_dict_hooks, m._state_dict_pre_hooks]
             for d in (m._parameters, m._buffers, m._modules):
-                self._ident += [(d, k, v) for k, v in d.items()]
+                entries += [(d, k, v) for k, v in d.items()]
             plan += [(dot + k, m._parameters, k) for k, v in m._parameters.items() if v is not None]
             plan += [
                 (dot + k, m._buffers, k)
@@ -335,7 +349,19 @@ class ModelState:
         if [n for n, _ in ours] != list(sd) or not all(_alias(t, sd[n]) for n, t in ours):
             self._own_way = True
             return None
+        self._containers, self._lengths = containers, [len(c) for c in containers]
+        self._dicts = [d for d, _, _ in entries]
+        self._keys = [k for _, k, _ in entries]
+        self._values = [v for _, _, v in entries]
         return plan
+
+
+_LAYOUT = (
+    torch.Tensor.data_ptr,
+    operator.attrgetter("shape"),
+    torch.Tensor.stride,
+    operator.attrgetter("dtype"),
+)
 
 
 def _alias(a: torch.Tensor, b: Any) -> bool:
