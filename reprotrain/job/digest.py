@@ -276,7 +276,8 @@ class ModelState:
         self._values: list[Any] = []
         self._own_way = False
         self._fast: tuple[list[Any], list[Any], list[Any], list[int]] | None = None  # tensors,
-        # their layouts, numpy views of their memory and their seeds, as the last call saw them
+        # their layouts (a list per _LAYOUT field), numpy views of their memory and their seeds,
+        # as the last call saw them
 
     def digests(self) -> dict[str, Any]:
         """`step_digests` of the state. Host tensors are hashed straight from numpy views of their
@@ -292,7 +293,7 @@ class ModelState:
             fast is not None
             and len(ts) == len(fast[0])
             and all(map(operator.is_, ts, fast[0]))
-            and list(zip(*(map(f, ts) for f in _LAYOUT), strict=True)) == fast[1]
+            and [list(map(f, ts)) for f in _LAYOUT] == fast[1]
             and not any(map(torch.Tensor.is_neg, ts))
         ):
             hexes = map(xxhash.xxh3_128_hexdigest, fast[2], fast[3])
@@ -301,7 +302,7 @@ class ModelState:
         self._fast = None
         if all(map(_plain_host, ts)):
             views = [t.detach().numpy() for t in ts]
-            layouts = list(zip(*(map(f, ts) for f in _LAYOUT), strict=True))
+            layouts = [list(map(f, ts)) for f in _LAYOUT]
             self._fast = (ts, layouts, views, [_seed(t) for t in ts])
         return step_digests(state)
 
