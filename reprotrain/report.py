@@ -26,10 +26,7 @@ class EventWriter:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the job
 
     def write(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"kind": kind, **fields}, separators=(",", ":"), allow_nan=False)
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+        self.write_many([(kind, fields)])
 
     def write_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Several events at once: one write, one flush."""

@@ -122,14 +122,16 @@ def serve_processes(settings: Settings, workers: int) -> int:
     """`api --workers N`: uvicorn's supervisor starts N API processes that share the port; each
     builds its app from the settings passed down in the environment (`service.app.from_env`)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from reprotrain.service.app import check_settings
 
     if settings.db_url.startswith("sqlite"):
         raise LaunchError("--workers above 1 needs PostgreSQL: SQLite has one writer at a time")
-    create_settings_check(settings)
+    check_settings(settings)  # what create_app refuses, refused before any process starts
     os.environ.update(
         settings_env(settings) | {"REPROTRAIN_HOST": settings.host, "REPROTRAIN_PORT": str(settings.port)}
     )
-    from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(
         "reprotrain.service.app:from_env",
@@ -159,13 +161,6 @@ def tcp_socket(host: str, port: int) -> socket.socket:
         raise LaunchError(f"cannot listen on {host}:{port}: {e.strerror}") from e
     sock.set_inheritable(True)
     return sock
-
-
-def create_settings_check(settings: Settings) -> None:
-    """What create_app refuses, refused before any process starts (no tokens beyond loopback)."""
-    from reprotrain.service.app import check_settings
-
-    check_settings(settings)
 
 
 class WorkerProcess:

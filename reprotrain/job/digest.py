@@ -220,9 +220,7 @@ def _xxh3(t: torch.Tensor) -> str:
     return "xxh3:" + xxhash.xxh3_128_hexdigest(_host_bytes(t), _seed(t))
 
 
-def step_digests(
-    state: dict[str, Any], *, on_device: bool = True, known: dict[str, str] | None = None
-) -> dict[str, Any]:
+def step_digests(state: dict[str, Any], *, on_device: bool = True) -> dict[str, Any]:
     """Per-entry per-step digests in the state's own order, and their overall digest.
 
     CUDA tensors are checksummed on their device (`on_device=False`: copied to the host and
@@ -231,9 +229,7 @@ def step_digests(
     tensors: dict[str, str] = {}
     on_gpu: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
     for name, v in state.items():
-        if known and name in known:  # digested already (ModelState.digests)
-            tensors[name] = known[name]
-        elif not isinstance(v, torch.Tensor):
+        if not isinstance(v, torch.Tensor):
             value = json.dumps(v, sort_keys=True, default=repr).encode()
             tensors[name] = "xxh3:" + xxhash.xxh3_128_hexdigest(value)
         elif on_device and v.is_cuda:
