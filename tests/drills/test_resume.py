@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 
 import pytest
 
@@ -75,13 +76,22 @@ def test_a_worker_killed_while_writing_a_checkpoint_resumes_from_the_one_before(
     job = c.submit(big)
     root = Path(stack.env["REPROTRAIN_DATA_DIR"]) / "jobs" / job["id"] / "attempt-1" / "checkpoints"
 
-    def writing_after_stored() -> bool:
-        stored = (c.get(job["id"])["checkpoint"] or {}).get("seq")
-        return stored is not None and (root / f".partial-{stored + 1:06d}").exists()
+    def partial() -> int | None:  # the checkpoint being written, if one is
+        return next((int(p.name.split("-")[1]) for p in root.glob(".partial-*")), None)
 
-    wait_for(writing_after_stored, 120, "a checkpoint being written after a stored one")
-    stored = c.get(job["id"])["checkpoint"]["seq"]
-    done = killed_and_resumed(stack, job["id"])
+    wait_for(lambda: (c.get(job["id"])["checkpoint"] or {}).get("seq"), 120, "a stored checkpoint")
+    end = time.monotonic() + 120  # once one is stored, any being written comes after it
+    while (cut := partial()) is None and time.monotonic() < end:
+        time.sleep(0.002)  # a look at the disk, not the API: a write is brief
+    assert cut is not None, "no checkpoint written after a stored one"
+    victim = stack.workers[-1]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    stored = c.get(job["id"])["checkpoint"]["seq"]  # what the lost worker had stored
+    assert stored < cut
+    stack.start_worker()
+    done = c.wait(job["id"], timeout=TIMEOUT)
+    assert done["status"] == "SUCCEEDED", done["error"]
     (resume,) = done["resumes"]
     assert resume["restored"] is True and resume["checkpoint"] == stored  # not the one cut short
     assert c.compare(straight["id"], done["id"])["verdict"] == "identical"
