@@ -51,7 +51,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: Literal["text", "json"] = "text", level: int = logging.INFO) -> None:
-    """The process's one log handler, on stderr: plain lines, or JSON lines."""
+    """The process's one log handler, on stderr: plain lines, or JSON lines. Neither format shows
+    a record's thread, process or source line, so no record looks them up (the logging HOWTO's
+    "Optimization": a submit logs two lines per job, and finding the caller's frame was most of
+    their cost)."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
     root = logging.getLogger()

@@ -26,7 +26,7 @@ from reprotrain.service.auth import Authorized, ScrapeAuthorized
 from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
 from reprotrain.service.metrics import ApiMetrics, RequestMetrics
-from reprotrain.service.routes import router
+from reprotrain.service.routes import plain_routes, router
 from reprotrain.service.writer import JobWriter
 from reprotrain.settings import Settings
 from reprotrain.store import Store
@@ -114,6 +114,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.add_middleware(errors.RefuseControlCharacters)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     app.include_router(router)
+    app.router.routes[:0] = plain_routes()
     _probes(app)
     _docs(app)
     ui.install(app)

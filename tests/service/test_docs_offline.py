@@ -57,3 +57,17 @@ def test_only_vendored_files_are_served(open_app: AppClient) -> None:
     """Paths not in MANIFEST (a traversal, the manifest itself) are 404."""
     for path in ("../app.py", "MANIFEST", "redoc/../../app.py", "swagger-ui-dist/LICENSE"):
         assert open_app.get(f"/static/vendor/{path}").status_code == 404, path
+
+
+def test_each_plain_route_is_a_documented_one(open_app: AppClient) -> None:
+    """A route served ahead of the router (service/routes.py plain_routes) answers a path and
+    method the schema documents, under the same operation, so the docs describe what answers."""
+    from reprotrain.service.routes import PlainRoute
+
+    routes = open_app.app.router.routes
+    plain = [r for r in routes if isinstance(r, PlainRoute)]
+    assert plain and routes[: len(plain)] == plain  # ahead of every other route
+    schema = open_app.get("/openapi.json").json()["paths"]
+    for route in plain:
+        for method in route.methods or ():
+            assert schema[route.path][method.lower()]["operationId"].startswith(route.name)
