@@ -28,12 +28,10 @@ class EventWriter:
     def write(self, kind: str, **fields: Any) -> None:
         self.write_many([(kind, fields)])
 
-    def write_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        """Several events at once: one write, one flush."""
-        lines = "".join(
-            json.dumps({"kind": kind, **fields}, separators=(",", ":"), allow_nan=False) + "\n"
-            for kind, fields in events
-        )
+    def write_many(self, events: list[tuple[str, dict[str, Any]] | str]) -> None:
+        """Several events at once: one write, one flush. An event is a kind and its fields, or
+        its line as `encode_event` writes it."""
+        lines = "".join(e if isinstance(e, str) else encode_event(*e) for e in events)
         with self._lock:
             self._file.write(lines)
             self._file.flush()
@@ -48,6 +46,11 @@ class EventWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def encode_event(kind: str, fields: dict[str, Any]) -> str:
+    """An event's line in the stream: compact JSON and a newline."""
+    return json.dumps({"kind": kind, **fields}, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 _writer: EventWriter | None = None

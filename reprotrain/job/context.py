@@ -294,9 +294,8 @@ class Context:
         self.last_metrics.update(encoded)
         params, events = None, []
         if self._model_state is not None and self._log_count % self._digest_every == 0:
-            digests = self._model_state.digests()
-            params = digests["overall"]
-            events.append(("params", {"step": int(step), **digests}))
+            params, line = self._model_state.event(int(step))
+            events.append(line)
         data = self._data_digest()
         events.append(("metric", {"step": int(step), "metrics": encoded, "data": data, "params": params}))
         self._events.write_many(events)

@@ -29,6 +29,7 @@ import xxhash
 from blake3 import blake3
 
 from reprotrain.hashing import canonical_json, digest_named
+from reprotrain.report import encode_event
 
 _SAFETENSORS_DTYPES = {
     torch.float64: "F64",
@@ -271,40 +272,38 @@ class ModelState:
         self._keys: list[str] = []
         self._values: list[Any] = []
         self._own_way = False
-        self._fast: tuple[list[Any], list[Any], list[Any], list[int]] | None = None  # tensors,
-        # their layouts (a list per _LAYOUT field), numpy views of their memory and their seeds,
-        # as the last call saw them
+        self._fast: _Fast | None = None  # how the last call hashed the state, if from its memory
 
     def digests(self) -> dict[str, Any]:
         """`step_digests` of the state. Host tensors are hashed straight from numpy views of their
-        memory, kept from the last call while every tensor there is the same object with the same
-        memory and layout (a view keeps its memory alive, so an address is never reused): then
-        the whole state is checked and hashed with C-level iteration, no Python loop per tensor."""
-        state = self()
-        if self._plan is None:
-            return step_digests(state)
-        ts = list(state.values())
+        memory, kept from the last call while the walk still holds (so every tensor is the same
+        object) and every tensor has the same memory and layout (a view keeps its memory alive,
+        so an address is never reused): then the state is checked and hashed with C-level
+        iteration, the overall digest filled into a template, no Python loop per tensor."""
+        fast = self._fast_now()
+        return fast.digests() if fast is not None else self._step_digests()
+
+    def event(self, step: int) -> tuple[str, str]:
+        """The overall digest, and the `params` event of `step` as its line in the event stream
+        (`report.encode_event`); on the fast path the line too is filled into a template."""
+        fast = self._fast_now()
+        if fast is not None:
+            return fast.event(step)
+        d = self._step_digests()
+        return d["overall"], encode_event("params", {"step": step, **d})
+
+    def _fast_now(self) -> _Fast | None:
         fast = self._fast
-        if (
-            fast is not None
-            and len(ts) == len(fast[0])
-            and all(map(operator.is_, ts, fast[0]))
-            and [list(map(f, ts)) for f in _LAYOUT] == fast[1]
-            and not any(map(torch.Tensor.is_neg, ts))
-        ):
-            hexes = map(xxhash.xxh3_128_hexdigest, fast[2], fast[3])
-            known = dict(zip(state, map(operator.add, itertools.repeat("xxh3:"), hexes), strict=True))
-            return {"overall": "xxh3:" + _overall(known), "tensors": known}
-        self._fast = None
-        if all(map(_plain_host, ts)):
-            views = [t.detach().numpy() for t in ts]
-            layouts = [list(map(f, ts)) for f in _LAYOUT]
-            self._fast = (ts, layouts, views, [_seed(t) for t in ts])
+        return fast if fast is not None and self._unchanged() and fast.holds() else None
+
+    def _step_digests(self) -> dict[str, Any]:
+        state = self()
+        self._fast = _Fast.of(state) if self._plan is not None else None
         return step_digests(state)
 
     def __call__(self) -> dict[str, Any]:
         if not self._own_way and (self._plan is None or not self._unchanged()):
-            self._plan = self._walk()
+            self._plan, self._fast = self._walk(), None
         if self._plan is None:
             return model_state(self.model)
         return {name: d[key] for name, d, key in self._plan}  # as state_dict, less its detach()
@@ -353,11 +352,57 @@ class ModelState:
         return plan
 
 
-_LAYOUT = (
+class _Fast:
+    """A state of plain host tensors as one call saw it: their numpy views and xxh3 seeds, and the
+    template of `_overall` over their names (the repr of the sorted items, less the digests)."""
+
+    def __init__(self, names: list[str], ts: list[torch.Tensor]) -> None:
+        self.names, self.tensors = names, ts
+        self.layouts = [list(map(f, ts)) for f in _LAYOUT]
+        self.views = [t.detach().numpy() for t in ts]
+        self.seeds = [_seed(t) for t in ts]
+        self.order = sorted(range(len(names)), key=names.__getitem__)
+        # repr(sorted(items)) with every digest left out: "[('a', 'xxh3:" + hex + "'), ('b', …"
+        self.pieces = [("'), (" if i else "[(") + f"{names[j]!r}, 'xxh3:" for i, j in enumerate(self.order)]
+        # the params event's "tensors" object, as json.dumps writes it, less the digests
+        self.entries = [("{" if i == 0 else '",') + json.dumps(n) + ':"xxh3:' for i, n in enumerate(names)]
+
+    @classmethod
+    def of(cls, state: dict[str, Any]) -> _Fast | None:
+        ts = list(state.values())
+        return cls(list(state), ts) if ts and all(map(_is_plain_tensor, ts)) else None  # none: "mixed"
+
+    def holds(self) -> bool:
+        """The same tensors (the caller knows) still have the memory and layout the views have."""
+        return [list(map(f, self.tensors)) for f in _LAYOUT] == self.layouts
+
+    def digests(self) -> dict[str, Any]:
+        hexes = list(map(xxhash.xxh3_128_hexdigest, self.views, self.seeds))
+        tensors = dict(zip(self.names, map(operator.add, itertools.repeat("xxh3:"), hexes), strict=True))
+        return {"overall": self._overall(hexes), "tensors": tensors}
+
+    def event(self, step: int) -> tuple[str, str]:
+        hexes = list(map(xxhash.xxh3_128_hexdigest, self.views, self.seeds))
+        overall = self._overall(hexes)
+        tensors = "".join(itertools.chain.from_iterable(zip(self.entries, hexes, strict=True)))
+        head = f'{{"kind":"params","step":{int(step)},"overall":"{overall}","tensors":'
+        return overall, head + tensors + '"}}\n'
+
+    def _overall(self, hexes: list[str]) -> str:
+        listed = zip(self.pieces, map(hexes.__getitem__, self.order), strict=True)
+        text = "".join(itertools.chain.from_iterable(listed)) + "')]"
+        return "xxh3:" + xxhash.xxh3_128_hexdigest(text.encode())
+
+
+def _is_plain_tensor(v: Any) -> bool:
+    return isinstance(v, torch.Tensor) and _plain_host(v)
+
+
+_LAYOUT = (  # what a numpy view of a tensor's memory rests on; `.data = ...` can change any
     torch.Tensor.data_ptr,
-    operator.attrgetter("shape"),
     torch.Tensor.stride,
-    operator.attrgetter("dtype"),
+    operator.attrgetter("shape", "dtype"),
+    torch.Tensor.is_neg,
 )
 
 

@@ -16,6 +16,7 @@ from reprotrain.job.digest import (
     step_digests,
     sum64_reference,
 )
+from reprotrain.report import encode_event
 
 TENSORS = {
     "float32 odd length": lambda: torch.randn(5),
@@ -98,10 +99,11 @@ class Counter(torch.nn.Module):
         return self.lin(x)
 
 
-def _same_as_state_dict(model: torch.nn.Module, reader: ModelState) -> None:
+def _same_as_state_dict(model: torch.nn.Module, reader: ModelState, step: int = 7) -> None:
     want = step_digests(model_state(model))
     assert list(reader()) == list(model.state_dict())
     assert reader.digests() == want
+    assert reader.event(step) == (want["overall"], encode_event("params", {"step": step, **want}))
 
 
 def test_model_state_follows_every_change_to_the_model() -> None:
@@ -151,3 +153,19 @@ def test_model_state_of_a_module_that_saves_its_own_way() -> None:
     reader = ModelState(model)
     _same_as_state_dict(model, reader)
     assert "0._extra_state" in reader()
+
+
+def test_model_state_of_names_that_need_quoting() -> None:
+    """The templates of the fast path quote names as repr and json.dumps do: quotes, backslashes,
+    non-ASCII, and names whose sorted order is not the state's order."""
+    model = torch.nn.Module()
+    for name in ["z", "it's", 'say "hi"', "back\\slash", "naïve", "A"]:
+        model.add_module(name, torch.nn.Linear(2, 2))
+    reader = ModelState(model)
+    for step in range(3):
+        _same_as_state_dict(model, reader, step)
+        with torch.no_grad():
+            model.get_submodule("it's").weight.add_(1)
+    empty = ModelState(torch.nn.ReLU())
+    for _ in range(2):
+        _same_as_state_dict(torch.nn.ReLU(), empty)
