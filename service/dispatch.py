@@ -24,7 +24,7 @@ from typing import Protocol
 from starlette.concurrency import run_in_threadpool
 
 from reprotrain.broker import Broker, RedisBroker
-from reprotrain.joblog import job_event
+from reprotrain.joblog import batched, job_event
 from reprotrain.store import Store
 
 log = logging.getLogger("reprotrain.api")
@@ -43,8 +43,9 @@ def make_dispatcher(broker: Broker, store: Store) -> Dispatch:
 
 
 def _sent(burst: list[tuple[str, str]]) -> None:
-    for job_id, name in burst:
-        job_event("sent", job_id, queue=name)
+    with batched():
+        for job_id, name in burst:
+            job_event("sent", job_id, queue=name)
 
 
 def _unsent(store: Store, burst: list[tuple[str, str]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.exc import DataError
 
 from reprotrain.errors import SpecInvalid
-from reprotrain.joblog import job_event
+from reprotrain.joblog import batched, job_event
 from reprotrain.service.dispatch import Dispatch
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
@@ -37,8 +37,9 @@ def _resolve(done: list[tuple[asyncio.Future[NewJob], NewJob | BaseException]], 
         else:
             fut.set_result(outcome)
     stored = [o for _, o in done if not isinstance(o, BaseException)]
-    for job in stored:  # committed: logged before it can be sent
-        job_event("submitted", job.id, name=job.name, queue=job.queue, rerun_of=job.rerun_of)
+    with batched():  # committed: logged before it can be sent
+        for job in stored:
+            job_event("submitted", job.id, name=job.name, queue=job.queue, rerun_of=job.rerun_of)
     dispatch.submit([(o.id, o.queue) for o in stored])
 
 
