@@ -232,8 +232,13 @@ class RedisBroker:
             import redis.asyncio
 
             self._aredis = redis.asyncio.Redis.from_url(self.url, **redis_options())
+        by_queue = self.messages.by_queue(jobs)
+        if len(by_queue) == 1:  # as a burst mostly is: one command, without a pipeline's upkeep
+            [(queue, msgs)] = by_queue.items()
+            await self._aredis.lpush(queue, *msgs)
+            return
         async with self._aredis.pipeline(transaction=False) as pipe:
-            for queue, msgs in self.messages.by_queue(jobs).items():
+            for queue, msgs in by_queue.items():
                 pipe.lpush(queue, *msgs)
             await pipe.execute()
 

@@ -60,18 +60,30 @@ def test_fast_path_message_equals_celerys_own(celery_on_redis: Any) -> None:
     assert mine["headers"]["id"] != celerys["headers"]["id"]
 
 
-def test_a_burst_keeps_order_per_queue(celery_on_redis: Any) -> None:
-    """Jobs sent in one burst over two queues come out of each queue first-in, first-out."""
+@pytest.mark.parametrize("queues", [("even", "odd"), ("one",)])
+@pytest.mark.parametrize("via", ["send", "asend"])
+def test_a_burst_keeps_order_per_queue(celery_on_redis: Any, via: str, queues: tuple[str, ...]) -> None:
+    """Jobs sent in one burst, over two queues or one, from a thread (`send`) or an event loop
+    (`asend`), come out of each queue first-in, first-out."""
+    import asyncio
+
     import redis
 
     r = redis.Redis.from_url(celery_on_redis.conf.broker_url)
-    jobs = [(f"job{i:02d}", "even" if i % 2 == 0 else "odd") for i in range(10)]
+    jobs = [(f"job{i:02d}", queues[i % len(queues)]) for i in range(10)]
     sender = RedisBroker(celery_on_redis)
+
+    async def on_a_loop() -> None:
+        try:
+            await sender.asend(jobs)
+        finally:
+            await sender.aclose()
+
     try:
-        sender.send(jobs)
+        sender.send(jobs) if via == "send" else asyncio.run(on_a_loop())
     finally:
         sender.close()
-    for queue in ("even", "odd"):
+    for queue in queues:
         popped = []
         while (m := r.rpop(queue)) is not None:  # workers take from the right (BRPOP)
             popped.append(json.loads(base64.b64decode(json.loads(m)["body"]))[0][0])
