@@ -1,17 +1,20 @@
 """What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
 
-    python -m bench.tracking [--repeat N] [--steps 300]
+    python -m bench.tracking [--repeat N] [--steps 300] [--alternating 5] [--model mlp|cnn|all]
 
 The same job runs tracked (`ctx.track(model, opt)` with `digest_every: 1`: every logged step
 digests the whole model state) and untracked (the same loop and logs, no digests), interleaved
 run by run through the fork runner, each run in a fresh job process. The job times its own loop;
-the table gives medians and the overhead of tracking. Models: an MLP of 1.6 M parameters with
-Adam, and the tiny CNN of the examples (data from a DataLoader in the job process).
+the table gives medians and the overhead of tracking. Runs of one job vary more between
+processes than tracking costs, so runs that switch tracking on and off in blocks within one
+process measure the whole cost too. Models: an MLP of 1.6 M parameters with Adam, and the tiny
+CNN of the examples (data from a DataLoader in the job process).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -37,16 +40,15 @@ def mlp_job(ctx) -> dict:
     if ctx.params["tracked"]:
         ctx.track(model, opt)
     x, y = torch.randn(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
-    log_s, t0 = 0.0, time.perf_counter()
-    for step in range(ctx.params["steps"]):
+
+    def step() -> dict:
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        t = time.perf_counter()
-        ctx.log(step, loss=loss)
-        log_s += time.perf_counter() - t
-    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+        return {"loss": loss}
+
+    return drive(ctx, step)
 
 
 def cnn_job(ctx) -> dict:
@@ -60,21 +62,45 @@ def cnn_job(ctx) -> dict:
     if ctx.params["tracked"]:
         ctx.track(model, opt)
     loader = ctx.dataloader(data, batch_size=32, shuffle=True, num_workers=ctx.params["workers"])
-    step, log_s, t0 = 0, 0.0, time.perf_counter()
-    while step < ctx.params["steps"]:
-        for x, y in loader:
-            out = model(x)
-            loss = nn.functional.cross_entropy(out, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            t = time.perf_counter()
-            ctx.log(step, loss=loss, acc=(out.argmax(1) == y).float().mean())
-            log_s += time.perf_counter() - t
-            step += 1
-            if step == ctx.params["steps"]:
-                break
-    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+    batches = (batch for _ in itertools.count() for batch in loader)
+
+    def step() -> dict:
+        x, y = next(batches)
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss, "acc": (out.argmax(1) == y).float().mean()}
+
+    return drive(ctx, step)
+
+
+def drive(ctx, step) -> dict:
+    """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `alternate`
+    (a tracked run), tracking is on and off in blocks of that many steps (on, off, off, on, …, so
+    a drift hits both alike), and the median time of a step (its work and its log) is given for
+    each, leaving out the first step of each block (it pays for the block before it in cache)."""
+    steps, block = ctx.params["steps"], ctx.params.get("alternate", 0)
+    state = ctx._model_state  # what ctx.track made; switched off by hand, here only
+    times: dict[bool, list[float]] = {True: [], False: []}
+    log_s, t0 = 0.0, time.perf_counter()
+    for i in range(steps):
+        on = not block or (i // block) % 4 in (0, 3)
+        if block:
+            ctx._model_state = state if on else None
+        t = time.perf_counter()
+        metrics = step()
+        t_log = time.perf_counter()
+        ctx.log(i, **metrics)
+        t_end = time.perf_counter()
+        log_s += t_end - t_log
+        if block and i % block:
+            times[on].append(t_end - t)
+    out = {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+    if block:
+        out |= {f"step_{k}_s": statistics.median(times[v]) for k, v in (("on", True), ("off", False))}
+    return out
 
 
 JOBS = {  # row: (job function, its extra params, default runs of each variant)
@@ -84,7 +110,10 @@ JOBS = {  # row: (job function, its extra params, default runs of each variant)
 }
 
 
-def spec(job: str, tracked: bool, steps: int):
+BLOCK = 10  # steps per block of a run that switches tracking on and off
+
+
+def spec(job: str, tracked: bool, steps: int, alternate: int = 0):
     fn, extra, _ = JOBS[job]
     return parse_spec(
         {
@@ -92,19 +121,20 @@ def spec(job: str, tracked: bool, steps: int):
             "entrypoint": f"bench.tracking:{fn}_job",
             "seed": 1,
             "device": "cpu",
-            "params": {"tracked": tracked, "steps": steps, **extra},
+            "params": {"tracked": tracked, "steps": steps, "alternate": alternate, **extra},
             "track": {"digest_every": 1},
         }
     )
 
 
-def loop_seconds(runner, job: str, tracked: bool, steps: int, job_dir: Path) -> tuple[float, float]:
-    """The job's loop time and the part of it spent in ctx.log."""
-    r = execute(runner, spec(job, tracked, steps), job_dir, code_dir=ROOT)
+def run_job(runner, job: str, tracked: bool, steps: int, job_dir: Path, alternate: int = 0) -> dict:
+    """The job's own timings (drive)."""
+    r = execute(runner, spec(job, tracked, steps, alternate), job_dir, code_dir=ROOT)
     assert r.status == "SUCCEEDED", r.error
     if tracked:
-        assert len(r.param_digests) == steps, "every step digested"
-    return float(r.metrics["loop_s"]), float(r.metrics["log_s"])
+        digested = steps if not alternate else sum(1 for i in range(steps) if (i // alternate) % 4 in (0, 3))
+        assert len(r.param_digests) == digested, "every tracked step digested"
+    return {k: float(v) for k, v in r.metrics.items()}
 
 
 def main() -> None:
@@ -113,6 +143,9 @@ def main() -> None:
         "--repeat", type=int, help="runs of each variant (default: 7 mlp, 15 cnn, 9 with workers)"
     )
     ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
+    ap.add_argument(
+        "--alternating", type=int, default=5, help="runs switching tracking on and off (default 5)"
+    )
     ap.add_argument("--model", choices=["mlp", "cnn", "all"], default="all")
     args = ap.parse_args()
     jobs = [j for j in JOBS if args.model in ("all", j.split(",")[0])]
@@ -122,34 +155,43 @@ def main() -> None:
         for job in jobs:
             times: dict[bool, list[float]] = {True: [], False: []}
             logs: dict[bool, list[float]] = {True: [], False: []}
-            loop_seconds(runner, job, True, args.steps, tmp / f"warm-{len(rows)}")
+            blocks: list[float] = []
+            name = job.replace(", ", "-").replace(" ", "_")
+            run_job(runner, job, True, args.steps, tmp / f"warm-{name}")
             repeat = args.repeat or JOBS[job][2]
-            for i in range(repeat):  # interleaved: both variants see the same machine
-                for tracked in (i % 2 == 0, i % 2 == 1):
-                    job_dir = tmp / f"{job.replace(', ', '-').replace(' ', '_')}-{i}-{tracked}"
-                    loop, log = loop_seconds(runner, job, tracked, args.steps, job_dir)
-                    times[tracked].append(loop)
-                    logs[tracked].append(log)
+            for i in range(max(repeat, args.alternating)):  # interleaved: all see the same machine
+                for tracked in (i % 2 == 0, i % 2 == 1)[: 2 if i < repeat else 0]:
+                    m = run_job(runner, job, tracked, args.steps, tmp / f"{name}-{i}-{tracked}")
+                    times[tracked].append(m["loop_s"])
+                    logs[tracked].append(m["log_s"])
+                if i < args.alternating:
+                    m = run_job(runner, job, True, args.steps, tmp / f"{name}-{i}-alt", alternate=BLOCK)
+                    blocks.append(m["step_on_s"] / m["step_off_s"] - 1)
             med = {k: (statistics.median(times[k]), statistics.median(logs[k])) for k in (True, False)}
-            rows.append((job, repeat, med, min(times[True]), min(times[False])))
+            alt = statistics.median(blocks) if blocks else None
+            rows.append((job, repeat, med, min(times[True]), min(times[False]), alt))
     print(f"tracking overhead at digest_every: 1, {args.steps} steps, medians of interleaved runs\n")
     print(
         "| model | runs | loop tracked s | untracked s | overhead (loops) "
-        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) |"
+        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) | overhead (on/off in one run) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for job, repeat, med, mt, mu in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for job, repeat, med, mt, mu, alt in rows:
         (tr, tr_log), (un, un_log) = med[True], med[False]
         print(
             f"| {job} | {repeat} | {tr:.3f} (min {mt:.3f}) | {un:.3f} (min {mu:.3f}) "
             f"| {100 * (tr / un - 1):+.1f} % "
             f"| {1000 * tr_log / args.steps:.3f} | {1000 * un_log / args.steps:.3f} "
-            f"| {100 * (tr_log - un_log) / un:+.1f} % |"
+            f"| {100 * (tr_log - un_log) / un:+.1f} % "
+            f"| {'' if alt is None else f'{100 * alt:+.1f} %'} |"
         )
     print(
         "\noverhead (loops): ratio of median loop times, the whole cost as the job sees it, noise and all;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (it"
-        "\nleaves out what reading the state costs the next step in cache, and most of the noise)"
+        "\nleaves out what reading the state costs the next step in cache, and most of the noise);"
+        f"\noverhead (on/off in one run): tracking switched on and off every {BLOCK} steps in one job"
+        "\nprocess, the median step (work and log) with it over the median without, median of the runs"
+        "\n(the whole cost, cache included, without the noise between processes)"
     )
 
 
