@@ -189,7 +189,7 @@ def main() -> None:
         "\noverhead (loops): ratio of median loop times, the whole cost as the job sees it, noise and all;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (it"
         "\nleaves out what reading the state costs the next step in cache, and most of the noise);"
-        f"\noverhead (on/off in one run): tracking switched on and off every {BLOCK} steps in one job"
+        f"\noverhead (on/off in one run): tracking switched on and off in blocks of {BLOCK} steps in one job"
         "\nprocess, the median step (work and log) with it over the median without, median of the runs"
         "\n(the whole cost, cache included, without the noise between processes)"
     )

@@ -203,7 +203,8 @@ class Messages:
 
 
 class RedisBroker:
-    """A `redis://` broker: a burst is one pipeline of LPUSHes of ready-made Celery messages.
+    """A `redis://` broker: a burst is one LPUSH of ready-made Celery messages per queue (one
+    pipeline of them when it spans queues).
 
     kombu's per-message publish path (entity binding, declare cache, envelope building) cost a
     third of the API's CPU per submit, against ~15 µs here. tests/service/test_sender.py checks the

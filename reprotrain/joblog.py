@@ -67,6 +67,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         try:
             lines.append((self, record, self.format(record) + self.terminator))
+        except RecursionError:  # as StreamHandler.emit
+            raise
         except Exception:  # noqa: BLE001 - as logging's own emit: a bad record never raises
             self.handleError(record)
 

@@ -256,18 +256,22 @@ class ModelState:
 
     The walk is remembered while it provably gives what state_dict gives: no module has state-dict
     hooks or its own way of saving, the first walk matched state_dict tensor for tensor, and no
-    parameter, buffer or submodule was added, removed or replaced since (checked every call, by
-    identity). Otherwise, and from then on if a module saves its own way, state_dict is asked.
-    Values are read afresh each call (`p.data = ...` is seen).
+    parameter, buffer or submodule was added, removed, re-added (which moves it in state_dict's
+    order) or replaced and no buffer made persistent or not since (checked every call: keys in
+    order, set members, entries by identity). Otherwise, and from then on if a module saves its
+    own way, state_dict is asked. Values are read afresh each call (`p.data = ...` is seen).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self._plan: list[tuple[str, dict[str, Any], str]] | None = None
-        # what the walk saw, checked each call with C-level iteration (map): each container's
-        # length, and each entry still the object it was
-        self._containers: list[Any] = []
+        # what the walk saw, checked each call with C-level iteration (map): each dict's keys in
+        # their order (state_dict's order), each set's members, and each entry still the object it was
+        self._ordered: list[dict[str, Any]] = []
         self._lengths: list[int] = []
+        self._order: list[Any] = []  # every key of every dict, in order
+        self._sets: list[set[str]] = []
+        self._members: list[frozenset[str]] = []
         self._dicts: list[dict[str, Any]] = []
         self._keys: list[str] = []
         self._values: list[Any] = []
@@ -290,7 +294,7 @@ class ModelState:
         if fast is not None:
             return fast.event(step)
         d = self._step_digests()
-        return d["overall"], encode_event("params", {"step": step, **d})
+        return d["overall"], encode_event("params", {"step": int(step), **d})
 
     def _fast_now(self) -> _Fast | None:
         fast = self._fast
@@ -309,14 +313,18 @@ class ModelState:
         return {name: d[key] for name, d, key in self._plan}  # as state_dict, less its detach()
 
     def _unchanged(self) -> bool:
-        return list(map(len, self._containers)) == self._lengths and all(
-            map(operator.is_, map(dict.get, self._dicts, self._keys), self._values)
+        return (
+            list(map(len, self._ordered)) == self._lengths
+            and list(itertools.chain.from_iterable(self._ordered)) == self._order
+            and all(map(operator.eq, self._sets, self._members))
+            and all(map(operator.is_, map(dict.get, self._dicts, self._keys), self._values))
         )
 
     def _walk(self) -> list[tuple[str, dict[str, Any], str]] | None:
         base = torch.nn.Module
         plan: list[tuple[str, dict[str, Any], str]] = []
-        containers: list[Any] = []
+        ordered: list[dict[str, Any]] = []
+        sets: list[set[str]] = []
         entries: list[tuple[dict[str, Any], str, Any]] = []
         for prefix, m in self.model.named_modules(remove_duplicate=False):
             kind = type(m)
@@ -330,8 +338,8 @@ class ModelState:
                 self._own_way = True
                 return None
             dot = f"{prefix}." if prefix else ""
-            containers += [m._parameters, m._buffers, m._modules, m._non_persistent_buffers_set]
-            containers += [m._state_dict_hooks, m._state_dict_pre_hooks]
+            ordered += [m._parameters, m._buffers, m._modules, m._state_dict_hooks, m._state_dict_pre_hooks]
+            sets.append(m._non_persistent_buffers_set)
             for d in (m._parameters, m._buffers, m._modules):
                 entries += [(d, k, v) for k, v in d.items()]
             plan += [(dot + k, m._parameters, k) for k, v in m._parameters.items() if v is not None]
@@ -345,7 +353,9 @@ class ModelState:
         if [n for n, _ in ours] != list(sd) or not all(_alias(t, sd[n]) for n, t in ours):
             self._own_way = True
             return None
-        self._containers, self._lengths = containers, [len(c) for c in containers]
+        self._ordered, self._lengths = ordered, [len(d) for d in ordered]
+        self._order = list(itertools.chain.from_iterable(ordered))
+        self._sets, self._members = sets, [frozenset(x) for x in sets]
         self._dicts = [d for d, _, _ in entries]
         self._keys = [k for _, k, _ in entries]
         self._values = [v for _, _, v in entries]

@@ -139,6 +139,25 @@ def test_model_state_follows_every_change_to_the_model() -> None:
     assert "1.running_var" not in reader()
 
 
+def test_model_state_sees_changes_that_keep_every_count() -> None:
+    """A parameter deleted and set again (same object, now last in state_dict's order), and a
+    buffer made persistent while another is made non-persistent (the same number of each)."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    model[0].register_buffer("a", torch.zeros(2))
+    model[0].register_buffer("b", torch.ones(2), persistent=False)
+    reader = ModelState(model)
+    _same_as_state_dict(model, reader)
+    w = model[0].weight
+    del model[0].weight
+    model[0].weight = w
+    assert list(model.state_dict())[:2] == ["0.bias", "0.weight"]
+    _same_as_state_dict(model, reader)
+    model[0]._non_persistent_buffers_set.discard("b")
+    model[0]._non_persistent_buffers_set.add("a")
+    _same_as_state_dict(model, reader)
+    assert "0.b" in reader() and "0.a" not in reader()
+
+
 def test_model_state_of_a_module_that_saves_its_own_way() -> None:
     """A module with its own extra state is read through state_dict itself."""
 
