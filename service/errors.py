@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -93,6 +94,9 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal", "internal server error; see the server log")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 class RefuseControlCharacters:
     """A path or query string holding a NUL or another control character (`%00` in a job id, in
     `name=`) is refused with 422 before any route, so no such string reaches the database, which
@@ -105,7 +109,7 @@ class RefuseControlCharacters:
         if scope["type"] == "http":
             query = unquote(scope.get("query_string", b"").decode("latin-1"))
             for text, field in ((scope.get("path", ""), "path"), (query, "query")):
-                if any(ord(c) < 32 or ord(c) == 127 for c in text):
+                if _CONTROL.search(text):
                     response = error_response(
                         422, "request_invalid", f"the {field} holds a control character", field
                     )

@@ -94,12 +94,18 @@ class ApiMetrics:
                 self.duration.labels(status).observe(max(0.0, (finished - started).total_seconds()))
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """ASGI middleware: each HTTP request's duration under its route template (`/v1/jobs/{job_id}`,
-    never the id itself), method and status; a path no route matched is `unmatched`."""
+    never the id itself), method and status; a path no route matched is `unmatched`, a method
+    HTTP does not define `other` (a client cannot make up series). Each label set's child is
+    looked up once."""
 
     def __init__(self, app: Any, metrics: ApiMetrics) -> None:
         self.app, self.metrics = app, metrics
+        self._children: dict[tuple[str, str, int], Any] = {}  # bounded: methods, routes, statuses
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -118,4 +124,8 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(scope["method"], route, str(status)).observe(elapsed)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            child = self._children.get(key := (method, route, status))
+            if child is None:
+                child = self._children[key] = self.metrics.requests.labels(method, route, str(status))
+            child.observe(elapsed)

@@ -47,12 +47,17 @@ def test_requests_are_counted_by_route_template_and_status(app: Any) -> None:
     client.call("GET", f"/v1/jobs/{job['id'][:8]}")
     client.call("GET", "/v1/jobs/ffffffffffff")
     client.call("GET", "/nowhere")
+    client.call("GET", "/nowhere")
+    client.call("BREW", "/v1/jobs")  # a method HTTP has not: one series for all such
+    client.call("XYZZY", "/nowhere")
     found = samples(client)
     count = "reprotrain_http_request_duration_seconds_count"
     assert value(found, count, method="GET", route="/v1/jobs/{job_id}", status="200") == 2
     assert value(found, count, method="GET", route="/v1/jobs/{job_id}", status="404") == 1
     assert value(found, count, method="POST", route="/v1/jobs", status="201") == 1
-    assert value(found, count, method="GET", route="unmatched", status="404") == 1
+    assert value(found, count, method="GET", route="unmatched", status="404") == 2
+    others = {k: v for k, v in found.items() if k[0] == count and ("method", "other") in k[1]}
+    assert sum(others.values()) == 2 and not [k for k in found if "BREW" in str(k) or "XYZZY" in str(k)]
     assert not [k for k in found if job["id"] in str(k)]  # never an id as a label
     assert value(found, "reprotrain_jobs_submitted_total", queue="gpu", kind="submit") == 1
     assert value(found, "reprotrain_queue_depth", queue="gpu") == 1
