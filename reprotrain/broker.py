@@ -203,8 +203,7 @@ class Messages:
 
 
 class RedisBroker:
-    """A `redis://` broker: a burst is one LPUSH of ready-made Celery messages per queue (one
-    pipeline of them when it spans queues).
+    """A `redis://` broker: a burst is one pipeline of LPUSHes of ready-made Celery messages.
 
     kombu's per-message publish path (entity binding, declare cache, envelope building) cost a
     third of the API's CPU per submit, against ~15 µs here. tests/service/test_sender.py checks the
@@ -233,13 +232,8 @@ class RedisBroker:
             import redis.asyncio
 
             self._aredis = redis.asyncio.Redis.from_url(self.url, **redis_options())
-        by_queue = self.messages.by_queue(jobs)
-        if len(by_queue) == 1:  # as a burst mostly is: one command, without a pipeline's upkeep
-            [(queue, msgs)] = by_queue.items()
-            await self._aredis.lpush(queue, *msgs)
-            return
         async with self._aredis.pipeline(transaction=False) as pipe:
-            for queue, msgs in by_queue.items():
+            for queue, msgs in self.messages.by_queue(jobs).items():
                 pipe.lpush(queue, *msgs)
             await pipe.execute()
 
