@@ -76,6 +76,11 @@ def cnn_job(ctx) -> dict:
     return drive(ctx, step)
 
 
+def tracked_at(i: int, block: int) -> bool:
+    """Whether step `i` is tracked in a run switching in blocks of `block` steps (0: always)."""
+    return not block or (i // block) % 4 in (0, 3)
+
+
 def drive(ctx, step) -> dict:
     """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `alternate`
     (a tracked run), tracking is on and off in blocks of that many steps (on, off, off, on, …, so
@@ -86,7 +91,7 @@ def drive(ctx, step) -> dict:
     times: dict[bool, list[float]] = {True: [], False: []}
     log_s, t0 = 0.0, time.perf_counter()
     for i in range(steps):
-        on = not block or (i // block) % 4 in (0, 3)
+        on = tracked_at(i, block)
         if block:
             ctx._model_state = state if on else None
         t = time.perf_counter()
@@ -132,7 +137,7 @@ def run_job(runner, job: str, tracked: bool, steps: int, job_dir: Path, alternat
     r = execute(runner, spec(job, tracked, steps, alternate), job_dir, code_dir=ROOT)
     assert r.status == "SUCCEEDED", r.error
     if tracked:
-        digested = steps if not alternate else sum(1 for i in range(steps) if (i // alternate) % 4 in (0, 3))
+        digested = sum(tracked_at(i, alternate) for i in range(steps))
         assert len(r.param_digests) == digested, "every tracked step digested"
     return {k: float(v) for k, v in r.metrics.items()}
 
