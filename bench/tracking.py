@@ -7,7 +7,8 @@ digests the whole model state) and untracked (the same loop and logs, no digests
 run by run through the fork runner, each run in a fresh job process. The job times its own loop;
 the table gives medians and the overhead of tracking. Runs of one job vary more between
 processes than tracking costs, so runs that switch tracking on and off in blocks within one
-process measure the whole cost too. Models: an MLP of 1.6 M parameters with Adam, and the tiny
+process measure the whole cost too, beside a floor (the same runs untracked, hashing the same
+tensors with bare xxh3). Models: an MLP of 1.6 M parameters with Adam, and the tiny
 CNN of the examples (data from a DataLoader in the job process).
 """
 
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import xxhash
 from torch import nn
 
 from reprotrain.job.launcher import ForkRunner
@@ -48,7 +50,7 @@ def mlp_job(ctx) -> dict:
         opt.step()
         return {"loss": loss}
 
-    return drive(ctx, step)
+    return drive(ctx, step, model)
 
 
 def cnn_job(ctx) -> dict:
@@ -73,7 +75,7 @@ def cnn_job(ctx) -> dict:
         opt.step()
         return {"loss": loss, "acc": (out.argmax(1) == y).float().mean()}
 
-    return drive(ctx, step)
+    return drive(ctx, step, model)
 
 
 def tracked_at(i: int, block: int) -> bool:
@@ -81,23 +83,28 @@ def tracked_at(i: int, block: int) -> bool:
     return not block or (i // block) % 4 in (0, 3)
 
 
-def drive(ctx, step) -> dict:
+def drive(ctx, step, model) -> dict:
     """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `alternate`
     (a tracked run), tracking is on and off in blocks of that many steps (on, off, off, on, …, so
     a drift hits both alike), and the median time of a step (its work and its log) is given for
-    each, leaving out the first step of each block (it pays for the block before it in cache)."""
+    each, leaving out the first step of each block (it pays for the block before it in cache).
+    With `floor` (an untracked run that alternates), the on blocks hash the model's tensors with
+    bare xxh3 after the log instead: what hashing the same bytes costs at the least."""
     steps, block = ctx.params["steps"], ctx.params.get("alternate", 0)
     state = ctx._model_state  # what ctx.track made; switched off by hand, here only
+    views = [t.numpy() for t in model.state_dict().values()] if ctx.params.get("floor") else None
     times: dict[bool, list[float]] = {True: [], False: []}
     log_s, t0 = 0.0, time.perf_counter()
     for i in range(steps):
         on = tracked_at(i, block)
-        if block:
+        if block and views is None:
             ctx._model_state = state if on else None
         t = time.perf_counter()
         metrics = step()
         t_log = time.perf_counter()
         ctx.log(i, **metrics)
+        if views is not None and on:
+            list(map(xxhash.xxh3_128_hexdigest, views))
         t_end = time.perf_counter()
         log_s += t_end - t_log
         if block and i % block:
@@ -118,7 +125,7 @@ JOBS = {  # row: (job function, its extra params, default runs of each variant)
 BLOCK = 10  # steps per block of a run that switches tracking on and off
 
 
-def spec(job: str, tracked: bool, steps: int, alternate: int = 0):
+def spec(job: str, tracked: bool, steps: int, alternate: int = 0, floor: bool = False):
     fn, extra, _ = JOBS[job]
     return parse_spec(
         {
@@ -126,19 +133,20 @@ def spec(job: str, tracked: bool, steps: int, alternate: int = 0):
             "entrypoint": f"bench.tracking:{fn}_job",
             "seed": 1,
             "device": "cpu",
-            "params": {"tracked": tracked, "steps": steps, "alternate": alternate, **extra},
+            "params": {"tracked": tracked, "steps": steps, "alternate": alternate, "floor": floor, **extra},
             "track": {"digest_every": 1},
         }
     )
 
 
-def run_job(runner, job: str, tracked: bool, steps: int, job_dir: Path, alternate: int = 0) -> dict:
+def run_job(
+    runner, job: str, tracked: bool, steps: int, job_dir: Path, alternate: int = 0, floor: bool = False
+) -> dict:
     """The job's own timings (drive)."""
-    r = execute(runner, spec(job, tracked, steps, alternate), job_dir, code_dir=ROOT)
+    r = execute(runner, spec(job, tracked, steps, alternate, floor), job_dir, code_dir=ROOT)
     assert r.status == "SUCCEEDED", r.error
-    if tracked:
-        digested = sum(tracked_at(i, alternate) for i in range(steps))
-        assert len(r.param_digests) == digested, "every tracked step digested"
+    digested = sum(tracked_at(i, alternate) for i in range(steps)) if tracked else 0
+    assert len(r.param_digests) == digested, "every tracked step digested, no other"
     return {k: float(v) for k, v in r.metrics.items()}
 
 
@@ -161,6 +169,7 @@ def main() -> None:
             times: dict[bool, list[float]] = {True: [], False: []}
             logs: dict[bool, list[float]] = {True: [], False: []}
             blocks: list[float] = []
+            floors: list[float] = []
             name = job.replace(", ", "-").replace(" ", "_")
             run_job(runner, job, True, args.steps, tmp / f"warm-{name}")
             repeat = args.repeat or JOBS[job][2]
@@ -172,15 +181,18 @@ def main() -> None:
                 if i < args.alternating:
                     m = run_job(runner, job, True, args.steps, tmp / f"{name}-{i}-alt", alternate=BLOCK)
                     blocks.append(m["step_on_s"] / m["step_off_s"] - 1)
+                    m = run_job(runner, job, False, args.steps, tmp / f"{name}-{i}-floor", BLOCK, floor=True)
+                    floors.append(m["step_on_s"] / m["step_off_s"] - 1)
             med = {k: (statistics.median(times[k]), statistics.median(logs[k])) for k in (True, False)}
-            alt = statistics.median(blocks) if blocks else None
+            alt = (statistics.median(blocks), statistics.median(floors)) if blocks else None
             rows.append((job, repeat, med, min(times[True]), min(times[False]), alt))
     print(f"tracking overhead at digest_every: 1, {args.steps} steps, medians of interleaved runs\n")
     print(
         "| model | runs | loop tracked s | untracked s | overhead (loops) "
-        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) | overhead (on/off in one run) |"
+        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) | overhead (on/off in one run) "
+        "| floor: bare xxh3 on/off |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for job, repeat, med, mt, mu, alt in rows:
         (tr, tr_log), (un, un_log) = med[True], med[False]
         print(
@@ -188,7 +200,8 @@ def main() -> None:
             f"| {100 * (tr / un - 1):+.1f} % "
             f"| {1000 * tr_log / args.steps:.3f} | {1000 * un_log / args.steps:.3f} "
             f"| {100 * (tr_log - un_log) / un:+.1f} % "
-            f"| {'' if alt is None else f'{100 * alt:+.1f} %'} |"
+            f"| {'' if alt is None else f'{100 * alt[0]:+.1f} %'} "
+            f"| {'' if alt is None else f'{100 * alt[1]:+.1f} %'} |"
         )
     print(
         "\noverhead (loops): ratio of median loop times, the whole cost as the job sees it, noise and all;"
@@ -196,7 +209,9 @@ def main() -> None:
         "\nleaves out what reading the state costs the next step in cache, and most of the noise);"
         f"\noverhead (on/off in one run): tracking switched on and off in blocks of {BLOCK} steps in one job"
         "\nprocess, the median step (work and log) with it over the median without, median of the runs"
-        "\n(the whole cost, cache included, without the noise between processes)"
+        "\n(the whole cost, cache included, without the noise between processes);"
+        "\nfloor: the same on/off runs untracked, the on blocks hashing the model's tensors with bare"
+        "\nxxh3 after the log (what reading and hashing those bytes costs the loop at the least)"
     )
 
 
