@@ -66,7 +66,8 @@ def test_cuda_nondeterministic_op_fails_strict_and_is_listed_under_warn(run_job,
 
 
 def test_index_add_is_deterministic_under_strict_on_cuda(run_job) -> None:
-    """index_add_ (named by the issue) has a deterministic CUDA kernel in torch 2.13: it runs."""
+    """index_add_ on CUDA has a deterministic kernel that strict selects (torch lists it among the ops
+    that act deterministically, from 1.11 on): it runs, and two runs agree."""
     a, _ = run_job(op_spec("index_add_", "strict"))
     b, _ = run_job(op_spec("index_add_", "strict"))
     assert a.status == "SUCCEEDED", a.error
