@@ -68,8 +68,13 @@ def compare(
     out |= {"causes": rows, "likely_causes": [c["label"] for c in rows if c["likely_cause"]]}
     notes = seed_notes(a, b)
     if kinds := param_kinds(a, b):  # e.g. a run traced before per-step digests had kinds
+        what = (
+            "host and GPU tensors in other places"
+            if all(k.startswith("mixed.") for k in kinds)
+            else f"{kinds[0]} vs {kinds[1]}"
+        )
         notes.append(
-            f"the per-step parameter digests are of different kinds ({kinds[0]} vs {kinds[1]}): the traces "
+            f"the per-step parameter digests are of different kinds ({what}): the traces "
             "are compared by step, metrics and data order, the model by its final state's digest"
         )
     qa, qb = (run_queue(r.fingerprint.model_dump(mode="json")) if r.fingerprint else None for r in (a, b))

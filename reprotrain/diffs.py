@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -44,12 +45,27 @@ def metric_deltas(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, A
 
 
 def step_kind(digest: str | None) -> str | None:
-    """What made a per-step parameter digest: "xxh3" (host), "sum64" (on the GPU) or "mixed",
-    as its prefix says; "blake3" for traces stored before per-step digests had kinds."""
+    """What made a per-step parameter digest: "xxh3" (host), "sum64" (on the GPU) or
+    "mixed.<tag>" (some of each, the tag saying which is which), as its prefix says; "blake3" for
+    traces stored before per-step digests had kinds."""
     if digest is None:
         return None
     kind, sep, _ = digest.partition(":")
     return kind if sep else "blake3"
+
+
+def step_kind_of(tensors: dict[str, str]) -> str:
+    """The overall per-step digest's kind: its entries' one kind, or "mixed.<tag>", the tag a
+    hash of which entry has which kind. Two mixed traces are compared only where every entry
+    has the same kind in both: a buffer on the host in one run and on the GPU in the other
+    changes the tag, not a verdict. (No entries at all: "mixed", as always.)"""
+    kinds = {d[: d.index(":")] for d in tensors.values()}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if not tensors:
+        return "mixed"
+    placement = repr(sorted((name, d[: d.index(":")]) for name, d in tensors.items()))
+    return "mixed." + hashlib.blake2b(placement.encode(), digest_size=8).hexdigest()
 
 
 def comparable_params(x: str | None, y: str | None) -> bool:

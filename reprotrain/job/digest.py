@@ -28,6 +28,7 @@ import torch
 import xxhash
 from blake3 import blake3
 
+from reprotrain.diffs import step_kind_of
 from reprotrain.hashing import canonical_json, digest_named
 from reprotrain.report import encode_event
 
@@ -241,9 +242,7 @@ def step_digests(state: dict[str, Any], *, on_device: bool = True) -> dict[str, 
     for group in on_gpu.values():
         for (name, t), cs in zip(group, device_checksums([t for _, t in group]), strict=True):
             tensors[name] = "sum64:" + xxhash.xxh3_128_hexdigest(cs.to_bytes(8, "little"), _seed(t))
-    kinds = {d[: d.index(":")] for d in tensors.values()}
-    kind = kinds.pop() if len(kinds) == 1 else "mixed"
-    return {"overall": f"{kind}:{_overall(tensors)}", "tensors": tensors}
+    return {"overall": f"{step_kind_of(tensors)}:{_overall(tensors)}", "tensors": tensors}
 
 
 def _overall(tensors: dict[str, str]) -> str:

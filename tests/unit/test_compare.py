@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reprotrain.compare import compare
-from reprotrain.diffs import same_value
+from reprotrain.diffs import same_value, step_kind_of
 from reprotrain.result import Result
 from tests.helpers import fingerprint_dict
 
@@ -218,6 +218,22 @@ def test_per_step_digests_of_different_kinds_are_not_compared() -> None:
     v = compare(result(), Result.model_validate(_traced("xxh3") | {"job_id": "b"}))
     assert v.verdict == "identical"
     assert any("different kinds (blake3 vs xxh3)" in n for n in v.notes or [])
+
+
+def test_mixed_traces_with_tensors_placed_otherwise_are_not_compared() -> None:
+    """Runs with tensors on the host and the GPU, one buffer on the host in one run and on the GPU
+    in the other: their mixed kinds differ (the tag), so the digests, bound to differ, are not
+    compared: identical with a note, never diverged. Placed alike, a change still localises."""
+    gpu = {"w": "sum64:1", "b": "sum64:2", "buf": "sum64:3"}
+    host_buf = gpu | {"buf": "xxh3:3"}
+    one, other = step_kind_of(gpu | {"n": "xxh3:0"}), step_kind_of(host_buf)
+    assert one.startswith("mixed.") and other.startswith("mixed.") and one != other
+    assert step_kind_of(host_buf) == step_kind_of(dict(reversed(host_buf.items())))  # order: no matter
+    v = compare(result(**_traced(one)), Result.model_validate(_traced(other, changed_at=0)))
+    assert v.verdict == "identical"
+    assert any("host and GPU tensors in other places" in n for n in v.notes or [])
+    v = compare(result(**_traced(one)), Result.model_validate(_traced(one, changed_at=2)))
+    assert v.verdict == "diverged" and (v.divergence.step, v.divergence.tensor) == (2, "w")
 
 
 def test_per_step_digests_of_one_kind_still_localise() -> None:
