@@ -7,7 +7,8 @@ mode "op": at step 2 calls `params.op`, an op torch flags as having no determini
   every such op calls it). Under `strict` the job fails naming the op; under `warn` it is listed.
 mode "accumulate": every step sums 65,536 float32 values into 64 slots with
   `index_put_(accumulate=True)` (duplicate indices) and adds the result to the input: on CUDA
-  the order of the atomic adds, and so the rounding, changes from run to run unless `strict`.
+  the order of the atomic adds, and so the rounding, changes from run to run unless `strict`
+  (the slots on `ctx.device`, the model and its data on the host).
 """
 
 import os
@@ -32,7 +33,7 @@ def train(ctx):
             slots = torch.zeros(64, device=ctx.device).index_put_(
                 ((n * 7919) % 64,), torch.sin(n.float()), accumulate=True
             )
-            x = x + slots[:8] * 1e-3
+            x = x + slots[:8].cpu() * 1e-3  # the model and data stay on the host
         loss = nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
