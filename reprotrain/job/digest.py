@@ -125,8 +125,11 @@ def device_checksums(tensors: list[torch.Tensor], *, budget: int = 256 << 20) ->
     A tensor's bytes, zero-padded to whole rows of ROW little-endian int64 words x[r, c], give
     sum over r, c of x[r, c] * W[c] * V[r], mod 2**64, with W and V odd constants: exact, so a
     change of any one word always changes it, and the same bits give the same sum on any device
-    and in any order of summation. On the device, per `budget` bytes of tensors: one copy into
-    rows, one multiply, one row sum; the host gets each row's sum and weighs the rows (numpy).
+    and in any order of summation. On the device, a tensor's whole rows are read where they lie
+    (copied only if not 8-byte aligned), `budget` bytes at a time; its last, partial row is
+    padded in a copy of under 32 KiB; small pieces of several tensors are joined into one
+    multiply and row sum. So the device needs at most about twice `budget` more, whatever the
+    tensors' sizes; the host gets each row's sum and weighs the rows (numpy).
     """
     if not tensors:
         return []
@@ -137,31 +140,45 @@ def device_checksums(tensors: list[torch.Tensor], *, budget: int = 256 << 20) ->
             torch.zeros(8 * ROW, dtype=torch.uint8, device=device),
         )
     column, zeros = _on_device[device]
+    row_bytes = 8 * ROW
+    step = max(row_bytes, budget // row_bytes * row_bytes)  # bytes of whole rows summed at once
     sums: list[torch.Tensor] = []  # row sums, on the device, in tensor order
     rows: list[int] = []
-    parts: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []  # small (k, ROW) pieces, joined when they reach the budget
     size = 0
 
     def flush() -> None:
         nonlocal size
-        if parts:
-            words = (torch.cat(parts) if len(parts) > 1 else parts[0]).view(torch.int64).view(-1, ROW)
-            for chunk in words.split(max(1, budget // (8 * ROW))):
-                sums.append((chunk * column).sum(dim=1))
-            parts.clear()
+        if pending:
+            words = torch.cat(pending) if len(pending) > 1 else pending[0]
+            sums.append((words * column).sum(dim=1))
+            pending.clear()
             size = 0
+
+    def add(words: torch.Tensor) -> None:
+        nonlocal size
+        n = words.numel() * 8
+        if n >= step // 2:  # large: alone, where it lies, after what waits (the order is kept)
+            flush()
+            sums.append((words * column).sum(dim=1))
+            return
+        if size + n > step:
+            flush()
+        pending.append(words)
+        size += n
 
     for t in tensors:
         b = _flat_bytes(t)
         n = b.numel()
-        r = max(1, -(-n // (8 * ROW)))
-        rows.append(r)
-        if size and size + r * 8 * ROW > budget:
-            flush()
-        parts.append(b if r * 8 * ROW == n and b.data_ptr() % 8 == 0 else b.clone())
-        if r * 8 * ROW > n:
-            parts.append(zeros[: r * 8 * ROW - n])
-        size += r * 8 * ROW
+        full = n - n % row_bytes
+        rows.append(max(1, -(-n // row_bytes)))
+        aligned = b.data_ptr() % 8 == 0
+        for start in range(0, full, step):
+            piece = b[start : min(full, start + step)]
+            add((piece if aligned else piece.clone()).view(torch.int64).view(-1, ROW))
+        if n > full or n == 0:  # the last row, zero-padded (an empty tensor: one row of zeros)
+            tail = torch.cat([b[full:], zeros[: row_bytes - (n - full)]])
+            add(tail.view(torch.int64).view(1, ROW))
     flush()
     row_sums = torch.cat(sums).cpu().numpy().view(np.uint64)
     out, start = [], 0

@@ -27,10 +27,13 @@ TENSORS = {
     "int64 three rows": lambda: torch.randint(-(2**62), 2**62, (3 * ROW,), dtype=torch.int64),
     "transposed": lambda: torch.randn(40, 30).t(),
     "empty": lambda: torch.zeros(0),
+    "sliced, not 8-byte aligned": lambda: torch.randn(3 * ROW + 10)[3:],
+    "uint8 at an odd offset": lambda: torch.randint(0, 255, (5 * 8 * ROW + 3,), dtype=torch.uint8)[1:],
+    "whole rows from a row's offset": lambda: torch.randn(5 * 2 * ROW)[2 * ROW :],
 }
 
 
-@pytest.mark.parametrize("budget", [256 << 20, 8 * ROW])
+@pytest.mark.parametrize("budget", [256 << 20, 8 * ROW, 3 * 8 * ROW])
 def test_sum64_is_its_definition(budget: int) -> None:
     """device_checksums (torch integer ops, here on the CPU) equals sum64 computed word by word
     in Python, mod 2**64, for every dtype and size, however the tensors are batched."""
