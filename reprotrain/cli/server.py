@@ -46,7 +46,7 @@ def add_commands(sub: Any) -> None:
         type=int,
         default=1,
         help="API processes on the one port, each with its own group commit (default 1; "
-        'on PostgreSQL one per core: docs/architecture.md, "Submit path")',
+        'on PostgreSQL one per core: docs/architecture.md, "The life of one job")',
     )
     p.set_defaults(func=lambda a: cmd_serve(argparse.Namespace(**vars(a), data_dir=None, no_worker=True)))
 
