@@ -59,13 +59,13 @@ def step_kind_of(tensors: dict[str, str]) -> str:
     hash of which entry has which kind. Two mixed traces are compared only where every entry
     has the same kind in both: a buffer on the host in one run and on the GPU in the other
     changes the tag, not a verdict. (No entries at all: "mixed", as always.)"""
-    kinds = {d[: d.index(":")] for d in tensors.values()}
-    if len(kinds) == 1:
-        return kinds.pop()
-    if not tensors:
+    kinds = {name: step_kind(d) for name, d in tensors.items()}
+    distinct = set(kinds.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    if not kinds:
         return "mixed"
-    placement = repr(sorted((name, d[: d.index(":")]) for name, d in tensors.items()))
-    return "mixed." + hashlib.blake2b(placement.encode(), digest_size=8).hexdigest()
+    return "mixed." + hashlib.blake2b(repr(sorted(kinds.items())).encode(), digest_size=8).hexdigest()
 
 
 def comparable_params(x: str | None, y: str | None) -> bool:
