@@ -33,6 +33,13 @@ host = [
     torch.randint(-(2**62), 2**62, (5000,), generator=g, dtype=torch.int64),
     torch.randint(0, 2, (77,), generator=g).bool(),
     torch.tensor(3.5),                                    # 0-dim
+    torch.randn(500, generator=g, dtype=torch.complex64), # complex: its bits, not its values
+    torch.randn(1001, generator=g).half(),
+    torch.randint(-128, 128, (4097,), generator=g, dtype=torch.int8),
+    torch.randint(-(2**15), 2**15, (2049,), generator=g, dtype=torch.int16),
+    torch.randint(-(2**31), 2**31, (1025,), generator=g, dtype=torch.int32),
+    torch.randn(3 * 4096 + 10, generator=g)[3:],          # a view at an odd offset
+    torch.randn(4096 * 8 * 40 + 5, generator=g),          # large, not a whole number of rows
 ]
 on_device = [t.to(device) for t in host]
 raw = lambda t: t.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
@@ -40,6 +47,7 @@ here = device_checksums(host)
 out = {
     "same_as_host": device_checksums(on_device) == here,
     "same_in_small_budget": device_checksums(on_device, budget=1 << 16) == here,
+    "same_in_tiny_budget": device_checksums(on_device, budget=1) == here,
     "reference": [device_checksums([t])[0] == sum64_reference(raw(t)) for t in on_device if t.numel() < 1e5],
 }
 model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
@@ -72,7 +80,7 @@ def out() -> dict:
 
 def test_sum64_on_cuda_equals_the_host_and_the_reference(out: dict) -> None:
     """Same bits, same sum: on the device, on the host, in any chunking, and by the definition."""
-    assert out["same_as_host"] and out["same_in_small_budget"]
+    assert out["same_as_host"] and out["same_in_small_budget"] and out["same_in_tiny_budget"]
     assert out["reference"] and all(out["reference"])
 
 
