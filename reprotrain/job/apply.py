@@ -60,7 +60,8 @@ def apply_torch(knobs: Knobs, seed: int | None) -> None:
         fused = not knobs.sdpa_math_only
         torch.backends.cuda.enable_flash_sdp(fused)
         torch.backends.cuda.enable_mem_efficient_sdp(fused)
-        torch.backends.cuda.enable_cudnn_sdp(fused)
+        if hasattr(torch.backends.cuda, "enable_cudnn_sdp"):  # an older torch has no cuDNN backend
+            torch.backends.cuda.enable_cudnn_sdp(fused)
         torch.backends.cuda.enable_math_sdp(True)
 
 
@@ -106,7 +107,9 @@ def effective() -> dict[str, Any]:
         "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
         "mkldnn_deterministic": torch.backends.mkldnn.deterministic,
         "sdpa_math_only": not (
-            cuda.flash_sdp_enabled() or cuda.mem_efficient_sdp_enabled() or cuda.cudnn_sdp_enabled()
+            cuda.flash_sdp_enabled()
+            or cuda.mem_efficient_sdp_enabled()
+            or getattr(cuda, "cudnn_sdp_enabled", bool)()
         ),
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "python_hash_seed": os.environ.get("PYTHONHASHSEED"),

@@ -3,6 +3,7 @@
 python tests/gpu/host_tool.py facts                  # JSON: Python, torch, CUDA, GPUs of this host
 python tests/gpu/host_tool.py pins WHEELHOUSE LOCK... # warns of wheels the lock files do not pin
 python tests/gpu/host_tool.py missing LOG...          # the requirements pip found no wheel for
+python tests/gpu/host_tool.py foreign WHEELHOUSE X.Y  # its compiled wheels another Python needs
 python tests/gpu/host_tool.py render --facts F --stages S --junit J --install-log L --bench B
 """
 
@@ -29,6 +30,19 @@ INSTALLED = re.compile(r"^Successfully installed (.+)$", re.M)
 KEPT = re.compile(r"^Requirement already satisfied: (\S+) in .* \(([^()]+)\)$", re.M)  # … (version)
 NAME = re.compile(r"[A-Za-z0-9._-]+")  # a requirement's name, before its version specifier
 VERBOSE_RESULT = re.compile(r"^(\S+::\S+(?:\[[^\]]*\])?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", re.M)
+
+
+# the oldest host this suite runs on. Python: pyproject's requires-python. torch: 2.3 is the
+# first built for numpy 2's ABI, and requirements-host.txt brings numpy 2 (an older torch's
+# .numpy() and from_numpy() fail with it); the job side's knobs exist from it on.
+MIN_PYTHON = (3, 11)
+MIN_TORCH = (2, 3)
+
+
+def major_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as "2.3.1+cu121" or "3.12.4"; (0, 0) if none."""
+    m = re.match(r"\s*(\d+)\.(\d+)", version)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
 
 
 def norm(name: str) -> str:
@@ -81,7 +95,16 @@ def verdict(f: dict[str, Any]) -> tuple[int, str]:
     """(exit status, line) for the run: 0 torch sees a GPU, 3 torch without one, 1 no torch."""
     if not f.get("torch"):
         return 1, f"no torch in {f.get('executable')}: {f.get('torch_error')}"
-    line = f"torch {f['torch']}, built for CUDA {f.get('torch_cuda_build')}, Python {f.get('python')}"
+    exe, python, torch = f.get("executable"), str(f.get("python", "?")), str(f["torch"])
+    if major_minor(python) < MIN_PYTHON:
+        return 1, f"Python {python} at {exe}: reprotrain needs Python 3.11 or newer (--python another)"
+    if major_minor(torch) < MIN_TORCH:
+        return 1, (
+            f"torch {torch} in {exe} is older than 2.3, the oldest this suite runs on: the numpy 2 "
+            "that requirements-host.txt brings breaks an older torch's .numpy() (docs/gpu-host.md; "
+            "--python another)"
+        )
+    line = f"torch {torch}, built for CUDA {f.get('torch_cuda_build')}, Python {python}"
     if not f.get("cuda_available"):
         return 3, line + "; torch sees no CUDA device"
     return 0, line + "; " + "; ".join(f.get("gpus") or [])
@@ -182,6 +205,17 @@ def missing(
             files = ", ".join(f for _, f in candidates)
             found[name] = f"{req}{pin}" + (f"; the wheelhouse has only {files}" if files else "")
     return list(found.values())
+
+
+def foreign(wheelhouse: Path, python: str) -> list[str]:
+    """The wheelhouse's compiled wheels that CPython `python` (X.Y) cannot install, whatever the
+    platform: those of a wheelhouse made for another Python version."""
+    out = []
+    for _, _, file in wheels(wheelhouse):
+        plats = file.removesuffix(".whl").split("-")[-1].split(".")
+        if not fits(file, python, plats):
+            out.append(file)
+    return out
 
 
 # report -------------------------------------------------------------------------------------------
@@ -308,6 +342,9 @@ def main() -> None:
     p.add_argument("--lock", type=Path, action="append", default=[])
     p.add_argument("wheelhouse", type=Path)
     p.add_argument("logs", type=Path, nargs="+")
+    p = sub.add_parser("foreign")
+    p.add_argument("wheelhouse", type=Path)
+    p.add_argument("python")
     p = sub.add_parser("render")
     for name in ("facts", "stages", "junit", "install-log", "pytest-log", "bench", "lock"):
         p.add_argument(f"--{name}", type=Path)
@@ -328,6 +365,9 @@ def main() -> None:
         logs = [_read(p) for p in args.logs]
         for name in missing(logs, args.wheelhouse, args.python_version, args.platform, pins(args.lock)):
             print(name)
+    elif args.cmd == "foreign":
+        for file in foreign(args.wheelhouse, args.python):
+            print(file)
     else:
         sys.stdout.write(render(args))
 

@@ -26,7 +26,7 @@ TOOL="$HERE/host_tool.py"
 MODE="run"
 PY=python3
 WHEELHOUSE="$HERE/wheelhouse"
-PYVER=3.12  # the H200 image's python3
+PYVER=3.12  # the wheelhouse's Python when --python-version is not given
 PLATFORMS=()
 REPORT_DIR=""
 BUDGET=510  # seconds for the whole run: well inside a 10-minute command
@@ -220,8 +220,17 @@ install() {
 		record install failed "the host's Python has no pip"
 		return 1
 	}
+	# a wheelhouse made for another Python version: named, if pip then finds nothing it can use
+	local hostpy foreign
+	hostpy=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	foreign=$("$PY" "$TOOL" foreign "$WHEELHOUSE" "$hostpy")
+	[[ -z $foreign ]] || say "warning: wheels in $WHEELHOUSE that Python $hostpy cannot install: ${foreign//$'\n'/ }"
 	within "${OFFLINE_PIP[@]}" install --no-index --find-links "$WHEELHOUSE" -r "$REQ" >>"$log" 2>&1 || rc=$?
-	if ((rc)); then
+	if ((rc)) && [[ -n $foreign ]]; then
+		local why="the wheelhouse was made for another Python than this host's $hostpy"
+		record install "$(outcome $rc)" "$why (${foreign%%$'\n'*}, …): make it with --make-wheelhouse --python-version $hostpy"
+		return 1
+	elif ((rc)); then
 		record install "$(outcome $rc)" "pip install -r requirements-host.txt: see install.log"
 		return 1
 	fi

@@ -160,3 +160,24 @@ def test_offline_install_into_a_python_with_torch_alone(wheelhouse: Path, tmp_pa
         check=True,
     )
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout  # a real install, not the tree
+
+
+def test_a_wheelhouse_for_another_python_is_named_at_the_install(wheelhouse: Path, tmp_path: Path) -> None:
+    """The run on a host whose Python the wheelhouse was not made for: the install fails saying
+    so and how to make the right one, not with pip's "no matching distribution" alone."""
+    other = tmp_path / "wh"
+    other.mkdir()
+    here, there = f"cp{PYVER.replace('.', '')}", f"cp{OTHER.replace('.', '')}"
+    for w in wheelhouse.glob("*.whl"):
+        shutil.copy(w, other / w.name.replace(f"-{here}-{here}-", f"-{there}-{there}-"))
+    assert any(there in w.name for w in other.glob("*.whl"))
+    py = host_python(tmp_path)
+    argv = ["bash", str(SCRIPT), "--python", str(py), "--wheelhouse", str(other)]
+    argv += ["--report-dir", str(tmp_path / "report"), "--no-run-benches"]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    report = (tmp_path / "report/report.md").read_text()
+    assert r.returncode == 1, report
+    row = next(line for line in report.splitlines() if line.startswith("| install |"))
+    assert "| failed" in row and f"made for another Python than this host's {PYVER}" in row, row
+    assert f"--make-wheelhouse --python-version {PYVER}" in row and f"-{there}-{there}-" in row
+    assert "| tests | skipped |" in report

@@ -134,6 +134,34 @@ def test_report_without_junit_reads_pytest_s_own_lines(tmp_path: Path) -> None:
 
 def test_verdict() -> None:
     assert ht.verdict({"torch_error": "No module named 'torch'", "executable": "/py"})[0] == 1
-    assert ht.verdict({"torch": "2.13.0+cpu", "cuda_available": False})[0] == 3
-    status, line = ht.verdict({"torch": "2.11.0+cu130", "cuda_available": True, "gpus": ["NVIDIA H200"]})
+    assert ht.verdict({"torch": "2.13.0+cpu", "python": "3.12.3", "cuda_available": False})[0] == 3
+    gpu = {"cuda_available": True, "gpus": ["NVIDIA H200"], "executable": "/py"}
+    status, line = ht.verdict({"torch": "2.11.0+cu130", "python": "3.12.3", **gpu})
     assert status == 0 and line.endswith("NVIDIA H200")
+    assert ht.verdict({"torch": "2.3.0+cu121", "python": "3.11.9", **gpu})[0] == 0  # the oldest of each
+
+
+def test_verdict_refuses_a_host_too_old() -> None:
+    """An older torch or Python stops the run at its facts, saying what it needs."""
+    gpu = {"cuda_available": True, "gpus": ["NVIDIA A100"], "executable": "/opt/py"}
+    status, line = ht.verdict({"torch": "2.2.2+cu121", "python": "3.11.4", **gpu})
+    assert status == 1 and "torch 2.2.2+cu121 in /opt/py is older than 2.3" in line and "numpy 2" in line
+    status, line = ht.verdict({"torch": "1.13.1", "python": "3.10.12", **gpu})
+    assert status == 1 and "Python 3.10.12 at /opt/py: reprotrain needs Python 3.11" in line
+    assert ht.verdict({"torch": "2.10.0", "python": "3.11.0", **gpu})[0] == 0  # 2.10 is not 2.1
+    assert ht.major_minor("2.13.0a0+git1234") == (2, 13) and ht.major_minor("dev") == (0, 0)
+
+
+def test_foreign_wheels_are_those_of_another_python(tmp_path: Path) -> None:
+    wh = _wheelhouse(
+        tmp_path,
+        "numpy-2.4.6-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+        "pydantic-2.14.4-py3-none-any.whl",
+        "cryptography-50.0.2-cp39-abi3-manylinux_2_28_x86_64.whl",
+        "blake3-1.0.11-cp312-cp312-manylinux_2_17_aarch64.whl",  # another platform: still cp312's
+    )
+    assert ht.foreign(wh, "3.12") == []
+    assert ht.foreign(wh, "3.11") == [
+        "blake3-1.0.11-cp312-cp312-manylinux_2_17_aarch64.whl",
+        "numpy-2.4.6-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    ]
