@@ -122,6 +122,16 @@ def psql(sql: str) -> None:
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", sql], check=True)
 
 
+def durability() -> str:
+    """The bench database's commit durability, as a session of the API's role sees it."""
+    shown = []
+    for name in ("synchronous_commit", "fsync"):
+        argv = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", PG_NAME, "-tAc", f"SHOW {name}"]
+        value = subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+        shown.append(f"{name}={value}")
+    return ", ".join(shown)
+
+
 def drop_database() -> None:
     psql(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
 
@@ -274,6 +284,7 @@ def main() -> None:
         bare_proc = procs.start(bare_argv, env)
         wait_http(f"{api}/readyz")
         wait_http(f"{bare}/docs")
+        settings = f": {durability()}" if args.db == "postgres" else ""
         bare_runs, api_runs, answered, bare_n = [], [], 0, 0
         cpu = {"bare": 0.0, "api": 0.0, "postgres": 0.0, "redis": 0.0}
         for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both alike
@@ -301,7 +312,7 @@ def main() -> None:
             drop_database()
     gen = "wrk" if shutil.which("wrk") else "Python threads (install wrk for a lighter load generator)"
     print(
-        f"service benchmarks ({args.db}, Redis broker, {args.workers} process(es) per server, "
+        f"service benchmarks ({args.db}{settings}; Redis broker, {args.workers} process(es) per server, "
         f"{args.clients} connections, {os.cpu_count()} cores,"
         f" load from {gen})\n"
     )
