@@ -14,7 +14,6 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
 from reprotrain import __version__
 from reprotrain.artifacts import ArtifactStore
@@ -27,7 +26,7 @@ from reprotrain.service.dispatch import make_dispatcher
 from reprotrain.service.maintenance import Maintenance
 from reprotrain.service.metrics import ApiMetrics, RequestMetrics
 from reprotrain.service.routes import plain_routes, router
-from reprotrain.service.writer import JobWriter
+from reprotrain.service.writer import make_writer
 from reprotrain.settings import Settings
 from reprotrain.store import Store
 
@@ -87,7 +86,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
         yield
         if loop is not None:
             loop.stop()
-        await run_in_threadpool(app.state.writer.stop)  # the loop runs on: stored jobs reach dispatch
+        await app.state.writer.aclose()  # the loop runs on: stored jobs reach dispatch
         await app.state.dispatch.aclose()
         app.state.store.close()
 
@@ -108,7 +107,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None, maintenance:
     app.state.metrics = ApiMetrics()
     app.state.dispatch = make_dispatcher(open_broker(app.state.celery), app.state.store)
     app.state.dispatch.start()
-    app.state.writer = JobWriter(app.state.store, app.state.dispatch)
+    app.state.writer = make_writer(app.state.store, app.state.dispatch, settings.db_url)
     app.state.writer.start()
     errors.install(app)
     app.add_middleware(errors.RefuseControlCharacters)

@@ -1,0 +1,137 @@
+"""The PostgreSQL writer (`LoopWriter`) on a real server: group commit on the event loop, each
+caller its own committed job, a dropped connection survived, one refused row failing alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from reprotrain.errors import SpecInvalid
+from reprotrain.service.writer import LoopWriter, make_writer
+from reprotrain.spec import parse_spec
+from reprotrain.store import Store
+from reprotrain.store.migrate import upgrade
+from tests.helpers import base_spec, make_database
+
+
+class RecordingDispatch:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def submit(self, jobs: list[tuple[str, str]]) -> None:
+        self.sent.extend(jobs)
+
+
+class CountingWriter(LoopWriter):
+    """Counts its inserts; refuses, as the database refuses a value, any burst with a job named
+    'poison'."""
+
+    inserts: list[int]
+
+    async def _insert(self, jobs):  # type: ignore[no-untyped-def]
+        self.inserts.append(len(jobs))
+        if any(j.name == "poison" for j in jobs):
+            raise psycopg.DataError("refused by the database")
+        await super()._insert(jobs)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    url = make_database("postgres", tmp_path, request)
+    upgrade(url)
+    store = Store(url)
+    yield url, store
+    store.close()
+
+
+def writer_for(url: str, store: Store) -> tuple[CountingWriter, RecordingDispatch]:
+    dispatch = RecordingDispatch()
+    w = CountingWriter(store, dispatch, url)  # type: ignore[arg-type]
+    w.inserts = []
+    return w, dispatch
+
+
+def test_postgres_gets_the_loop_writer(db: Any) -> None:
+    url, store = db
+    assert isinstance(make_writer(store, RecordingDispatch(), url), LoopWriter)  # type: ignore[arg-type]
+    assert not isinstance(make_writer(store, RecordingDispatch(), "sqlite:///x.db"), LoopWriter)  # type: ignore[arg-type]
+
+
+def test_concurrent_creates_are_each_committed_in_fewer_inserts(db: Any) -> None:
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    spec = parse_spec(base_spec(queue="gpu"))
+
+    async def burst() -> list[str]:
+        rows = await asyncio.gather(*(writer.create(spec) for _ in range(50)))
+        await writer.aclose()
+        return [r.id for r in rows]
+
+    ids = asyncio.run(burst())
+    assert len(set(ids)) == 50
+    assert sorted(i for i, _ in dispatch.sent) == sorted(ids)
+    assert {q for _, q in dispatch.sent} == {"gpu"}
+    assert store.existing(ids) == set(ids)
+    assert all(store.get_job(i).status == "QUEUED" for i in ids[:5])
+    assert sum(writer.inserts) == 50 and len(writer.inserts) < 50
+
+
+def test_a_dropped_connection_is_reopened_and_nothing_stored_twice(
+    db: Any, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL drops every connection (as on a restart): the next job, alone in its burst, is
+    stored on a new connection, once, and so are the bursts after it."""
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    admin = request.getfixturevalue("postgres_admin")
+
+    def drop() -> None:
+        with admin.connect() as c:
+            killed = c.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": url.rsplit("/", 1)[1]},
+            ).all()
+        assert killed, "no connection to drop"
+
+    async def run() -> tuple[str, list[str]]:
+        first = await writer.create(parse_spec(base_spec(name="before")))
+        drop()
+        alone = await writer.create(parse_spec(base_spec(name="alone")))
+        drop()
+        specs = [parse_spec(base_spec(name=f"after-{i}")) for i in range(3)]
+        rows = await asyncio.gather(*(writer.create(s) for s in specs))
+        await writer.aclose()
+        return first.id, [alone.id, *(r.id for r in rows)]
+
+    first, after = asyncio.run(run())
+    assert store.existing([first, *after]) == {first, *after}
+    assert store.list_jobs(limit=10)[1] == 5
+    assert len(dispatch.sent) == 5
+
+
+def test_one_refused_row_fails_alone_not_its_burst(db: Any) -> None:
+    """Refused rows among good concurrent creates: the good are stored and dispatched, each refused
+    one gets a 422-kind error naming the database's refusal."""
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    good, bad = parse_spec(base_spec(name="good")), parse_spec(base_spec(name="poison"))
+
+    async def burst() -> list[object]:
+        specs = [bad if i % 9 == 0 else good for i in range(60)]
+        out = await asyncio.gather(*(writer.create(s) for s in specs), return_exceptions=True)
+        await writer.aclose()
+        return out
+
+    outcomes = asyncio.run(burst())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    stored = [o.id for o in outcomes if not isinstance(o, BaseException)]  # type: ignore[attr-defined]
+    assert len(failed) == 7 and all(isinstance(e, SpecInvalid) for e in failed)
+    assert "DataError" in str(failed[0])
+    assert len(stored) == 53 and store.existing(stored) == set(stored)
+    assert sorted(i for i, _ in dispatch.sent) == sorted(stored)
+    assert store.list_jobs(limit=100)[1] == 53
