@@ -7,6 +7,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -76,8 +77,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     @app.exception_handler(SQLAlchemyTimeout)
+    @app.exception_handler(psycopg.Error)  # the PostgreSQL writer's own connection (service/writer.py)
     async def _database(_: Request, e: Exception) -> JSONResponse:
-        if not store_unavailable(e):
+        away = isinstance(e, psycopg.OperationalError | psycopg.InterfaceError) or store_unavailable(e)
+        if not away:
             log.exception("database error")
             return error_response(500, "internal", "internal server error; see the server log")
         log.warning("the database is unavailable: %s: %s", type(e).__name__, (str(e).splitlines() or [""])[0])

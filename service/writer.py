@@ -214,7 +214,10 @@ class LoopWriter:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            # a server that does not answer fails the burst (503) in 10 s, not at TCP's pace
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=10
+            )
         return self._conn
 
     async def aclose(self) -> None:

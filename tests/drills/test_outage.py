@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.helpers import make_database, script_spec, start_stack, wait_for
+from tests.helpers import base_spec, make_database, script_spec, start_stack, wait_for
 
 SLOW = """
 import os, time
@@ -42,8 +42,9 @@ def pg_stack(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) 
 
 
 def test_a_database_outage_is_503_and_runs_nothing_twice(pg_stack, postgres_admin, tmp_path: Path) -> None:
-    """Outage of ~8 s while a 4 s job finishes: every request meanwhile is 503 with Retry-After, the
-    job ends SUCCEEDED with attempts == 1 and its artifact, once the database is back."""
+    """Outage of ~8 s while a 4 s job finishes: every request meanwhile, a read or a submit, is 503
+    with Retry-After, the job ends SUCCEEDED with attempts == 1 and its artifact, once the database
+    is back."""
     stack, db = pg_stack
     c = stack.client()
     job = c.submit(script_spec(c, tmp_path / "code", SLOW, "outage"))
@@ -55,6 +56,9 @@ def test_a_database_outage_is_503_and_runs_nothing_twice(pg_stack, postgres_admi
             end = time.monotonic() + 8
             while time.monotonic() < end:  # the same keep-alive connection all along
                 r = http.get(f"/v1/jobs/{job['id']}")
+                seen.add((r.status_code, r.json()["error"]["code"], r.headers.get("retry-after")))
+                # a submit reaches the writer (no bundle to look up first): its insert fails alike
+                r = http.post("/v1/jobs", json=base_spec(name="during"))
                 seen.add((r.status_code, r.json()["error"]["code"], r.headers.get("retry-after")))
                 time.sleep(0.5)
         assert seen == {(503, "store_unavailable", "5")}, seen
