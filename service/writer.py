@@ -168,7 +168,7 @@ class LoopWriter:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[NewJob] = loop.create_future()
         self._pending.append((Pending(spec, rerun_of, queue), fut))
-        if self._task is None:
+        if self._task is None or self._task.get_loop() is not loop:  # none, or of a loop now gone
             self._task = loop.create_task(self._drain())
         return await fut  # a client that goes away cancels its wait, not the insert
 

@@ -135,3 +135,15 @@ def test_one_refused_row_fails_alone_not_its_burst(db: Any) -> None:
     assert len(stored) == 53 and store.existing(stored) == set(stored)
     assert sorted(i for i, _ in dispatch.sent) == sorted(stored)
     assert store.list_jobs(limit=100)[1] == 53
+
+
+def test_a_writer_serves_a_second_event_loop(db: Any) -> None:
+    """The app may be served by one event loop and then another (a test client opened twice): the
+    writer's next burst starts in the loop that awaits it, on the same connection."""
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    first = asyncio.run(writer.create(parse_spec(base_spec(name="one"))))  # no aclose: left open
+    second = asyncio.run(writer.create(parse_spec(base_spec(name="two"))))
+    asyncio.run(writer.aclose())
+    assert store.existing([first.id, second.id]) == {first.id, second.id}
+    assert [i for i, _ in dispatch.sent] == [first.id, second.id]
