@@ -23,6 +23,7 @@ import threading
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
@@ -154,8 +155,7 @@ class LoopWriter:
 
     def __init__(self, store: Store, dispatch: Dispatch, db_url: str) -> None:
         self.store, self.dispatch = store, dispatch
-        # SQLAlchemy's URL (postgresql+psycopg://…) as libpq's: the same server, user and options
-        self.conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = conninfo(db_url)
         self._pending: list[tuple[Pending, asyncio.Future[NewJob]]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -177,7 +177,10 @@ class LoopWriter:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 outcomes = await self._write([p for p, _ in batch])
-                _resolve([(fut, o) for (_, fut), o in zip(batch, outcomes, strict=True)], self.dispatch)
+                try:
+                    _resolve([(fut, o) for (_, fut), o in zip(batch, outcomes, strict=True)], self.dispatch)
+                except Exception:  # answered or not, the stored jobs are the reconciler's to send
+                    log.exception("handing %d stored job(s) on failed", len(batch))
         finally:
             self._task = None
 
@@ -186,11 +189,17 @@ class LoopWriter:
             jobs = self.store.new_jobs(items)
             await self._insert(jobs)
             return list(jobs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            # the database is away (503): the whole burst fails alike, at once, with no attempt
+            # of its rows one by one under new ids (a commit that landed unseen would be doubled)
+            log.warning("storing %d job(s) failed: the database is unavailable: %r", len(items), e)
+            return [e] * len(items)
         except Exception as e:
             if len(items) == 1:
                 log.exception("storing a job failed")
                 return [_as_error(e)]
-            # one bad row must not fail its neighbours: each alone, so only it fails
+            # one bad row must not fail its neighbours: each alone, so only it fails (the burst's
+            # one statement was refused whole, so none of its ids was stored)
             log.warning("storing %d jobs together failed (%r); storing each alone", len(items), e)
             return [(await self._write([item]))[0] for item in items]
 
@@ -221,8 +230,21 @@ class LoopWriter:
         return self._conn
 
     async def aclose(self) -> None:
-        """Store what is pending, then close the connection."""
-        if self._task is not None:
-            await asyncio.wait_for(asyncio.shield(self._task), 30)
-        if self._conn is not None:
-            await self._conn.close()
+        """Store what is pending (30 s at most: what is left is the reconciler's), then close."""
+        try:
+            if self._task is not None:
+                await asyncio.wait_for(asyncio.shield(self._task), 30)
+        except Exception:  # TimeoutError among them
+            log.exception("the last submits were not all stored at shutdown")
+        finally:
+            if self._conn is not None:
+                await self._conn.close()
+
+
+def conninfo(db_url: str) -> str:
+    """SQLAlchemy's URL (postgresql+psycopg://…) as libpq's connection string, by the dialect's
+    own reading of it (as the engine connects): passwords, query options and several hosts alike."""
+    url = make_url(db_url)
+    args, kwargs = url.get_dialect()().create_connect_args(url)
+    kwargs.pop("context", None)  # psycopg's adapters context: not a libpq parameter
+    return make_conninfo(*args, **kwargs)

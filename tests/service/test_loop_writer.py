@@ -147,3 +147,58 @@ def test_a_writer_serves_a_second_event_loop(db: Any) -> None:
     asyncio.run(writer.aclose())
     assert store.existing([first.id, second.id]) == {first.id, second.id}
     assert [i for i, _ in dispatch.sent] == [first.id, second.id]
+
+
+def test_a_database_away_fails_the_whole_burst_at_once(db: Any, request: pytest.FixtureRequest) -> None:
+    """PostgreSQL refusing connections: every create of a burst gets the unavailability (503) from
+    one attempt, not one attempt per row under new ids; once it is back, the next burst is stored."""
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    admin = request.getfixturevalue("postgres_admin")
+    name = url.rsplit("/", 1)[1]
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
+
+    async def burst(n: int) -> list[object]:
+        specs = [parse_spec(base_spec(name=f"job-{i}")) for i in range(n)]
+        return await asyncio.gather(*(writer.create(s) for s in specs), return_exceptions=True)
+
+    allow(False)
+    try:
+        away = asyncio.run(burst(20))
+    finally:
+        allow(True)
+    assert all(isinstance(o, psycopg.OperationalError) for o in away), away
+    assert sum(writer.inserts) == 20 and len(writer.inserts) < 20  # bursts, never row by row
+    back = asyncio.run(burst(5))
+    asyncio.run(writer.aclose())
+    assert store.list_jobs(limit=50)[1] == 5 and len(dispatch.sent) == 5
+    assert store.existing([o.id for o in back]) == {o.id for o in back}  # type: ignore[attr-defined]
+
+
+def test_the_connection_string_is_the_engine_s_reading_of_the_url() -> None:
+    """Passwords, options with spaces and several hosts reach libpq as SQLAlchemy's engine reads
+    them (the URL's own text would give libpq `+` for a space, and no second host)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from reprotrain.service.writer import conninfo
+
+    got = conninfo_to_dict(
+        conninfo(
+            "postgresql+psycopg://u:p%40ss%2Fw@h:5/db?options=-c%20statement_timeout%3D5000"
+            "&application_name=my%20app"
+        )
+    )
+    assert got == {
+        "host": "h",
+        "port": "5",
+        "dbname": "db",
+        "user": "u",
+        "password": "p@ss/w",
+        "options": "-c statement_timeout=5000",
+        "application_name": "my app",
+    }
+    several = conninfo_to_dict(conninfo("postgresql+psycopg://u@/db?host=h1:5432&host=h2:5433"))
+    assert several["host"] == "h1,h2" and several["port"] == "5432,5433"
