@@ -33,7 +33,7 @@ from reprotrain.joblog import batched, job_event
 from reprotrain.service.dispatch import Dispatch
 from reprotrain.spec import JobSpec
 from reprotrain.store import Store
-from reprotrain.store.repo import NewJob, Pending, new_rows, pg_insert
+from reprotrain.store.repo import NewJob, Pending, new_rows, pg_insert_raw
 
 log = logging.getLogger("reprotrain.api")
 MAX_BATCH = 256
@@ -149,7 +149,7 @@ class JobWriter(threading.Thread):
 
 class LoopWriter:
     """Inserts on the event loop that awaits `create`, through one autocommit connection of its
-    own: a burst is one multi-row INSERT (`pg_insert`), one round trip, as `Store.create_jobs`
+    own: a burst is one multi-row INSERT (`pg_insert_raw`), one round trip, as `Store.create_jobs`
     makes it. A connection that broke (a database restart) is opened again and the burst sent once
     more with the same ids, so a commit that did land before the break is not stored twice."""
 
@@ -204,7 +204,7 @@ class LoopWriter:
             return [(await self._write([item]))[0] for item in items]
 
     async def _insert(self, jobs: list[NewJob]) -> None:
-        sql, params = pg_insert(new_rows(jobs))
+        sql, params = pg_insert_raw(new_rows(jobs))
         conn = await self._connection()
         try:
             await conn.execute(sql, params)
@@ -225,7 +225,7 @@ class LoopWriter:
         if self._conn is None or self._conn.closed:
             # a server that does not answer fails the burst (503) in 10 s, not at TCP's pace
             self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, connect_timeout=10
+                self.conninfo, autocommit=True, connect_timeout=10, cursor_factory=psycopg.AsyncRawCursor
             )
         return self._conn
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select, update
@@ -87,8 +88,27 @@ def pg_insert(values: list[dict[str, Any]]) -> tuple[str, tuple[Any, ...]]:
     """New jobs as one multi-row INSERT for PostgreSQL: one statement is one transaction, so the
     connection runs in autocommit and a group commit is one round trip, not BEGIN, the rows and
     COMMIT (measured: 350 → 150 µs of CPU for one job, 75 → 50 µs a job in batches of 8)."""
-    params = tuple(json.dumps(v[c]) if c == "spec" else v[c] for v in values for c in _NEW_COLUMNS)
-    return _PG_INSERT + ", ".join([_PG_ROW] * len(values)), params
+    return _PG_INSERT + ", ".join([_PG_ROW] * len(values)), _pg_params(values)
+
+
+def pg_insert_raw(values: list[dict[str, Any]]) -> tuple[str, tuple[Any, ...]]:
+    """`pg_insert` with libpq's own `$n` placeholders, for psycopg's raw cursor: no query text to
+    parse each burst (psycopg caches its parse only for statements of at most 50 parameters, and
+    a burst of 4 has 52; measured: 112–146 → 85–121 µs of CPU a job in bursts of 8)."""
+    return _pg_raw_sql(len(values)), _pg_params(values)
+
+
+def _pg_params(values: list[dict[str, Any]]) -> tuple[Any, ...]:
+    return tuple(json.dumps(v[c]) if c == "spec" else v[c] for v in values for c in _NEW_COLUMNS)
+
+
+@lru_cache(maxsize=64)
+def _pg_raw_sql(rows: int) -> str:
+    n = len(_NEW_COLUMNS)
+    cell = lambda r, i, c: f"${r * n + i + 1}" + ("::jsonb" if c == "spec" else "")  # noqa: E731
+    return _PG_INSERT + ", ".join(
+        "(" + ", ".join(cell(r, i, c) for i, c in enumerate(_NEW_COLUMNS)) + ")" for r in range(rows)
+    )
 
 
 # the runs table's columns: everything but the large JSON ones (spec, result, manifest, verdict)

@@ -115,3 +115,19 @@ def test_migration_matches_the_tables(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_the_raw_insert_is_the_insert_with_numbered_placeholders() -> None:
+    """The PostgreSQL writer's `$n` statement says what `pg_insert`'s `%s` one says, placeholder
+    by placeholder, with the same parameters, for any burst size."""
+    import re
+
+    from reprotrain.store.repo import Store, new_rows, pg_insert, pg_insert_raw
+
+    for n in (1, 2, 5):
+        values = new_rows(Store.new_jobs([(parse_spec(base_spec(name=f"j{i}")), None) for i in range(n)]))
+        (sql, params), (raw, raw_params) = pg_insert(values), pg_insert_raw(values)
+        assert raw_params == params and len(params) == 13 * n
+        numbers = [int(m) for m in re.findall(r"\$(\d+)", raw)]
+        assert numbers == list(range(1, len(params) + 1))
+        assert re.sub(r"\$\d+", "%s", raw) == sql
