@@ -23,7 +23,7 @@ import threading
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +37,9 @@ from reprotrain.store.repo import NewJob, Pending, new_rows, pg_insert_raw
 
 log = logging.getLogger("reprotrain.api")
 MAX_BATCH = 256
+INSERT_TIMEOUT = 15.0  # s one burst's insert may take before its connection is given up
+# a connection whose server went away unannounced is found dead in about 25 s, not hours
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
 _STOP: Any = None
 
 
@@ -155,7 +158,7 @@ class LoopWriter:
 
     def __init__(self, store: Store, dispatch: Dispatch, db_url: str) -> None:
         self.store, self.dispatch = store, dispatch
-        self.conninfo = conninfo(db_url)
+        self.conninfo = make_conninfo(**(KEEPALIVES | conninfo_to_dict(conninfo(db_url))))  # the URL wins
         self._pending: list[tuple[Pending, asyncio.Future[NewJob]]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -204,22 +207,33 @@ class LoopWriter:
             return [(await self._write([item]))[0] for item in items]
 
     async def _insert(self, jobs: list[NewJob]) -> None:
+        """One statement, sent at most twice: again on a new connection when the first broke or
+        did not answer in `INSERT_TIMEOUT` s (either way its commit may have landed unseen, so the
+        same ids go again and a unique violation means they are already stored)."""
         sql, params = pg_insert_raw(new_rows(jobs))
-        conn = await self._connection()
-        try:
-            await conn.execute(sql, params)
-            return
-        except psycopg.Error:
-            if not conn.broken:
-                raise
-        self._conn = None  # broken: once more on a new connection
-        conn = await self._connection()
-        try:
-            await conn.execute(sql, params)
-        except psycopg.errors.UniqueViolation:
-            ids = [j.id for j in jobs]
-            if len(await run_in_threadpool(self.store.existing, ids)) != len(ids):
-                raise
+        for again in (False, True):
+            conn = await self._connection()
+            try:
+                async with asyncio.timeout(INSERT_TIMEOUT):  # no task of its own, unlike wait_for
+                    await conn.execute(sql, params)
+                return
+            except TimeoutError:
+                # a lock held or a network gone: the connection's state is unknown, so it goes
+                self._conn = None
+                await conn.close()
+                if again:
+                    raise psycopg.OperationalError(
+                        f"the database did not store the jobs within {INSERT_TIMEOUT:g} s, twice"
+                    ) from None
+            except psycopg.errors.UniqueViolation:
+                ids = [j.id for j in jobs]
+                if not again or len(await run_in_threadpool(self.store.existing, ids)) != len(ids):
+                    raise
+                return
+            except psycopg.Error:
+                if again or not conn.broken:
+                    raise
+                self._conn = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

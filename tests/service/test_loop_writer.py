@@ -178,6 +178,55 @@ def test_a_database_away_fails_the_whole_burst_at_once(db: Any, request: pytest.
     assert store.existing([o.id for o in back]) == {o.id for o in back}  # type: ignore[attr-defined]
 
 
+def test_an_insert_that_hangs_fails_its_burst_in_bounded_time(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs table locked by another session (a migration, a stuck transaction): the burst's
+    insert is given up after the timeout, once more on a new connection, then every create of it
+    gets the unavailability (503); nothing of it is stored, and once the lock goes the next burst is."""
+    from sqlalchemy import create_engine
+
+    from reprotrain.service import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "INSERT_TIMEOUT", 0.5)
+    url, store = db
+    writer, dispatch = writer_for(url, store)
+    asyncio.run(writer.create(parse_spec(base_spec(name="before"))))  # the connection is open
+    locker = create_engine(url)
+
+    async def burst(n: int) -> list[object]:
+        specs = [parse_spec(base_spec(name=f"job-{i}")) for i in range(n)]
+        return await asyncio.gather(*(writer.create(s) for s in specs), return_exceptions=True)
+
+    try:
+        with locker.connect() as c, c.begin():
+            c.execute(text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))
+            hung = asyncio.run(burst(8))
+    finally:
+        locker.dispose()
+    assert all(isinstance(o, psycopg.OperationalError) for o in hung), hung
+    assert "within 0.5 s" in str(hung[0])
+    assert writer.inserts[1:] == [8]  # one burst, never row by row
+    assert store.list_jobs(limit=50)[1] == 1 and len(dispatch.sent) == 1
+    back = asyncio.run(burst(3))
+    asyncio.run(writer.aclose())
+    assert store.existing([o.id for o in back]) == {o.id for o in back}  # type: ignore[attr-defined]
+    assert store.list_jobs(limit=50)[1] == 4 and len(dispatch.sent) == 4
+
+
+def test_the_writer_s_connection_has_keepalives_unless_the_url_says_otherwise(db: Any) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    url, store = db
+    mine = conninfo_to_dict(LoopWriter(store, RecordingDispatch(), url).conninfo)  # type: ignore[arg-type]
+    assert mine["keepalives"] == "1" and mine["keepalives_idle"] == "10"
+    assert mine["dbname"] == url.rsplit("/", 1)[1]
+    theirs = conninfo_to_dict(
+        LoopWriter(store, RecordingDispatch(), url + "?keepalives_idle=60").conninfo  # type: ignore[arg-type]
+    )
+    assert theirs["keepalives_idle"] == "60" and theirs["keepalives_count"] == "3"
+
+
 def test_the_connection_string_is_the_engine_s_reading_of_the_url() -> None:
     """Passwords, options with spaces and several hosts reach libpq as SQLAlchemy's engine reads
     them (the URL's own text would give libpq `+` for a space, and no second host)."""
