@@ -110,3 +110,13 @@ def test_env_digest_is_the_environment_only() -> None:
     from reprotrain.fingerprint import Fingerprint
 
     assert not {"inputs", "bundle", "spec"} & set(Fingerprint.model_fields)
+
+
+def test_no_script_folder_shadows_the_standard_library() -> None:
+    """`python bench/service.py` puts bench/ first on sys.path: a bench/bisect.py there was imported
+    for the standard library's `bisect` (by `random`) and every bench run as a path failed."""
+    import sys
+
+    for folder in ("bench", "tests/gpu", "deploy", "examples"):
+        names = {p.stem for p in (ROOT / folder).glob("*.py")}
+        assert not names & sys.stdlib_module_names, f"{folder}/ shadows the standard library"

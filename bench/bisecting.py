@@ -11,7 +11,7 @@ medians reported:
 Ops recorded per second and the recording overhead per step come from the copies' run against
 the plain run. On a 2-core machine the two copies run at once, one core each.
 
-    python -m bench.bisect [--steps 10] [--repeat 3]
+    python -m bench.bisecting [--steps 10] [--repeat 3]
 """
 
 from __future__ import annotations
