@@ -27,16 +27,23 @@ class DigestCache:
     """File digests by (path, size, mtime_ns, inode); safe to share between processes."""
 
     def __init__(self, path: Path | None) -> None:
-        self._db: sqlite3.Connection | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
+        self._path = path
+        self._opened: sqlite3.Connection | None = None
+        self.hits = self.misses = 0
+
+    @property
+    def _db(self) -> sqlite3.Connection | None:
+        """Opened on the first digest: a job without inputs (most) pays no database open."""
+        if self._opened is None and self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER,"
                 " mtime_ns INTEGER, inode INTEGER, digest TEXT)"
             )
-        self.hits = self.misses = 0
+            self._opened = db
+        return self._opened
 
     def digest(self, path: Path, check: Callable[[], None] | None = None) -> str:
         st = path.stat()
@@ -55,8 +62,9 @@ class DigestCache:
         return digest
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
 
 
 @dataclass(frozen=True)

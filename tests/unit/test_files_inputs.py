@@ -61,3 +61,17 @@ def test_missing_input_names_it(tmp_path) -> None:
     with pytest.raises(InputError) as e:
         digest_inputs({"train": InputSpec(path=str(tmp_path / "nope"))}, None)
     assert e.value.field == "inputs.train.path"
+
+
+def test_the_digest_cache_is_opened_only_when_a_file_is_digested(tmp_path) -> None:
+    """A job without inputs opens no database; the first digest creates it, and a second cache on
+    the same file reads what the first stored."""
+    path = tmp_path / "cache" / "c.sqlite"
+    assert digest_inputs({}, path) == {} and not path.parent.exists()
+    (tmp_path / "x.bin").write_bytes(b"\x01" * 10)
+    spec = {"x": InputSpec(path=str(tmp_path / "x.bin"))}
+    first = digest_inputs(spec, path)
+    assert path.exists()
+    second = DigestCache(path)
+    assert digest_input("x", spec["x"], second) == first["x"] and second.hits == 1
+    second.close()
