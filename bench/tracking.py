@@ -185,19 +185,22 @@ def main() -> None:
                     floors.append(m["step_on_s"] / m["step_off_s"] - 1)
             med = {k: (statistics.median(times[k]), statistics.median(logs[k])) for k in (True, False)}
             alt = (statistics.median(blocks), statistics.median(floors)) if blocks else None
-            rows.append((job, repeat, med, min(times[True]), min(times[False]), alt))
+            # each round's tracked run over its untracked one, side by side in time: a drift of the
+            # machine over minutes (it moves the loops by more than tracking costs) cancels out
+            paired = statistics.median(t / u - 1 for t, u in zip(times[True], times[False], strict=True))
+            rows.append((job, repeat, med, min(times[True]), min(times[False]), paired, alt))
     print(f"tracking overhead at digest_every: 1, {args.steps} steps, medians of interleaved runs\n")
     print(
-        "| model | runs | loop tracked s | untracked s | overhead (loops) "
+        "| model | runs | loop tracked s | untracked s | overhead (loops) | (loops, paired) "
         "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) | overhead (on/off in one run) "
         "| floor: bare xxh3 on/off |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for job, repeat, med, mt, mu, alt in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for job, repeat, med, mt, mu, paired, alt in rows:
         (tr, tr_log), (un, un_log) = med[True], med[False]
         print(
             f"| {job} | {repeat} | {tr:.3f} (min {mt:.3f}) | {un:.3f} (min {mu:.3f}) "
-            f"| {100 * (tr / un - 1):+.1f} % "
+            f"| {100 * (tr / un - 1):+.1f} % | {100 * paired:+.1f} % "
             f"| {1000 * tr_log / args.steps:.3f} | {1000 * un_log / args.steps:.3f} "
             f"| {100 * (tr_log - un_log) / un:+.1f} % "
             f"| {'' if alt is None else f'{100 * alt[0]:+.1f} %'} "
@@ -205,6 +208,8 @@ def main() -> None:
         )
     print(
         "\noverhead (loops): ratio of median loop times, the whole cost as the job sees it, noise and all;"
+        "\n(loops, paired): the median over rounds of a tracked run's loop over the untracked run beside it"
+        "\n(a drift of the machine between rounds cancels out; the noise of single processes stays);"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (it"
         "\nleaves out what reading the state costs the next step in cache, and most of the noise);"
         f"\noverhead (on/off in one run): tracking switched on and off in blocks of {BLOCK} steps in one job"
