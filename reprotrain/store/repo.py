@@ -75,7 +75,7 @@ def tags_column(tags: list[str]) -> str | None:
 # what a new job sets; the other columns stay SQL NULL (not JSON 'null', which costs an encode each)
 _NEW_COLUMNS = ("id", "name", "queue", "spec", "spec_digest", "bundle", "rerun_of")
 _NEW_COLUMNS += ("created_at", "sent_at", "status", "attempts", "cancel_requested", "tags")
-_PG_ROW = "(" + ", ".join("%s::jsonb" if c == "spec" else "%s" for c in _NEW_COLUMNS) + ")"
+_PG_ROW = "(" + ", ".join("%s::json" if c == "spec" else "%s" for c in _NEW_COLUMNS) + ")"
 _PG_INSERT = f"INSERT INTO {JobRow.__tablename__} ({', '.join(_NEW_COLUMNS)}) VALUES "
 
 
@@ -105,7 +105,7 @@ def _pg_params(values: list[dict[str, Any]]) -> tuple[Any, ...]:
 @lru_cache(maxsize=64)
 def _pg_raw_sql(rows: int) -> str:
     n = len(_NEW_COLUMNS)
-    cell = lambda r, i, c: f"${r * n + i + 1}" + ("::jsonb" if c == "spec" else "")  # noqa: E731
+    cell = lambda r, i, c: f"${r * n + i + 1}" + ("::json" if c == "spec" else "")  # noqa: E731
     return _PG_INSERT + ", ".join(
         "(" + ", ".join(cell(r, i, c) for i, c in enumerate(_NEW_COLUMNS)) + ")" for r in range(rows)
     )

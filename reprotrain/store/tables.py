@@ -6,10 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# PostgreSQL's json, not jsonb: it keeps the text as written, so a value reads back as it was stored.
+# jsonb rewrites it (1e20 reads back as the int 100000000000000000000, -0.0 as 0.0, an object's
+# keys shortest first), which changed a job's params and a spec's digest, and put a step's tensors
+# out of the model's order. Nothing here needs jsonb's operators or indexes.
+Json = JSON()
 When = DateTime(timezone=True)
 
 
