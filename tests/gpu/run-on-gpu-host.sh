@@ -7,6 +7,9 @@
 #   run-on-gpu-host.sh --make-wheelhouse [--python-version X.Y] [--platform P]... [--wheelhouse DIR]
 #   run-on-gpu-host.sh --check [--python-version X.Y] [--platform P]... [--wheelhouse DIR]
 #
+# --python-version defaults to the version the wheelhouse was made for (--make-wheelhouse writes
+# it to its python-version file), else 3.12.
+#
 # --make-wheelhouse (with network) downloads, for the host's Python version and platform, every
 # wheel of requirements-host.txt and requirements-build.txt at requirements.lock's versions, then
 # checks it. --check (no network, no GPU) proves the wheelhouse complete for that Python and
@@ -26,7 +29,7 @@ TOOL="$HERE/host_tool.py"
 MODE="run"
 PY=python3
 WHEELHOUSE="$HERE/wheelhouse"
-PYVER=3.12  # the wheelhouse's Python when --python-version is not given
+PYVER=""  # the wheelhouse's Python: --python-version, else what --make-wheelhouse recorded, else 3.12
 PLATFORMS=()
 REPORT_DIR=""
 BUDGET=510  # seconds for the whole run: well inside a 10-minute command
@@ -40,7 +43,7 @@ CAP_TESTS=300
 CAP_BENCH=180
 TEST_TIMEOUT=150  # per test: a hung test fails alone instead of taking the stage with it
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 die_usage() {
 	echo "run-on-gpu-host.sh: $*" >&2
 	echo "run-on-gpu-host.sh --help shows the options" >&2
@@ -73,6 +76,11 @@ while (($#)); do
 	esac
 	shift
 done
+WHEELHOUSE=${WHEELHOUSE%/}
+if [[ -z $PYVER && $MODE != make && -f $WHEELHOUSE/python-version ]]; then
+	PYVER=$(<"$WHEELHOUSE/python-version")  # what --make-wheelhouse made it for
+fi
+PYVER=${PYVER:-3.12}
 [[ $PYVER =~ ^3\.[0-9]+$ ]] || die_usage "--python-version wants X.Y, got '$PYVER'"
 [[ $BUDGET =~ ^[0-9]+$ ]] || die_usage "--budget wants whole seconds, got '$BUDGET'"
 # absolute paths: stages run in other directories (a bare command name stays a PATH lookup)
@@ -173,6 +181,7 @@ make_wheelhouse() {
 	"$PY" -m pip download -q --disable-pip-version-check "${TARGET[@]}" \
 		-r "$REQ" -r "$BUILD_REQ" -c "$LOCK" -d "$WHEELHOUSE"
 	((before == 0)) || say "note: $WHEELHOUSE had $before wheels before; remove it to start over"
+	echo "$PYVER" >"$WHEELHOUSE/python-version"  # --check's default from now on
 	"$PY" "$TOOL" pins "$WHEELHOUSE" "$LOCK" "$BUILD_REQ" | sed 's/^/[gpu-host] warning: /' >&2
 	say "$(find "$WHEELHOUSE" -maxdepth 1 -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 	check

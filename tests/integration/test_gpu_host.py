@@ -94,6 +94,8 @@ def test_check_names_what_is_missing(wheelhouse: Path, tmp_path: Path) -> None:
     r = sh("--check", "--python-version", OTHER, "--wheelhouse", str(wheelhouse))
     assert r.returncode == 1
     assert f"for Python {OTHER}" in r.stderr and "missing: numpy" in r.stderr, r.stderr
+    r = sh("--check", "--wheelhouse", str(wheelhouse))  # for the Python it was made for
+    assert r.returncode == 0 and f"wheelhouse complete for Python {PYVER}" in r.stderr, r.stderr
 
 
 def _torch_closure() -> list[md.Distribution]:
