@@ -7,8 +7,8 @@
 #   run-on-gpu-host.sh --make-wheelhouse [--python-version X.Y] [--platform P]... [--wheelhouse DIR]
 #   run-on-gpu-host.sh --check [--python-version X.Y] [--platform P]... [--wheelhouse DIR]
 #
-# --python-version defaults to the version the wheelhouse was made for (--make-wheelhouse writes
-# it to its python-version file), else 3.12.
+# --check's --python-version defaults to the version the wheelhouse was made for (--make-wheelhouse
+# writes it to its python-version file); otherwise it is 3.12.
 #
 # --make-wheelhouse (with network) downloads, for the host's Python version and platform, every
 # wheel of requirements-host.txt and requirements-build.txt at requirements.lock's versions, then
@@ -29,7 +29,7 @@ TOOL="$HERE/host_tool.py"
 MODE="run"
 PY=python3
 WHEELHOUSE="$HERE/wheelhouse"
-PYVER=""  # the wheelhouse's Python: --python-version, else what --make-wheelhouse recorded, else 3.12
+PYVER=""  # the wheelhouse's Python: --python-version, else (--check) what it was made for, else 3.12
 PLATFORMS=()
 REPORT_DIR=""
 BUDGET=510  # seconds for the whole run: well inside a 10-minute command
@@ -76,8 +76,7 @@ while (($#)); do
 	esac
 	shift
 done
-WHEELHOUSE=${WHEELHOUSE%/}
-if [[ -z $PYVER && $MODE != make && -f $WHEELHOUSE/python-version ]]; then
+if [[ -z $PYVER && $MODE == check && -f $WHEELHOUSE/python-version ]]; then
 	PYVER=$(<"$WHEELHOUSE/python-version")  # what --make-wheelhouse made it for
 fi
 PYVER=${PYVER:-3.12}
