@@ -1,26 +1,40 @@
 """What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
 
-    python -m bench.tracking [--repeat N] [--steps 300] [--alternating 5] [--model mlp|cnn|all]
+    python -m bench.tracking [--repeat N] [--steps 300] [--paired 5] [--model mlp|cnn|all]
 
-The same job runs tracked (`ctx.track(model, opt)` with `digest_every: 1`: every logged step
-digests the whole model state) and untracked (the same loop and logs, no digests), interleaved
-run by run through the fork runner, each run in a fresh job process. The job times its own loop;
-the table gives medians and the overhead of tracking. Runs of one job vary more between
-processes than tracking costs, so runs that switch tracking on and off in blocks within one
-process measure the whole cost too, beside a floor (the same runs untracked, hashing the same
-tensors with bare xxh3). Models: an MLP of 1.6 M parameters with Adam, and the tiny
-CNN of the examples (data from a DataLoader in the job process).
+`ctx.track(model, opt)` with `digest_every: 1` digests the whole model state at every logged
+step. Three measures of what that costs, each a median with a 95 % bootstrap interval:
+
+- loops: the same job tracked and untracked, each run in a fresh job process through the fork
+  runner, run side by side round after round; each round's tracked loop over its untracked one.
+  The whole cost as a job sees it, and the noise between processes with it (runs of one job
+  differ by several per cent on 2 cores, whatever they do);
+- in ctx.log: what the log calls take more when tracked, over the untracked loop: the digest
+  itself, without what it costs the next step in cache;
+- in one process: one job process switches tracking on and off in blocks of steps, the order of
+  each pair of blocks drawn at random (so it cannot fall in step with the job's own periods, an
+  epoch's first batch say); each pair's median step (work and log, the block's first step left
+  out: it pays for the block before) with tracking over the one without. The whole cost, cache
+  included, with the drift of the machine and the differences between processes paired away.
+
+Beside it, the same paired measure of a floor: untracked runs whose on blocks hash the model's
+tensors with bare xxh3 after the log, what reading those bytes costs at the least. Models: an MLP
+of 1.6 M parameters with Adam, and the tiny CNN of the examples (data from a DataLoader, in the
+job process or in 2 worker processes).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import xxhash
 from torch import nn
@@ -78,25 +92,29 @@ def cnn_job(ctx) -> dict:
     return drive(ctx, step, model)
 
 
-def tracked_at(i: int, block: int) -> bool:
-    """Whether step `i` is tracked in a run switching in blocks of `block` steps (0: always)."""
-    return not block or (i // block) % 4 in (0, 3)
+def pair_schedule(steps: int, block: int, seed: int) -> list[bool]:
+    """Whether each step is tracked: pairs of blocks of `block` steps, one on and one off, which
+    first drawn at random for each pair (its own generator: the job's randomness is untouched)."""
+    rng, flags = random.Random(seed), []
+    while len(flags) < steps:
+        first = rng.random() < 0.5
+        flags += [first] * block + [not first] * block
+    return flags[:steps]
 
 
 def drive(ctx, step, model) -> dict:
-    """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `alternate`
-    (a tracked run), tracking is on and off in blocks of that many steps (on, off, off, on, …, so
-    a drift hits both alike), and the median time of a step (its work and its log) is given for
-    each, leaving out the first step of each block (it pays for the block before it in cache).
-    With `floor` (an untracked run that alternates), the on blocks hash the model's tensors with
-    bare xxh3 after the log instead: what hashing the same bytes costs at the least."""
-    steps, block = ctx.params["steps"], ctx.params.get("alternate", 0)
+    """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `block`,
+    tracking (or, with `floor`, bare xxh3 of the model's tensors after the log) is on and off by
+    `pair_schedule`, and each step's time (work and log) is written to `times_to`."""
+    p = ctx.params
+    steps, block = p["steps"], p.get("block", 0)
+    on_at = pair_schedule(steps, block, p["order_seed"]) if block else [p["tracked"]] * steps
     state = ctx._model_state  # what ctx.track made; switched off by hand, here only
-    views = [t.numpy() for t in model.state_dict().values()] if ctx.params.get("floor") else None
-    times: dict[bool, list[float]] = {True: [], False: []}
+    views = [t.numpy() for t in model.state_dict().values()] if p.get("floor") else None
+    times: list[float] = []
     log_s, t0 = 0.0, time.perf_counter()
     for i in range(steps):
-        on = tracked_at(i, block)
+        on = on_at[i]
         if block and views is None:
             ctx._model_state = state if on else None
         t = time.perf_counter()
@@ -107,116 +125,143 @@ def drive(ctx, step, model) -> dict:
             list(map(xxhash.xxh3_128_hexdigest, views))
         t_end = time.perf_counter()
         log_s += t_end - t_log
-        if block and i % block:
-            times[on].append(t_end - t)
-    out = {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+        times.append(t_end - t)
     if block:
-        out |= {f"step_{k}_s": statistics.median(times[v]) for k, v in (("on", True), ("off", False))}
+        Path(p["times_to"]).write_text(json.dumps(times))
+    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+
+
+def pair_ratios(times: list[float], steps: int, block: int, seed: int) -> list[float]:
+    """Each pair of blocks' median step with tracking over its median step without, less one."""
+    on_at, out = pair_schedule(steps, block, seed), []
+    for start in range(0, steps - 2 * block + 1, 2 * block):
+        a, b = (range(s + 1, s + block) for s in (start, start + block))  # a block's first left out
+        on, off = (a, b) if on_at[start] else (b, a)
+        out.append(statistics.median(times[i] for i in on) / statistics.median(times[i] for i in off) - 1)
     return out
 
 
-JOBS = {  # row: (job function, its extra params, default runs of each variant)
+def median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median, and a 95 % percentile-bootstrap interval for it."""
+    x = np.asarray(values)
+    boot = np.median(np.random.default_rng(0).choice(x, (resamples, len(x))), axis=1)
+    return float(np.median(x)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+JOBS = {  # row: (job function, its extra params, default rounds of the loops)
     "mlp": ("mlp", {}, 7),
-    "cnn": ("cnn", {"workers": 0}, 15),  # a run is 0.7 s, and the loop ratio moves ±1.5 % run to run
+    "cnn": ("cnn", {"workers": 0}, 15),  # a run is 0.7 s
     "cnn, 2 loader workers": ("cnn", {"workers": 2}, 9),
 }
-
-
 BLOCK = 10  # steps per block of a run that switches tracking on and off
 
 
-def spec(job: str, tracked: bool, steps: int, alternate: int = 0, floor: bool = False):
-    fn, extra, _ = JOBS[job]
+def spec(job: str, tracked: bool, steps: int, **extra):
+    fn, params, _ = JOBS[job]
     return parse_spec(
         {
             "name": f"tracking-{fn}",
             "entrypoint": f"bench.tracking:{fn}_job",
             "seed": 1,
             "device": "cpu",
-            "params": {"tracked": tracked, "steps": steps, "alternate": alternate, "floor": floor, **extra},
+            "params": {"tracked": tracked, "steps": steps, "order_seed": 0, **params, **extra},
             "track": {"digest_every": 1},
         }
     )
 
 
-def run_job(
-    runner, job: str, tracked: bool, steps: int, job_dir: Path, alternate: int = 0, floor: bool = False
-) -> dict:
-    """The job's own timings (drive)."""
-    r = execute(runner, spec(job, tracked, steps, alternate, floor), job_dir, code_dir=ROOT)
+def run_job(runner, job: str, tracked: bool, steps: int, job_dir: Path, **extra) -> dict:
+    """The job's own timings (drive), checked: every tracked step digested, no other."""
+    r = execute(runner, spec(job, tracked, steps, **extra), job_dir, code_dir=ROOT)
     assert r.status == "SUCCEEDED", r.error
-    digested = sum(tracked_at(i, alternate) for i in range(steps)) if tracked else 0
-    assert len(r.param_digests) == digested, "every tracked step digested, no other"
+    block = extra.get("block")
+    on_at = pair_schedule(steps, block, extra["order_seed"]) if block else [True] * steps
+    assert len(r.param_digests) == (sum(on_at) if tracked else 0), "every tracked step digested, no other"
     return {k: float(v) for k, v in r.metrics.items()}
+
+
+def paired_run(runner, job: str, tracked: bool, steps: int, job_dir: Path, seed: int) -> list[float]:
+    """One job process switching tracking (or, untracked, the floor's bare xxh3) on and off."""
+    job_dir.mkdir(parents=True)
+    times_to = job_dir / "times.json"
+    extra = {"block": BLOCK, "order_seed": seed, "floor": not tracked, "times_to": str(times_to)}
+    run_job(runner, job, tracked, steps, job_dir / "job", **extra)
+    return pair_ratios(json.loads(times_to.read_text()), steps, BLOCK, seed)
+
+
+def measure(runner, job: str, tmp: Path, steps: int, repeat: int, paired: int) -> dict:
+    """All runs of one job, interleaved round by round, so all see the same machine."""
+    loops: dict[bool, list[float]] = {True: [], False: []}
+    logs: dict[bool, list[float]] = {True: [], False: []}
+    in_process: list[float] = []
+    floor: list[float] = []
+    name = job.replace(", ", "-").replace(" ", "_")
+    run_job(runner, job, True, steps, tmp / f"warm-{name}")
+    for i in range(max(repeat, paired)):
+        for tracked in (i % 2 == 0, i % 2 == 1)[: 2 if i < repeat else 0]:
+            m = run_job(runner, job, tracked, steps, tmp / f"{name}-{i}-{tracked}")
+            loops[tracked].append(m["loop_s"])
+            logs[tracked].append(m["log_s"])
+        if i < paired:
+            in_process += paired_run(runner, job, True, steps, tmp / f"{name}-{i}-pairs", seed=i)
+            floor += paired_run(runner, job, False, steps, tmp / f"{name}-{i}-floor", seed=i)
+    rounds = [t / u - 1 for t, u in zip(loops[True], loops[False], strict=True)]
+    log_ms = {k: 1000 * statistics.median(v) / steps for k, v in logs.items()}
+    return {
+        "loops": {k: statistics.median(v) for k, v in loops.items()},
+        "paired loops": median_ci(rounds),
+        "log ms": log_ms,
+        "in ctx.log": (log_ms[True] - log_ms[False]) * steps / 1000 / statistics.median(loops[False]),
+        "in one process": median_ci(in_process) if in_process else None,
+        "floor": median_ci(floor) if floor else None,
+        "pairs": len(in_process),
+    }
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:+.1f} %"
+
+
+def interval(m: tuple[float, float, float] | None) -> str:
+    return "" if m is None else f"{pct(m[0])} [{pct(m[1])}, {pct(m[2])}]"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--repeat", type=int, help="runs of each variant (default: 7 mlp, 15 cnn, 9 with workers)"
-    )
+    ap.add_argument("--repeat", type=int, help="rounds of the loops (default: 7 mlp, 15 cnn, 9 with workers)")
     ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
-    ap.add_argument(
-        "--alternating", type=int, default=5, help="runs switching tracking on and off (default 5)"
-    )
+    ap.add_argument("--paired", type=int, default=5, help="runs switching tracking on and off (default 5)")
     ap.add_argument("--model", choices=["mlp", "cnn", "all"], default="all")
     args = ap.parse_args()
     jobs = [j for j in JOBS if args.model in ("all", j.split(",")[0])]
-    rows = []
     with tempfile.TemporaryDirectory() as d, ForkRunner(isolation="none") as runner:
-        tmp = Path(d)
-        for job in jobs:
-            times: dict[bool, list[float]] = {True: [], False: []}
-            logs: dict[bool, list[float]] = {True: [], False: []}
-            blocks: list[float] = []
-            floors: list[float] = []
-            name = job.replace(", ", "-").replace(" ", "_")
-            run_job(runner, job, True, args.steps, tmp / f"warm-{name}")
-            repeat = args.repeat or JOBS[job][2]
-            for i in range(max(repeat, args.alternating)):  # interleaved: all see the same machine
-                for tracked in (i % 2 == 0, i % 2 == 1)[: 2 if i < repeat else 0]:
-                    m = run_job(runner, job, tracked, args.steps, tmp / f"{name}-{i}-{tracked}")
-                    times[tracked].append(m["loop_s"])
-                    logs[tracked].append(m["log_s"])
-                if i < args.alternating:
-                    m = run_job(runner, job, True, args.steps, tmp / f"{name}-{i}-alt", alternate=BLOCK)
-                    blocks.append(m["step_on_s"] / m["step_off_s"] - 1)
-                    m = run_job(runner, job, False, args.steps, tmp / f"{name}-{i}-floor", BLOCK, floor=True)
-                    floors.append(m["step_on_s"] / m["step_off_s"] - 1)
-            med = {k: (statistics.median(times[k]), statistics.median(logs[k])) for k in (True, False)}
-            alt = (statistics.median(blocks), statistics.median(floors)) if blocks else None
-            # each round's tracked run over its untracked one, side by side in time: a drift of the
-            # machine over minutes (it moves the loops by more than tracking costs) cancels out
-            paired = statistics.median(t / u - 1 for t, u in zip(times[True], times[False], strict=True))
-            rows.append((job, repeat, med, min(times[True]), min(times[False]), paired, alt))
-    print(f"tracking overhead at digest_every: 1, {args.steps} steps, medians of interleaved runs\n")
+        rows = [
+            (job, measure(runner, job, Path(d), args.steps, args.repeat or JOBS[job][2], args.paired))
+            for job in jobs
+        ]
+    print(f"tracking overhead at digest_every: 1, {args.steps} steps a run; medians [95 % intervals]\n")
     print(
-        "| model | runs | loop tracked s | untracked s | overhead (loops) | (loops, paired) "
-        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) | overhead (on/off in one run) "
-        "| floor: bare xxh3 on/off |"
+        "| model | loop tracked s | untracked s | overhead (loops, paired) | ctx.log tracked ms/step "
+        "| untracked | overhead (in ctx.log) | overhead (in one process) | floor: bare xxh3, in one process |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for job, repeat, med, mt, mu, paired, alt in rows:
-        (tr, tr_log), (un, un_log) = med[True], med[False]
+    print("|---|---|---|---|---|---|---|---|---|")
+    for job, m in rows:
         print(
-            f"| {job} | {repeat} | {tr:.3f} (min {mt:.3f}) | {un:.3f} (min {mu:.3f}) "
-            f"| {100 * (tr / un - 1):+.1f} % | {100 * paired:+.1f} % "
-            f"| {1000 * tr_log / args.steps:.3f} | {1000 * un_log / args.steps:.3f} "
-            f"| {100 * (tr_log - un_log) / un:+.1f} % "
-            f"| {'' if alt is None else f'{100 * alt[0]:+.1f} %'} "
-            f"| {'' if alt is None else f'{100 * alt[1]:+.1f} %'} |"
+            f"| {job} | {m['loops'][True]:.3f} | {m['loops'][False]:.3f} | {interval(m['paired loops'])} "
+            f"| {m['log ms'][True]:.3f} | {m['log ms'][False]:.3f} | {pct(m['in ctx.log'])} "
+            f"| {interval(m['in one process'])} | {interval(m['floor'])} |"
         )
+    pairs = rows[0][1]["pairs"]
     print(
-        "\noverhead (loops): ratio of median loop times, the whole cost as the job sees it, noise and all;"
-        "\n(loops, paired): the median over rounds of a tracked run's loop over the untracked run beside it"
-        "\n(a drift of the machine between rounds cancels out; the noise of single processes stays);"
-        "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (it"
-        "\nleaves out what reading the state costs the next step in cache, and most of the noise);"
-        f"\noverhead (on/off in one run): tracking switched on and off in blocks of {BLOCK} steps in one job"
-        "\nprocess, the median step (work and log) with it over the median without, median of the runs"
-        "\n(the whole cost, cache included, without the noise between processes);"
-        "\nfloor: the same on/off runs untracked, the on blocks hashing the model's tensors with bare"
-        "\nxxh3 after the log (what reading and hashing those bytes costs the loop at the least)"
+        "\noverhead (loops, paired): each round's tracked run over the untracked run beside it, each a"
+        "\nfresh job process; the whole cost as the job sees it, with the noise between processes;"
+        "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
+        "\ndigest itself, less what reading the state costs the next step in cache);"
+        f"\noverhead (in one process): {pairs} pairs of blocks of {BLOCK} steps, one tracked and one not, in"
+        f"\n{args.paired} job processes, which block first drawn at random; each pair's median step (work and"
+        "\nlog, a block's first step left out) tracked over untracked: the whole cost, cache included;"
+        "\nfloor: the same, untracked, the on blocks hashing the model's tensors with bare xxh3 after the"
+        "\nlog: what reading and hashing those bytes costs the loop at the least"
     )
 
 
