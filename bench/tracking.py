@@ -1,6 +1,6 @@
 """What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
 
-    python -m bench.tracking [--repeat N] [--steps 300] [--paired 5] [--model mlp|cnn|all]
+    python -m bench.tracking [--repeat N] [--steps 300] [--paired 6] [--model mlp|cnn|all]
 
 `ctx.track(model, opt)` with `digest_every: 1` digests the whole model state at every logged
 step. Three measures of what that costs, each a median with a 95 % bootstrap interval:
@@ -8,7 +8,8 @@ step. Three measures of what that costs, each a median with a 95 % bootstrap int
 - loops: the same job tracked and untracked, each run in a fresh job process through the fork
   runner, run side by side round after round; each round's tracked loop over its untracked one.
   The whole cost as a job sees it, and the noise between processes with it (runs of one job
-  differ by several per cent on 2 cores, whatever they do);
+  differ by several per cent on 2 cores, whatever they do): a second untracked run in each round
+  over the untracked one (an A/A control) shows that noise alone;
 - in ctx.log: what the log calls take more when tracked, over the untracked loop: the digest
   itself, without what it costs the next step in cache;
 - in one process: one job process switches tracking on and off in blocks of steps, the order of
@@ -135,17 +136,24 @@ def pair_ratios(times: list[float], steps: int, block: int, seed: int) -> list[f
     """Each pair of blocks' median step with tracking over its median step without, less one."""
     on_at, out = pair_schedule(steps, block, seed), []
     for start in range(0, steps - 2 * block + 1, 2 * block):
-        a, b = (range(s + 1, s + block) for s in (start, start + block))  # a block's first left out
+        a, b = (range(s + SETTLE, s + block) for s in (start, start + block))
         on, off = (a, b) if on_at[start] else (b, a)
         out.append(statistics.median(times[i] for i in on) / statistics.median(times[i] for i in off) - 1)
     return out
 
 
-def median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
-    """The median, and a 95 % percentile-bootstrap interval for it."""
-    x = np.asarray(values)
-    boot = np.median(np.random.default_rng(0).choice(x, (resamples, len(x))), axis=1)
-    return float(np.median(x)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+def median_ci(groups: list[list[float]], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of all values, and a 95 % interval for it from a two-level bootstrap (groups
+    drawn again, then each drawn group's values): the values of one job process are not
+    independent of each other, and differences between processes count."""
+    rng = np.random.default_rng(0)
+    arrays = [np.asarray(g) for g in groups]
+    boot = []
+    for _ in range(resamples):
+        drawn = [arrays[k] for k in rng.integers(0, len(arrays), len(arrays))]
+        boot.append(np.median(np.concatenate([rng.choice(g, len(g)) for g in drawn])))
+    mid = float(np.median(np.concatenate(arrays)))
+    return mid, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 JOBS = {  # row: (job function, its extra params, default rounds of the loops)
@@ -153,7 +161,8 @@ JOBS = {  # row: (job function, its extra params, default rounds of the loops)
     "cnn": ("cnn", {"workers": 0}, 15),  # a run is 0.7 s
     "cnn, 2 loader workers": ("cnn", {"workers": 2}, 9),
 }
-BLOCK = 10  # steps per block of a run that switches tracking on and off
+BLOCK = 5  # steps per block of a run that switches tracking on and off
+SETTLE = 1  # a block's first steps, left out: they pay for the block before
 
 
 def spec(job: str, tracked: bool, steps: int, **extra):
@@ -190,31 +199,38 @@ def paired_run(runner, job: str, tracked: bool, steps: int, job_dir: Path, seed:
 
 
 def measure(runner, job: str, tmp: Path, steps: int, repeat: int, paired: int) -> dict:
-    """All runs of one job, interleaved round by round, so all see the same machine."""
-    loops: dict[bool, list[float]] = {True: [], False: []}
-    logs: dict[bool, list[float]] = {True: [], False: []}
-    in_process: list[float] = []
-    floor: list[float] = []
+    """All runs of one job, round by round, the order of each round's runs rotating, so all see
+    the same machine. `again` is an untracked run beside the untracked one: its ratio to it is
+    what the loops measure when nothing differs (an A/A control)."""
+    loops: dict[str, list[float]] = {"tracked": [], "untracked": [], "again": []}
+    logs: dict[str, list[float]] = {k: [] for k in loops}
+    in_process: list[list[float]] = []
+    floor: list[list[float]] = []
     name = job.replace(", ", "-").replace(" ", "_")
     run_job(runner, job, True, steps, tmp / f"warm-{name}")
     for i in range(max(repeat, paired)):
-        for tracked in (i % 2 == 0, i % 2 == 1)[: 2 if i < repeat else 0]:
-            m = run_job(runner, job, tracked, steps, tmp / f"{name}-{i}-{tracked}")
-            loops[tracked].append(m["loop_s"])
-            logs[tracked].append(m["log_s"])
-        if i < paired:
-            in_process += paired_run(runner, job, True, steps, tmp / f"{name}-{i}-pairs", seed=i)
-            floor += paired_run(runner, job, False, steps, tmp / f"{name}-{i}-floor", seed=i)
-    rounds = [t / u - 1 for t, u in zip(loops[True], loops[False], strict=True)]
+        runs = (list(loops) if i < repeat else []) + (["pairs", "floor"] if i < paired else [])
+        for kind in runs[i % len(runs) :] + runs[: i % len(runs)]:
+            job_dir = tmp / f"{name}-{i}-{kind}"
+            if kind in loops:
+                m = run_job(runner, job, kind == "tracked", steps, job_dir)
+                loops[kind].append(m["loop_s"])
+                logs[kind].append(m["log_s"])
+            else:
+                (in_process if kind == "pairs" else floor).append(
+                    paired_run(runner, job, kind == "pairs", steps, job_dir, seed=i)
+                )
+    u = loops["untracked"]
     log_ms = {k: 1000 * statistics.median(v) / steps for k, v in logs.items()}
     return {
         "loops": {k: statistics.median(v) for k, v in loops.items()},
-        "paired loops": median_ci(rounds),
+        "paired loops": median_ci([[t / b - 1] for t, b in zip(loops["tracked"], u, strict=True)]),
+        "a/a loops": median_ci([[a / b - 1] for a, b in zip(loops["again"], u, strict=True)]),
         "log ms": log_ms,
-        "in ctx.log": (log_ms[True] - log_ms[False]) * steps / 1000 / statistics.median(loops[False]),
+        "in ctx.log": (log_ms["tracked"] - log_ms["untracked"]) * steps / 1000 / statistics.median(u),
         "in one process": median_ci(in_process) if in_process else None,
         "floor": median_ci(floor) if floor else None,
-        "pairs": len(in_process),
+        "pairs": sum(map(len, in_process)),
     }
 
 
@@ -230,7 +246,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, help="rounds of the loops (default: 7 mlp, 15 cnn, 9 with workers)")
     ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
-    ap.add_argument("--paired", type=int, default=5, help="runs switching tracking on and off (default 5)")
+    ap.add_argument("--paired", type=int, default=6, help="runs switching tracking on and off (default 6)")
     ap.add_argument("--model", choices=["mlp", "cnn", "all"], default="all")
     args = ap.parse_args()
     jobs = [j for j in JOBS if args.model in ("all", j.split(",")[0])]
@@ -241,20 +257,23 @@ def main() -> None:
         ]
     print(f"tracking overhead at digest_every: 1, {args.steps} steps a run; medians [95 % intervals]\n")
     print(
-        "| model | loop tracked s | untracked s | overhead (loops, paired) | ctx.log tracked ms/step "
+        "| model | loop tracked s | untracked s | overhead (loops, paired) | A/A: untracked again "
+        "| ctx.log tracked ms/step "
         "| untracked | overhead (in ctx.log) | overhead (in one process) | floor: bare xxh3, in one process |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for job, m in rows:
         print(
-            f"| {job} | {m['loops'][True]:.3f} | {m['loops'][False]:.3f} | {interval(m['paired loops'])} "
-            f"| {m['log ms'][True]:.3f} | {m['log ms'][False]:.3f} | {pct(m['in ctx.log'])} "
+            f"| {job} | {m['loops']['tracked']:.3f} | {m['loops']['untracked']:.3f} "
+            f"| {interval(m['paired loops'])} | {interval(m['a/a loops'])} "
+            f"| {m['log ms']['tracked']:.3f} | {m['log ms']['untracked']:.3f} | {pct(m['in ctx.log'])} "
             f"| {interval(m['in one process'])} | {interval(m['floor'])} |"
         )
     pairs = rows[0][1]["pairs"]
     print(
         "\noverhead (loops, paired): each round's tracked run over the untracked run beside it, each a"
         "\nfresh job process; the whole cost as the job sees it, with the noise between processes;"
+        "\nA/A: a second untracked run in each round over the untracked one: the loops' noise alone;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
         "\ndigest itself, less what reading the state costs the next step in cache);"
         f"\noverhead (in one process): {pairs} pairs of blocks of {BLOCK} steps, one tracked and one not, in"
