@@ -161,7 +161,7 @@ JOBS = {  # row: (job function, its extra params, default rounds of the loops)
     "cnn": ("cnn", {"workers": 0}, 15),  # a run is 0.7 s
     "cnn, 2 loader workers": ("cnn", {"workers": 2}, 9),
 }
-BLOCK = 5  # steps per block of a run that switches tracking on and off
+BLOCK = 2  # steps per block of a run that switches tracking on and off (the shortest: the least noise)
 SETTLE = 1  # a block's first steps, left out: they pay for the block before
 
 

@@ -285,8 +285,11 @@ class ModelState:
         # their order (state_dict's order), each set's members, and each entry still the object it was
         self._ordered: list[dict[str, Any]] = []
         self._lengths: list[int] = []
-        self._order: list[Any] = []  # every key of every dict, in order
+        self._keyed: list[dict[str, Any]] = []  # the dicts with keys (the lengths hold the others empty)
+        self._order: list[Any] = []  # their keys, in order
         self._sets: list[set[str]] = []
+        self._sizes: list[int] = []
+        self._filled: list[set[str]] = []  # the sets with members (the sizes hold the others empty)
         self._members: list[frozenset[str]] = []
         self._dicts: list[dict[str, Any]] = []
         self._keys: list[str] = []
@@ -331,8 +334,9 @@ class ModelState:
     def _unchanged(self) -> bool:
         return (
             list(map(len, self._ordered)) == self._lengths
-            and list(itertools.chain.from_iterable(self._ordered)) == self._order
-            and all(map(operator.eq, self._sets, self._members))
+            and list(itertools.chain.from_iterable(self._keyed)) == self._order
+            and list(map(len, self._sets)) == self._sizes
+            and all(map(operator.eq, self._filled, self._members))
             and all(map(operator.is_, map(dict.get, self._dicts, self._keys), self._values))
         )
 
@@ -370,8 +374,11 @@ class ModelState:
             self._own_way = True
             return None
         self._ordered, self._lengths = ordered, [len(d) for d in ordered]
-        self._order = list(itertools.chain.from_iterable(ordered))
-        self._sets, self._members = sets, [frozenset(x) for x in sets]
+        self._keyed = [d for d in ordered if d]
+        self._order = list(itertools.chain.from_iterable(self._keyed))
+        self._sets, self._sizes = sets, [len(x) for x in sets]
+        self._filled = [x for x in sets if x]
+        self._members = [frozenset(x) for x in self._filled]
         self._dicts = [d for d, _, _ in entries]
         self._keys = [k for _, k, _ in entries]
         self._values = [v for _, _, v in entries]
@@ -384,7 +391,7 @@ class _Fast:
 
     def __init__(self, names: list[str], ts: list[torch.Tensor]) -> None:
         self.names, self.tensors = names, ts
-        self.layouts = [list(map(f, ts)) for f in _LAYOUT]
+        self.layout = self._layout()
         self.views = [t.detach().numpy() for t in ts]
         self.seeds = [_seed(t) for t in ts]
         self.order = sorted(range(len(names)), key=names.__getitem__)
@@ -400,7 +407,11 @@ class _Fast:
 
     def holds(self) -> bool:
         """The same tensors (the caller knows) still have the memory and layout the views have."""
-        return [list(map(f, self.tensors)) for f in _LAYOUT] == self.layouts
+        return self._layout() == self.layout
+
+    def _layout(self) -> list[Any]:
+        ts = self.tensors
+        return list(itertools.chain(map(_PTR, ts), map(_STRIDE, ts), map(_SHAPE_DTYPE, ts), map(_NEG, ts)))
 
     def digests(self) -> dict[str, Any]:
         hexes = list(map(xxhash.xxh3_128_hexdigest, self.views, self.seeds))
@@ -424,7 +435,8 @@ def _is_plain_tensor(v: Any) -> bool:
     return isinstance(v, torch.Tensor) and _plain_host(v)
 
 
-_LAYOUT = (  # what a numpy view of a tensor's memory rests on; `.data = ...` can change any
+# what a numpy view of a tensor's memory rests on; `.data = ...` can change any
+_PTR, _STRIDE, _SHAPE_DTYPE, _NEG = (
     torch.Tensor.data_ptr,
     torch.Tensor.stride,
     operator.attrgetter("shape", "dtype"),

@@ -161,6 +161,25 @@ def test_model_state_sees_changes_that_keep_every_count() -> None:
     assert "0.b" in reader() and "0.a" not in reader()
 
 
+def test_model_state_sees_state_move_between_modules() -> None:
+    """A buffer moved from one module to another that had none (every count the same), and a
+    buffer made non-persistent in a module that had no such buffer beside one that has."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].register_buffer("x", torch.zeros(2))
+    model[0].register_buffer("y", torch.ones(2), persistent=False)
+    model[1].register_buffer("y", torch.full((2,), 2.0))
+    reader = ModelState(model)
+    _same_as_state_dict(model, reader)
+    x = model[0].x
+    del model[0].x
+    model[1].register_buffer("x", x)
+    _same_as_state_dict(model, reader)
+    assert "1.x" in reader() and "0.x" not in reader()
+    model[1]._non_persistent_buffers_set.add("y")
+    _same_as_state_dict(model, reader)
+    assert "1.y" not in reader()
+
+
 def test_model_state_of_a_module_that_saves_its_own_way() -> None:
     """A module with its own extra state is read through state_dict itself."""
 
