@@ -1,9 +1,9 @@
 """What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
 
-    python -m bench.tracking [--repeat N] [--steps 300] [--paired 6] [--model mlp|cnn|all]
+    python -m bench.tracking [--repeat N] [--steps 300] [--mixed 6] [--model mlp|cnn|all]
 
 `ctx.track(model, opt)` with `digest_every: 1` digests the whole model state at every logged
-step. Three measures of what that costs, each a median with a 95 % bootstrap interval:
+step. Three measures of what that costs, with 95 % bootstrap intervals:
 
 - loops: the same job tracked and untracked, each run in a fresh job process through the fork
   runner, run side by side round after round; each round's tracked loop over its untracked one.
@@ -11,17 +11,18 @@ step. Three measures of what that costs, each a median with a 95 % bootstrap int
   differ by several per cent on 2 cores, whatever they do): a second untracked run in each round
   over the untracked one (an A/A control) shows that noise alone;
 - in ctx.log: what the log calls take more when tracked, over the untracked loop: the digest
-  itself, without what it costs the next step in cache;
-- in one process: one job process switches tracking on and off in blocks of steps, the order of
-  each pair of blocks drawn at random (so it cannot fall in step with the job's own periods, an
-  epoch's first batch say); each pair's median step (work and log, the block's first step left
-  out: it pays for the block before) with tracking over the one without. The whole cost, cache
-  included, with the drift of the machine and the differences between processes paired away.
+  itself, without what it costs the steps after it in cache;
+- in one process: job processes tracking each step or not at random, each step's work and log
+  timed: a tracked step's log over an untracked one's, and what a tracked step adds to the work
+  of each of the next steps, the differences of medians (random, independent choices put the
+  other steps' tracking alike on both sides and cannot fall in step with the job's own periods,
+  an epoch's first batch say). The whole cost, split into the digest and what it costs the steps
+  after it, with the machine's drift and the differences between processes held apart.
 
-Beside it, the same paired measure of a floor: untracked runs whose on blocks hash the model's
-tensors with bare xxh3 after the log, what reading those bytes costs at the least. Models: an MLP
-of 1.6 M parameters with Adam, and the tiny CNN of the examples (data from a DataLoader, in the
-job process or in 2 worker processes).
+Beside it, the same measure of a floor: untracked runs whose drawn steps hash the model's tensors
+with bare xxh3 after the log, what reading those bytes costs at the least. Models: an MLP of 1.6 M
+parameters with Adam, and the tiny CNN of the examples (data from a DataLoader, in the job process
+or in 2 worker processes).
 """
 
 from __future__ import annotations
@@ -93,30 +94,28 @@ def cnn_job(ctx) -> dict:
     return drive(ctx, step, model)
 
 
-def pair_schedule(steps: int, block: int, seed: int) -> list[bool]:
-    """Whether each step is tracked: pairs of blocks of `block` steps, one on and one off, which
-    first drawn at random for each pair (its own generator: the job's randomness is untouched)."""
-    rng, flags = random.Random(seed), []
-    while len(flags) < steps:
-        first = rng.random() < 0.5
-        flags += [first] * block + [not first] * block
-    return flags[:steps]
+def schedule(steps: int, seed: int) -> list[bool]:
+    """Whether each step is tracked, each drawn at random (its own generator: the job's randomness
+    is untouched), so no period of the job (an epoch's first batch, say) can fall on one side."""
+    rng = random.Random(seed)
+    return [rng.random() < 0.5 for _ in range(steps)]
 
 
 def drive(ctx, step, model) -> dict:
-    """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `block`,
-    tracking (or, with `floor`, bare xxh3 of the model's tensors after the log) is on and off by
-    `pair_schedule`, and each step's time (work and log) is written to `times_to`."""
+    """`steps` steps, each logged; the loop's time and the part of it in ctx.log. With `mixed`,
+    tracking (or, with `floor`, bare xxh3 of the model's tensors after the log) is on at the steps
+    `schedule` draws, and each step's work and log times are written to `times_to`."""
     p = ctx.params
-    steps, block = p["steps"], p.get("block", 0)
-    on_at = pair_schedule(steps, block, p["order_seed"]) if block else [p["tracked"]] * steps
+    steps, mixed = p["steps"], "seed" in p
+    on_at = schedule(steps, p["seed"]) if mixed else [p["tracked"]] * steps
     state = ctx._model_state  # what ctx.track made; switched off by hand, here only
     views = [t.numpy() for t in model.state_dict().values()] if p.get("floor") else None
-    times: list[float] = []
-    log_s, t0 = 0.0, time.perf_counter()
+    work: list[float] = []
+    logs: list[float] = []
+    t0 = time.perf_counter()
     for i in range(steps):
         on = on_at[i]
-        if block and views is None:
+        if mixed and views is None:
             ctx._model_state = state if on else None
         t = time.perf_counter()
         metrics = step()
@@ -124,36 +123,66 @@ def drive(ctx, step, model) -> dict:
         ctx.log(i, **metrics)
         if views is not None and on:
             list(map(xxhash.xxh3_128_hexdigest, views))
-        t_end = time.perf_counter()
-        log_s += t_end - t_log
-        times.append(t_end - t)
-    if block:
-        Path(p["times_to"]).write_text(json.dumps(times))
-    return {"loop_s": time.perf_counter() - t0, "log_s": log_s}
+        work.append(t_log - t)
+        logs.append(time.perf_counter() - t_log)
+    if mixed:
+        Path(p["times_to"]).write_text(json.dumps({"work": work, "log": logs}))
+    return {"loop_s": time.perf_counter() - t0, "log_s": sum(logs)}
 
 
-def pair_ratios(times: list[float], steps: int, block: int, seed: int) -> list[float]:
-    """Each pair of blocks' median step with tracking over its median step without, less one."""
-    on_at, out = pair_schedule(steps, block, seed), []
-    for start in range(0, steps - 2 * block + 1, 2 * block):
-        a, b = (range(s + SETTLE, s + block) for s in (start, start + block))
-        on, off = (a, b) if on_at[start] else (b, a)
-        out.append(statistics.median(times[i] for i in on) / statistics.median(times[i] for i in off) - 1)
-    return out
+LAGS = 3  # how many steps after a tracked one its cost is looked for
 
 
-def median_ci(groups: list[list[float]], resamples: int = 2000) -> tuple[float, float, float]:
-    """The median of all values, and a 95 % interval for it from a two-level bootstrap (groups
-    drawn again, then each drawn group's values): the values of one job process are not
-    independent of each other, and differences between processes count."""
+def step_rows(on_at: list[bool], work: list[float], log: list[float]) -> np.ndarray:
+    """One row a step (from the LAGS-th): tracked at it and at each of the LAGS steps before, then
+    its work time and its log time less the process's medians (a process's speed held apart)."""
+    on = np.asarray(on_at, dtype=float)
+    lagged = [on[LAGS - k : len(on) - k] for k in range(LAGS + 1)]
+    w, g = np.asarray(work[LAGS:]), np.asarray(log[LAGS:])
+    return np.column_stack([*lagged, w - np.median(w), g - np.median(g), w + g])
+
+
+def step_costs(rows: np.ndarray) -> np.ndarray:
+    """What a tracked step costs, over an untracked one's time: its log's time more, and what it
+    adds to the work of each of the next LAGS steps, each the difference of the medians of the
+    steps that had a tracked step that many before and those that had not (the steps are tracked
+    at random, each independently, so the other steps' tracking falls alike on both sides; medians
+    so that the rare slow step, an epoch's first with loader workers, weighs nothing).
+    [the log's share, the next steps' share]."""
+
+    def more(col: int, of: int) -> float:
+        return float(np.median(rows[rows[:, col] == 1, of]) - np.median(rows[rows[:, col] == 0, of]))
+
+    work, log, raw = LAGS + 1, LAGS + 2, LAGS + 3
+    step = float(np.median(rows[(rows[:, : LAGS + 1] == 0).all(axis=1), raw]))
+    return np.array([more(0, log), sum(more(k, work) for k in range(1, LAGS + 1))]) / step
+
+
+def cost_ci(groups: list[np.ndarray], resamples: int = 1000) -> dict[str, tuple[float, float, float]]:
+    """`step_costs` and their sum, each with a 95 % interval from a two-level bootstrap (processes
+    drawn again, then each drawn process's steps): differences between processes count."""
     rng = np.random.default_rng(0)
-    arrays = [np.asarray(g) for g in groups]
     boot = []
     for _ in range(resamples):
-        drawn = [arrays[k] for k in rng.integers(0, len(arrays), len(arrays))]
-        boot.append(np.median(np.concatenate([rng.choice(g, len(g)) for g in drawn])))
-    mid = float(np.median(np.concatenate(arrays)))
-    return mid, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+        drawn = [groups[k] for k in rng.integers(0, len(groups), len(groups))]
+        boot.append(step_costs(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn])))
+    est, boot_a = step_costs(np.concatenate(groups)), np.array(boot)
+    cols = {
+        "whole": (est.sum(), boot_a.sum(axis=1)),
+        "log": (est[0], boot_a[:, 0]),
+        "after": (est[1], boot_a[:, 1]),
+    }
+    return {
+        k: (float(e), float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5)))
+        for k, (e, b) in cols.items()
+    }
+
+
+def median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median, and a 95 % percentile-bootstrap interval for it."""
+    x = np.asarray(values)
+    boot = np.median(np.random.default_rng(0).choice(x, (resamples, len(x))), axis=1)
+    return float(np.median(x)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 JOBS = {  # row: (job function, its extra params, default rounds of the loops)
@@ -161,8 +190,6 @@ JOBS = {  # row: (job function, its extra params, default rounds of the loops)
     "cnn": ("cnn", {"workers": 0}, 15),  # a run is 0.7 s
     "cnn, 2 loader workers": ("cnn", {"workers": 2}, 9),
 }
-BLOCK = 2  # steps per block of a run that switches tracking on and off (the shortest: the least noise)
-SETTLE = 1  # a block's first steps, left out: they pay for the block before
 
 
 def spec(job: str, tracked: bool, steps: int, **extra):
@@ -173,7 +200,7 @@ def spec(job: str, tracked: bool, steps: int, **extra):
             "entrypoint": f"bench.tracking:{fn}_job",
             "seed": 1,
             "device": "cpu",
-            "params": {"tracked": tracked, "steps": steps, "order_seed": 0, **params, **extra},
+            "params": {"tracked": tracked, "steps": steps, **params, **extra},
             "track": {"digest_every": 1},
         }
     )
@@ -183,33 +210,32 @@ def run_job(runner, job: str, tracked: bool, steps: int, job_dir: Path, **extra)
     """The job's own timings (drive), checked: every tracked step digested, no other."""
     r = execute(runner, spec(job, tracked, steps, **extra), job_dir, code_dir=ROOT)
     assert r.status == "SUCCEEDED", r.error
-    block = extra.get("block")
-    on_at = pair_schedule(steps, block, extra["order_seed"]) if block else [True] * steps
+    on_at = schedule(steps, extra["seed"]) if "seed" in extra else [True] * steps
     assert len(r.param_digests) == (sum(on_at) if tracked else 0), "every tracked step digested, no other"
     return {k: float(v) for k, v in r.metrics.items()}
 
 
-def paired_run(runner, job: str, tracked: bool, steps: int, job_dir: Path, seed: int) -> list[float]:
-    """One job process switching tracking (or, untracked, the floor's bare xxh3) on and off."""
+def mixed_run(runner, job: str, tracked: bool, steps: int, job_dir: Path, seed: int) -> np.ndarray:
+    """One job process with tracking (or, untracked, the floor's bare xxh3) on at random steps."""
     job_dir.mkdir(parents=True)
     times_to = job_dir / "times.json"
-    extra = {"block": BLOCK, "order_seed": seed, "floor": not tracked, "times_to": str(times_to)}
+    extra = {"seed": seed, "floor": not tracked, "times_to": str(times_to)}
     run_job(runner, job, tracked, steps, job_dir / "job", **extra)
-    return pair_ratios(json.loads(times_to.read_text()), steps, BLOCK, seed)
+    times = json.loads(times_to.read_text())
+    return step_rows(schedule(steps, seed), times["work"], times["log"])
 
 
-def measure(runner, job: str, tmp: Path, steps: int, repeat: int, paired: int) -> dict:
+def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) -> dict:
     """All runs of one job, round by round, the order of each round's runs rotating, so all see
     the same machine. `again` is an untracked run beside the untracked one: its ratio to it is
     what the loops measure when nothing differs (an A/A control)."""
     loops: dict[str, list[float]] = {"tracked": [], "untracked": [], "again": []}
     logs: dict[str, list[float]] = {k: [] for k in loops}
-    in_process: list[list[float]] = []
-    floor: list[list[float]] = []
+    runs_of: dict[str, list[np.ndarray]] = {"mixed": [], "floor": []}
     name = job.replace(", ", "-").replace(" ", "_")
     run_job(runner, job, True, steps, tmp / f"warm-{name}")
-    for i in range(max(repeat, paired)):
-        runs = (list(loops) if i < repeat else []) + (["pairs", "floor"] if i < paired else [])
+    for i in range(max(repeat, mixed)):
+        runs = (list(loops) if i < repeat else []) + (list(runs_of) if i < mixed else [])
         for kind in runs[i % len(runs) :] + runs[: i % len(runs)]:
             job_dir = tmp / f"{name}-{i}-{kind}"
             if kind in loops:
@@ -217,20 +243,17 @@ def measure(runner, job: str, tmp: Path, steps: int, repeat: int, paired: int) -
                 loops[kind].append(m["loop_s"])
                 logs[kind].append(m["log_s"])
             else:
-                (in_process if kind == "pairs" else floor).append(
-                    paired_run(runner, job, kind == "pairs", steps, job_dir, seed=i)
-                )
+                runs_of[kind].append(mixed_run(runner, job, kind == "mixed", steps, job_dir, seed=i))
     u = loops["untracked"]
     log_ms = {k: 1000 * statistics.median(v) / steps for k, v in logs.items()}
     return {
         "loops": {k: statistics.median(v) for k, v in loops.items()},
-        "paired loops": median_ci([[t / b - 1] for t, b in zip(loops["tracked"], u, strict=True)]),
-        "a/a loops": median_ci([[a / b - 1] for a, b in zip(loops["again"], u, strict=True)]),
+        "paired loops": median_ci([t / b - 1 for t, b in zip(loops["tracked"], u, strict=True)]),
+        "a/a loops": median_ci([a / b - 1 for a, b in zip(loops["again"], u, strict=True)]),
         "log ms": log_ms,
         "in ctx.log": (log_ms["tracked"] - log_ms["untracked"]) * steps / 1000 / statistics.median(u),
-        "in one process": median_ci(in_process) if in_process else None,
-        "floor": median_ci(floor) if floor else None,
-        "pairs": sum(map(len, in_process)),
+        "in one process": cost_ci(runs_of["mixed"]) if runs_of["mixed"] else None,
+        "floor": cost_ci(runs_of["floor"]) if runs_of["floor"] else None,
     }
 
 
@@ -246,41 +269,51 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, help="rounds of the loops (default: 7 mlp, 15 cnn, 9 with workers)")
     ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
-    ap.add_argument("--paired", type=int, default=6, help="runs switching tracking on and off (default 6)")
+    ap.add_argument("--mixed", type=int, default=6, help="runs tracking random steps (default 6)")
     ap.add_argument("--model", choices=["mlp", "cnn", "all"], default="all")
     args = ap.parse_args()
     jobs = [j for j in JOBS if args.model in ("all", j.split(",")[0])]
     with tempfile.TemporaryDirectory() as d, ForkRunner(isolation="none") as runner:
         rows = [
-            (job, measure(runner, job, Path(d), args.steps, args.repeat or JOBS[job][2], args.paired))
+            (job, measure(runner, job, Path(d), args.steps, args.repeat or JOBS[job][2], args.mixed))
             for job in jobs
         ]
     print(f"tracking overhead at digest_every: 1, {args.steps} steps a run; medians [95 % intervals]\n")
     print(
         "| model | loop tracked s | untracked s | overhead (loops, paired) | A/A: untracked again "
-        "| ctx.log tracked ms/step "
-        "| untracked | overhead (in ctx.log) | overhead (in one process) | floor: bare xxh3, in one process |"
+        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for job, m in rows:
         print(
             f"| {job} | {m['loops']['tracked']:.3f} | {m['loops']['untracked']:.3f} "
             f"| {interval(m['paired loops'])} | {interval(m['a/a loops'])} "
-            f"| {m['log ms']['tracked']:.3f} | {m['log ms']['untracked']:.3f} | {pct(m['in ctx.log'])} "
-            f"| {interval(m['in one process'])} | {interval(m['floor'])} |"
+            f"| {m['log ms']['tracked']:.3f} | {m['log ms']['untracked']:.3f} | {pct(m['in ctx.log'])} |"
         )
-    pairs = rows[0][1]["pairs"]
+    if any(m["in one process"] for _, m in rows):
+        print(
+            f"\nin one process ({args.mixed} job processes each, tracking at random steps), a step's cost:\n"
+        )
+        print("| model | | whole | its log | the next steps' work |")
+        print("|---|---|---|---|---|")
+        for job, m in rows:
+            for what in ("in one process", "floor"):
+                c = m[what]
+                label = "tracked" if what == "in one process" else "floor: bare xxh3"
+                cells = " | ".join(interval(c[k]) for k in ("whole", "log", "after"))
+                print(f"| {job} | {label} | {cells} |")
     print(
         "\noverhead (loops, paired): each round's tracked run over the untracked run beside it, each a"
         "\nfresh job process; the whole cost as the job sees it, with the noise between processes;"
         "\nA/A: a second untracked run in each round over the untracked one: the loops' noise alone;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
-        "\ndigest itself, less what reading the state costs the next step in cache);"
-        f"\noverhead (in one process): {pairs} pairs of blocks of {BLOCK} steps, one tracked and one not, in"
-        f"\n{args.paired} job processes, which block first drawn at random; each pair's median step (work and"
-        "\nlog, a block's first step left out) tracked over untracked: the whole cost, cache included;"
-        "\nfloor: the same, untracked, the on blocks hashing the model's tensors with bare xxh3 after the"
-        "\nlog: what reading and hashing those bytes costs the loop at the least"
+        "\ndigest itself, less what reading the state costs the next steps in cache);"
+        "\nin one process: each step tracked or not at random; a tracked step's log time over an"
+        f"\nuntracked one's, and what it adds to the work of each of the {LAGS} steps after it (least"
+        "\nsquares within each process), over a step with none tracked near it: the whole cost, cache"
+        "\nincluded, with the machine's drift and the differences between processes held apart;"
+        "\nfloor: the same, untracked, the drawn steps hashing the model's tensors with bare xxh3 after"
+        "\nthe log: what reading and hashing those bytes costs the loop at the least"
     )
 
 
