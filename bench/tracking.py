@@ -131,19 +131,29 @@ def drive(ctx, step, model) -> dict:
 
 
 LAGS = 3  # how many steps after a tracked one its cost is looked for
+Interval = tuple[float, float, float]  # a median (or estimate) and its 95 % interval
 
 
 def step_rows(on_at: list[bool], work: list[float], log: list[float]) -> np.ndarray:
     """One row a step (from the LAGS-th): tracked at it and at each of the LAGS steps before, then
-    its work time and its log time less the process's medians (a process's speed held apart)."""
+    its work time less the median of the steps around it (the machine's drift held apart),
+    and its log time less the process's median."""
     on = np.asarray(on_at, dtype=float)
     lagged = [on[LAGS - k : len(on) - k] for k in range(LAGS + 1)]
-    w, g = np.asarray(work[LAGS:]), np.asarray(log[LAGS:])
-    return np.column_stack([*lagged, w - np.median(w), g - np.median(g), w + g])
+    g = np.asarray(log[LAGS:])
+    return np.column_stack([*lagged, _detrended(work)[LAGS:], g - np.median(g)])
+
+
+def _detrended(x: list[float], half: int = 15) -> np.ndarray:
+    """Each value less the median of the `half` values on each side (itself left out: a median
+    that could be the value itself would make zeros that pin the medians taken of them)."""
+    a = np.asarray(x)
+    around = np.lib.stride_tricks.sliding_window_view(np.pad(a, half, mode="edge"), 2 * half + 1)
+    return a - np.median(np.delete(around, half, axis=1), axis=1)
 
 
 def step_costs(rows: np.ndarray) -> np.ndarray:
-    """What a tracked step costs, over an untracked one's time: its log's time more, and what it
+    """What a tracked step costs, in seconds: its log's time more, and what it
     adds to the work of each of the next LAGS steps, each the difference of the medians of the
     steps that had a tracked step that many before and those that had not (the steps are tracked
     at random, each independently, so the other steps' tracking falls alike on both sides; medians
@@ -153,20 +163,20 @@ def step_costs(rows: np.ndarray) -> np.ndarray:
     def more(col: int, of: int) -> float:
         return float(np.median(rows[rows[:, col] == 1, of]) - np.median(rows[rows[:, col] == 0, of]))
 
-    work, log, raw = LAGS + 1, LAGS + 2, LAGS + 3
-    step = float(np.median(rows[(rows[:, : LAGS + 1] == 0).all(axis=1), raw]))
-    return np.array([more(0, log), sum(more(k, work) for k in range(1, LAGS + 1))]) / step
+    work, log = LAGS + 1, LAGS + 2
+    return np.array([more(0, log), sum(more(k, work) for k in range(1, LAGS + 1))])
 
 
-def cost_ci(groups: list[np.ndarray], resamples: int = 1000) -> dict[str, tuple[float, float, float]]:
-    """`step_costs` and their sum, each with a 95 % interval from a two-level bootstrap (processes
-    drawn again, then each drawn process's steps): differences between processes count."""
+def cost_ci(groups: list[np.ndarray], step_s: float, resamples: int = 1000) -> dict[str, Interval]:
+    """`step_costs` and their sum over `step_s` (an untracked step: the untracked loop's median over
+    its steps, as "in ctx.log" takes it), each with a 95 % interval from a two-level bootstrap
+    (processes drawn again, then each drawn process's steps): differences between processes count."""
     rng = np.random.default_rng(0)
     boot = []
     for _ in range(resamples):
         drawn = [groups[k] for k in rng.integers(0, len(groups), len(groups))]
         boot.append(step_costs(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn])))
-    est, boot_a = step_costs(np.concatenate(groups)), np.array(boot)
+    est, boot_a = step_costs(np.concatenate(groups)) / step_s, np.array(boot) / step_s
     cols = {
         "whole": (est.sum(), boot_a.sum(axis=1)),
         "log": (est[0], boot_a[:, 0]),
@@ -178,7 +188,7 @@ def cost_ci(groups: list[np.ndarray], resamples: int = 1000) -> dict[str, tuple[
     }
 
 
-def median_ci(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+def median_ci(values: list[float], resamples: int = 2000) -> Interval:
     """The median, and a 95 % percentile-bootstrap interval for it."""
     x = np.asarray(values)
     boot = np.median(np.random.default_rng(0).choice(x, (resamples, len(x))), axis=1)
@@ -246,14 +256,15 @@ def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) ->
                 runs_of[kind].append(mixed_run(runner, job, kind == "mixed", steps, job_dir, seed=i))
     u = loops["untracked"]
     log_ms = {k: 1000 * statistics.median(v) / steps for k, v in logs.items()}
+    step_s = statistics.median(u) / steps
     return {
         "loops": {k: statistics.median(v) for k, v in loops.items()},
         "paired loops": median_ci([t / b - 1 for t, b in zip(loops["tracked"], u, strict=True)]),
         "a/a loops": median_ci([a / b - 1 for a, b in zip(loops["again"], u, strict=True)]),
         "log ms": log_ms,
-        "in ctx.log": (log_ms["tracked"] - log_ms["untracked"]) * steps / 1000 / statistics.median(u),
-        "in one process": cost_ci(runs_of["mixed"]) if runs_of["mixed"] else None,
-        "floor": cost_ci(runs_of["floor"]) if runs_of["floor"] else None,
+        "in ctx.log": (log_ms["tracked"] - log_ms["untracked"]) / 1000 / step_s,
+        "in one process": cost_ci(runs_of["mixed"], step_s) if runs_of["mixed"] else None,
+        "floor": cost_ci(runs_of["floor"], step_s) if runs_of["floor"] else None,
     }
 
 
@@ -261,7 +272,7 @@ def pct(x: float) -> str:
     return f"{100 * x:+.1f} %"
 
 
-def interval(m: tuple[float, float, float] | None) -> str:
+def interval(m: Interval | None) -> str:
     return "" if m is None else f"{pct(m[0])} [{pct(m[1])}, {pct(m[2])}]"
 
 
@@ -309,9 +320,9 @@ def main() -> None:
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
         "\ndigest itself, less what reading the state costs the next steps in cache);"
         "\nin one process: each step tracked or not at random; a tracked step's log time over an"
-        f"\nuntracked one's, and what it adds to the work of each of the {LAGS} steps after it (least"
-        "\nsquares within each process), over a step with none tracked near it: the whole cost, cache"
-        "\nincluded, with the machine's drift and the differences between processes held apart;"
+        f"\nuntracked one's, and what it adds to the work of each of the {LAGS} steps after it (differences"
+        "\nof medians), over an untracked step as in ctx.log: the whole cost, cache included, with the"
+        "\nmachine's drift and the differences between processes held apart;"
         "\nfloor: the same, untracked, the drawn steps hashing the model's tensors with bare xxh3 after"
         "\nthe log: what reading and hashing those bytes costs the loop at the least"
     )
