@@ -3,7 +3,7 @@
     python -m bench.tracking [--repeat N] [--steps 300] [--mixed 6] [--model mlp|cnn|all]
 
 `ctx.track(model, opt)` with `digest_every: 1` digests the whole model state at every logged
-step. Three measures of what that costs, with 95 % bootstrap intervals:
+step. Three measures of what that costs (the first and the last with 95 % intervals):
 
 - loops: the same job tracked and untracked, each run in a fresh job process through the fork
   runner, run side by side round after round; each round's tracked loop over its untracked one.
@@ -11,13 +11,14 @@ step. Three measures of what that costs, with 95 % bootstrap intervals:
   differ by several per cent on 2 cores, whatever they do): a second untracked run in each round
   over the untracked one (an A/A control) shows that noise alone;
 - in ctx.log: what the log calls take more when tracked, over the untracked loop: the digest
-  itself, without what it costs the steps after it in cache;
+  itself, without what it costs the steps after it;
 - in one process: job processes tracking each step or not at random, each step's work and log
   timed: a tracked step's log over an untracked one's, and what a tracked step adds to the work
   of each of the next steps, the differences of medians (random, independent choices put the
   other steps' tracking alike on both sides and cannot fall in step with the job's own periods,
-  an epoch's first batch say). The whole cost, split into the digest and what it costs the steps
-  after it, with the machine's drift and the differences between processes held apart.
+  an epoch's first batch say). What every tracked step costs, split into the digest and what it
+  costs the steps after it, with the machine's drift and the differences between processes held
+  apart; a cost paid by a few steps only (a garbage collection, say) is the loops' to see.
 
 Beside it, the same measure of a floor: untracked runs whose drawn steps hash the model's tensors
 with bare xxh3 after the log, what reading those bytes costs at the least. Models: an MLP of 1.6 M
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -134,21 +136,25 @@ LAGS = 3  # how many steps after a tracked one its cost is looked for
 Interval = tuple[float, float, float]  # a median (or estimate) and its 95 % interval
 
 
+WARM = 10  # a process's first steps, left out: they pay for first allocations
+
+
 def step_rows(on_at: list[bool], work: list[float], log: list[float]) -> np.ndarray:
-    """One row a step (from the LAGS-th): tracked at it and at each of the LAGS steps before, then
+    """One row a step (from the WARM-th): tracked at it and at each of the LAGS steps before, then
     its work time less the median of the steps around it (the machine's drift held apart),
     and its log time less the process's median."""
     on = np.asarray(on_at, dtype=float)
-    lagged = [on[LAGS - k : len(on) - k] for k in range(LAGS + 1)]
-    g = np.asarray(log[LAGS:])
-    return np.column_stack([*lagged, _detrended(work)[LAGS:], g - np.median(g)])
+    lagged = [on[WARM - k : len(on) - k] for k in range(LAGS + 1)]
+    g = np.asarray(log[WARM:])
+    return np.column_stack([*lagged, _detrended(work[WARM:]), g - np.median(g)])
 
 
 def _detrended(x: list[float], half: int = 15) -> np.ndarray:
     """Each value less the median of the `half` values on each side (itself left out: a median
     that could be the value itself would make zeros that pin the medians taken of them)."""
     a = np.asarray(x)
-    around = np.lib.stride_tricks.sliding_window_view(np.pad(a, half, mode="edge"), 2 * half + 1)
+    mode = "reflect" if len(a) > half else "edge"  # reflect: no copies of an end value around it
+    around = np.lib.stride_tricks.sliding_window_view(np.pad(a, half, mode=mode), 2 * half + 1)
     return a - np.median(np.delete(around, half, axis=1), axis=1)
 
 
@@ -157,7 +163,9 @@ def step_costs(rows: np.ndarray) -> np.ndarray:
     adds to the work of each of the next LAGS steps, each the difference of the medians of the
     steps that had a tracked step that many before and those that had not (the steps are tracked
     at random, each independently, so the other steps' tracking falls alike on both sides; medians
-    so that the rare slow step, an epoch's first with loader workers, weighs nothing).
+    so that the rare slow step, an epoch's first with loader workers, weighs nothing). So it sees
+    what every tracked step pays, not a cost paid by a few (a garbage collection, say): only the
+    loops see that. The neighbours' median takes in a little of the next steps' cost (~10 % low).
     [the log's share, the next steps' share]."""
 
     def more(col: int, of: int) -> float:
@@ -188,11 +196,14 @@ def cost_ci(groups: list[np.ndarray], step_s: float, resamples: int = 1000) -> d
     }
 
 
-def median_ci(values: list[float], resamples: int = 2000) -> Interval:
-    """The median, and a 95 % percentile-bootstrap interval for it."""
-    x = np.asarray(values)
-    boot = np.median(np.random.default_rng(0).choice(x, (resamples, len(x))), axis=1)
-    return float(np.median(x)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+def median_ci(values: list[float]) -> Interval:
+    """The median, and a distribution-free interval for it of at least 95 % (order statistics,
+    the binomial way; with 6–8 values it is their range, 97–99 %; 5 values allow no more than 94 %)."""
+    x, n = sorted(values), len(values)
+    k = 0  # x[k], x[n - 1 - k] miss the median with chance 2 P(B <= k), B ~ Binomial(n, 1/2)
+    while k + 1 < n - 2 - k and 2 * sum(math.comb(n, j) for j in range(k + 2)) / 2**n <= 0.05:
+        k += 1
+    return statistics.median(x), x[k], x[n - 1 - k]
 
 
 JOBS = {  # row: (job function, its extra params, default rounds of the loops)
@@ -236,9 +247,10 @@ def mixed_run(runner, job: str, tracked: bool, steps: int, job_dir: Path, seed: 
 
 
 def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) -> dict:
-    """All runs of one job, round by round, the order of each round's runs rotating, so all see
-    the same machine. `again` is an untracked run beside the untracked one: its ratio to it is
-    what the loops measure when nothing differs (an A/A control)."""
+    """All runs of one job, round by round, each round's runs in an order drawn at random, so all
+    see the same machine and none always runs after the same kind (a run leaves the machine's
+    caches and memory as it used them). `again` is an untracked run beside the untracked one:
+    its ratio to it is what the loops measure when nothing differs (an A/A control)."""
     loops: dict[str, list[float]] = {"tracked": [], "untracked": [], "again": []}
     logs: dict[str, list[float]] = {k: [] for k in loops}
     runs_of: dict[str, list[np.ndarray]] = {"mixed": [], "floor": []}
@@ -246,7 +258,7 @@ def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) ->
     run_job(runner, job, True, steps, tmp / f"warm-{name}")
     for i in range(max(repeat, mixed)):
         runs = (list(loops) if i < repeat else []) + (list(runs_of) if i < mixed else [])
-        for kind in runs[i % len(runs) :] + runs[: i % len(runs)]:
+        for kind in random.Random(i).sample(runs, len(runs)):  # no kind always after another
             job_dir = tmp / f"{name}-{i}-{kind}"
             if kind in loops:
                 m = run_job(runner, job, kind == "tracked", steps, job_dir)
@@ -318,11 +330,12 @@ def main() -> None:
         "\nfresh job process; the whole cost as the job sees it, with the noise between processes;"
         "\nA/A: a second untracked run in each round over the untracked one: the loops' noise alone;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
-        "\ndigest itself, less what reading the state costs the next steps in cache);"
+        "\ndigest itself, less what it costs the steps after it);"
         "\nin one process: each step tracked or not at random; a tracked step's log time over an"
         f"\nuntracked one's, and what it adds to the work of each of the {LAGS} steps after it (differences"
-        "\nof medians), over an untracked step as in ctx.log: the whole cost, cache included, with the"
-        "\nmachine's drift and the differences between processes held apart;"
+        "\nof medians), over an untracked step as in ctx.log: what every tracked step costs, with the"
+        "\nmachine's drift and the differences between processes held apart (a cost paid by a few"
+        "\nsteps only is the loops' to see);"
         "\nfloor: the same, untracked, the drawn steps hashing the model's tensors with bare xxh3 after"
         "\nthe log: what reading and hashing those bytes costs the loop at the least"
     )

@@ -162,8 +162,8 @@ def test_model_state_sees_changes_that_keep_every_count() -> None:
 
 
 def test_model_state_sees_state_move_between_modules() -> None:
-    """A buffer moved from one module to another that had none (every count the same), and a
-    buffer made non-persistent in a module that had no such buffer beside one that has."""
+    """A buffer moved from one module to another, and a buffer made non-persistent in a module
+    whose set of them was empty, beside one whose set is not (only its size shows the change)."""
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].register_buffer("x", torch.zeros(2))
     model[0].register_buffer("y", torch.ones(2), persistent=False)
