@@ -1,7 +1,7 @@
 """A real nondeterministic kernel inside one named submodule: what `reprotrain bisect` finds.
 
 `reprotrain_examples::noisy_add` is a custom op registered through torch.library. Its CPU kernel
-adds OS entropy (about 1e-4) to one element of its output at step `noise_step` unless `noisy` is
+adds OS entropy (about 1e-2) to one element of its output at step `noise_step` unless `noisy` is
 false, so the runs agree op for op until that call in `encoder.1.mix` at that step.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 def noisy_add(x: torch.Tensor, y: torch.Tensor, step: int, noise_step: int, noisy: bool) -> torch.Tensor:
     out = x + y
     if noisy and step == noise_step:
-        out[0, 0] += (1 + int.from_bytes(os.urandom(4), "little") / 2**32) * 1e-4
+        out[0, 0] += (1 + int.from_bytes(os.urandom(4), "little") / 2**32) * 1e-2
     return out
 
 

@@ -26,7 +26,7 @@ def test_bisect_names_the_op_its_module_its_step_and_the_ops_before(run_job) -> 
     assert f.inputs == ["float32[64, 16]", "float32[64, 16]"] and f.outputs == ["float32[64, 16]"]
     (out,) = b.outputs
     assert out.differing == 1 and out.total == 64 * 16
-    assert 0 < out.max_abs < 1e-3 and out.max_rel > 0
+    assert 0 < out.max_abs < 1e-2 and out.max_rel > 0
     # the ops before it agreed, in order, ending with the same block's forward
     assert len(b.before) == 8 and all(o.seq < f.seq for o in b.before)
     assert [o.seq for o in b.before] == sorted(o.seq for o in b.before)
