@@ -1,6 +1,6 @@
 """What per-step tracking costs a training loop (a benchmark: prints a table, passes nothing).
 
-    python -m bench.tracking [--repeat N] [--steps 300] [--mixed 6] [--model mlp|cnn|all]
+    python -m bench.tracking [--repeat N] [--steps 300] [--mixed 12] [--model mlp|cnn|all]
 
 `ctx.track(model, opt)` with `digest_every: 1` digests the whole model state at every logged
 step. Three measures of what that costs (the first and the last with 95 % intervals):
@@ -20,8 +20,9 @@ step. Three measures of what that costs (the first and the last with 95 % interv
   costs the steps after it, with the machine's drift and the differences between processes held
   apart; a cost paid by a few steps only (a garbage collection, say) is the loops' to see.
 
-Beside it, the same measure of a floor: untracked runs whose drawn steps hash the model's tensors
-with bare xxh3 after the log, what reading those bytes costs at the least. Models: an MLP of 1.6 M
+Beside the loops and the in-process measure, the same measure of a floor: untracked runs that hash
+the model's tensors with bare xxh3 after the log (at every step; in one process, at the drawn
+steps), what reading those bytes costs at the least. Models: an MLP of 1.6 M
 parameters with Adam, and the tiny CNN of the examples (data from a DataLoader, in the job process
 or in 2 worker processes).
 """
@@ -109,7 +110,7 @@ def drive(ctx, step, model) -> dict:
     `schedule` draws, and each step's work and log times are written to `times_to`."""
     p = ctx.params
     steps, mixed = p["steps"], "seed" in p
-    on_at = schedule(steps, p["seed"]) if mixed else [p["tracked"]] * steps
+    on_at = schedule(steps, p["seed"]) if mixed else [p["tracked"] or bool(p.get("floor"))] * steps
     state = ctx._model_state  # what ctx.track made; switched off by hand, here only
     views = [t.numpy() for t in model.state_dict().values()] if p.get("floor") else None
     work: list[float] = []
@@ -250,18 +251,19 @@ def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) ->
     """All runs of one job, round by round, each round's runs in an order drawn at random, so all
     see the same machine and none always runs after the same kind (a run leaves the machine's
     caches and memory as it used them). `again` is an untracked run beside the untracked one:
-    its ratio to it is what the loops measure when nothing differs (an A/A control)."""
-    loops: dict[str, list[float]] = {"tracked": [], "untracked": [], "again": []}
+    its ratio to it is what the loops measure when nothing differs (an A/A control); `floor` is an
+    untracked run hashing the model's tensors with bare xxh3 at every step."""
+    loops: dict[str, list[float]] = {"tracked": [], "untracked": [], "again": [], "floor": []}
     logs: dict[str, list[float]] = {k: [] for k in loops}
     runs_of: dict[str, list[np.ndarray]] = {"mixed": [], "floor": []}
     name = job.replace(", ", "-").replace(" ", "_")
     run_job(runner, job, True, steps, tmp / f"warm-{name}")
     for i in range(max(repeat, mixed)):
-        runs = (list(loops) if i < repeat else []) + (list(runs_of) if i < mixed else [])
-        for kind in random.Random(i).sample(runs, len(runs)):  # no kind always after another
-            job_dir = tmp / f"{name}-{i}-{kind}"
-            if kind in loops:
-                m = run_job(runner, job, kind == "tracked", steps, job_dir)
+        runs = [("loop", k) for k in loops if i < repeat] + [("in-process", k) for k in runs_of if i < mixed]
+        for how, kind in random.Random(i).sample(runs, len(runs)):  # no kind always after another
+            job_dir = tmp / f"{name}-{i}-{how}-{kind}"
+            if how == "loop":
+                m = run_job(runner, job, kind == "tracked", steps, job_dir, floor=kind == "floor")
                 loops[kind].append(m["loop_s"])
                 logs[kind].append(m["log_s"])
             else:
@@ -273,6 +275,7 @@ def measure(runner, job: str, tmp: Path, steps: int, repeat: int, mixed: int) ->
         "loops": {k: statistics.median(v) for k, v in loops.items()},
         "paired loops": median_ci([t / b - 1 for t, b in zip(loops["tracked"], u, strict=True)]),
         "a/a loops": median_ci([a / b - 1 for a, b in zip(loops["again"], u, strict=True)]),
+        "floor loops": median_ci([f / b - 1 for f, b in zip(loops["floor"], u, strict=True)]),
         "log ms": log_ms,
         "in ctx.log": (log_ms["tracked"] - log_ms["untracked"]) / 1000 / step_s,
         "in one process": cost_ci(runs_of["mixed"], step_s) if runs_of["mixed"] else None,
@@ -292,7 +295,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, help="rounds of the loops (default: 7 mlp, 15 cnn, 9 with workers)")
     ap.add_argument("--steps", type=int, default=300, help="logged steps per run (default 300)")
-    ap.add_argument("--mixed", type=int, default=6, help="runs tracking random steps (default 6)")
+    ap.add_argument("--mixed", type=int, default=12, help="runs tracking random steps (default 12)")
     ap.add_argument("--model", choices=["mlp", "cnn", "all"], default="all")
     args = ap.parse_args()
     jobs = [j for j in JOBS if args.model in ("all", j.split(",")[0])]
@@ -304,13 +307,13 @@ def main() -> None:
     print(f"tracking overhead at digest_every: 1, {args.steps} steps a run; medians [95 % intervals]\n")
     print(
         "| model | loop tracked s | untracked s | overhead (loops, paired) | A/A: untracked again "
-        "| ctx.log tracked ms/step | untracked | overhead (in ctx.log) |"
+        "| floor: bare xxh3 | ctx.log tracked ms/step | untracked | overhead (in ctx.log) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for job, m in rows:
         print(
             f"| {job} | {m['loops']['tracked']:.3f} | {m['loops']['untracked']:.3f} "
-            f"| {interval(m['paired loops'])} | {interval(m['a/a loops'])} "
+            f"| {interval(m['paired loops'])} | {interval(m['a/a loops'])} | {interval(m['floor loops'])} "
             f"| {m['log ms']['tracked']:.3f} | {m['log ms']['untracked']:.3f} | {pct(m['in ctx.log'])} |"
         )
     if any(m["in one process"] for _, m in rows):
@@ -329,6 +332,8 @@ def main() -> None:
         "\noverhead (loops, paired): each round's tracked run over the untracked run beside it, each a"
         "\nfresh job process; the whole cost as the job sees it, with the noise between processes;"
         "\nA/A: a second untracked run in each round over the untracked one: the loops' noise alone;"
+        "\nfloor (loops): an untracked run hashing the model's tensors with bare xxh3 at every step, over"
+        "\nthe untracked one: what reading those bytes each step costs at the least;"
         "\noverhead (in ctx.log): what the log calls take more when tracked, over the untracked loop (the"
         "\ndigest itself, less what it costs the steps after it);"
         "\nin one process: each step tracked or not at random; a tracked step's log time over an"
