@@ -16,7 +16,14 @@ from starlette.routing import Match, Route
 
 from reprotrain.bisect import offer_bisect, with_partner
 from reprotrain.bundles import store_bundle
-from reprotrain.errors import ArtifactTampered, BundleTooLarge, NotFound, RequestTooLarge, SpecInvalid
+from reprotrain.errors import (
+    ArtifactTampered,
+    BundleTooLarge,
+    NotFound,
+    RequestInvalid,
+    RequestTooLarge,
+    SpecInvalid,
+)
 from reprotrain.joblog import job_event
 from reprotrain.manifest import SignedManifest
 from reprotrain.routing import EnvChoice, LiveWorker, rerun_queue
@@ -123,6 +130,32 @@ async def json_body(request: Request) -> Any:
         raise SpecInvalid(f"request body is not valid JSON: {e}") from None
     except RecursionError:
         raise SpecInvalid(f"request body is nested deeper than {MAX_DEPTH} levels") from None
+
+
+NO_BODY_BYTES = 64  # more than any empty JSON value a client library sends for "no body"
+
+
+def no_body(why: str) -> Any:
+    """A dependency for a POST that takes no body: one that carries something is refused (422
+    `request_invalid`, field `body`) rather than ignored, since a client that sends a body meant
+    something by it. No body, or an empty JSON value (`{}`, `null`, `[]`, `""`), is taken."""
+
+    async def check(request: Request, _: Authorized) -> None:  # a request without the token: 401 first
+        declared = request.headers.get("content-length")
+        if (declared in (None, "0")) and "transfer-encoding" not in request.headers:
+            return
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > NO_BODY_BYTES:
+                break
+            chunks.append(chunk)
+        body = b"".join(chunks).strip()
+        if size <= NO_BODY_BYTES and body in (b"", b"{}", b"null", b"[]", b'""'):
+            return
+        raise RequestInvalid(f"this request takes no body: {why}", field="body")
+
+    return Depends(check)
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"], openapi_extra=SPEC_BODY)
@@ -236,7 +269,19 @@ def get_job(request: Request, job_id: JobId, _: Authorized) -> JobPublic:
     return JobPublic.from_row(_state(request).store.get_job(job_id, light=True))
 
 
-@router.post("/jobs/{job_id}/rerun", status_code=201, response_model=JobPublic, tags=["jobs"])
+RERUN_NO_BODY = (
+    "a re-run runs the original job's spec, bundle and seed unchanged; "
+    "to change any of them, submit a new job (POST /v1/jobs)"
+)
+
+
+@router.post(
+    "/jobs/{job_id}/rerun",
+    status_code=201,
+    response_model=JobPublic,
+    tags=["jobs"],
+    dependencies=[no_body(RERUN_NO_BODY)],
+)
 async def rerun_job(
     request: Request, job_id: JobId, _: Authorized, env: Annotated[EnvChoice, Query()] = "same"
 ) -> JobPublic:
@@ -270,7 +315,13 @@ def delete_job(request: Request, job_id: JobId, _: Authorized) -> DeletedPublic:
     )
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=CancelPublic, tags=["jobs"])
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=CancelPublic,
+    tags=["jobs"],
+    dependencies=[no_body("cancel has no options")],
+)
 def cancel_job(request: Request, job_id: JobId, _: Authorized) -> CancelPublic:
     """Cancel: a queued job at once, a running one by its worker (SIGTERM, then SIGKILL)."""
     return CancelPublic(id=job_id, status=_state(request).store.request_cancel(job_id))
@@ -451,7 +502,13 @@ def compare_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> Verdict:
     return offer_bisect(job_verdict(st.store, st.artifacts, a, b))
 
 
-@router.post("/jobs/{a}/bisect/{b}", status_code=201, response_model=JobPublic, tags=["jobs"])
+@router.post(
+    "/jobs/{a}/bisect/{b}",
+    status_code=201,
+    response_model=JobPublic,
+    tags=["jobs"],
+    dependencies=[no_body("a bisect takes its two jobs from the path and nothing else")],
+)
 async def bisect_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> JobPublic:
     """Find the first operation where job b parted from job a. When both ran in one environment: a
     job of its own that runs a's spec (and b's, if it differs) as two copies on one worker,

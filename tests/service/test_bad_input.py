@@ -109,3 +109,31 @@ def test_artifact_names_never_reach_the_filesystem(stack) -> None:
     ):
         r = httpx.get(f"{stack.url}/v1/jobs/{job['id']}/artifacts/{name}", timeout=30)
         assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found"), (name, r.text[:200])
+
+
+def test_a_post_that_takes_no_body_refuses_one(stack) -> None:
+    """Re-run, cancel and bisect take nothing but their path: a body that says something (a seed
+    for the re-run, say, which would otherwise be dropped unseen) is a 422 naming the body, and
+    nothing is created or cancelled; no body, or an empty JSON value, is taken."""
+    c = stack.client()
+    job = c.wait(c.submit(base_spec(name="no-body", params={"epochs": 1, "samples": 8}))["id"], timeout=120)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    ident = job["id"]
+
+    def chunked():
+        yield b'{"seed": '
+        yield b"2}"
+
+    for path in (f"/v1/jobs/{ident}/rerun", f"/v1/jobs/{ident}/cancel", f"/v1/jobs/{ident}/bisect/{ident}"):
+        for body in ('{"seed": 2}', "x" * 100_000, chunked()):
+            r = httpx.post(stack.url + path, content=body, timeout=30)
+            assert r.status_code == 422, (path, r.text)
+            error = r.json()["error"]
+            assert (error["code"], error["field"]) == ("request_invalid", "body"), error
+            assert "takes no body" in error["message"]
+    reruns = httpx.get(f"{stack.url}/v1/jobs", params={"rerun_of": ident}, timeout=30).json()
+    assert reruns["count"] == 0
+    for empty in ({}, None):
+        r = httpx.post(f"{stack.url}/v1/jobs/{ident}/rerun", json=empty, timeout=30)
+        assert (r.status_code, r.json()["rerun_of"]) == (201, ident), r.text
+    assert httpx.get(f"{stack.url}/v1/jobs", params={"rerun_of": ident}, timeout=30).json()["count"] == 2
