@@ -78,7 +78,10 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        return self.broker_url or "filesystem://"
+        """The broker URL; kombu's filesystem transport named with a host, which it ignores (without
+        one, kombu warns "No hostname was supplied" at every connection)."""
+        url = self.broker_url or "filesystem://"
+        return "filesystem://localhost//" if url in ("filesystem://", "filesystem:///") else url
 
     @property
     def artifacts(self) -> Path:

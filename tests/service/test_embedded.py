@@ -24,3 +24,4 @@ def test_serve_runs_submit_and_rerun_without_any_server(tmp_path: Path) -> None:
     # uvicorn shuts down cleanly, then re-raises SIGTERM so process managers see why it stopped
     assert code in (0, -15), serve.output()[-2000:]
     assert "Application shutdown complete" in serve.output()
+    assert "No hostname was supplied" not in serve.output()  # kombu's warning at every connection
