@@ -16,7 +16,7 @@ from reprotrain.errors import Conflict, NoMatchingWorker
 from reprotrain.fingerprint import env_digest
 from reprotrain.model import Stored
 from reprotrain.routing import run_queue
-from reprotrain.spec import MAX_TAGS, JobSpec, parse_spec
+from reprotrain.spec import MAX_TAGS, JobSpec, inline_python, parse_spec
 from reprotrain.verdict import Verdict
 from reprotrain.wire import ENV_QUEUE_PREFIX
 
@@ -178,7 +178,12 @@ def _bisectable(a: Run, b: Run, verdict: Verdict) -> tuple[int | None, JobSpec, 
         raise Conflict("cannot bisect a bisect job")
     for field in ("bundle", "entrypoint", "command"):
         if getattr(spec_a, field) != getattr(spec_b, field):
-            raise Conflict(f"a bisect compares two runs of the same code; the runs' {field} differ")
+            raise Conflict(f"a bisect compares two runs of the same code; the runs' {field}s differ")
+    if a.code is not None and b.code is not None and a.code != b.code:
+        raise Conflict(
+            "a bisect compares two runs of the same code; the files the runs ran from differ "
+            "(their compare names them)"
+        )
     return step, spec_a, spec_b
 
 
@@ -191,11 +196,26 @@ def _bisect_data(spec: JobSpec, step: int | None, a: Run, b: Run) -> dict[str, A
     return data
 
 
-def offer_bisect(v: Verdict) -> Verdict:
-    """A verdict whose runs part at a step, or whose runs logged no steps and differ (recorded
-    whole), with the route that bisects them."""
+CODE_CAUSES = ("spec.bundle", "spec.entrypoint", "spec.command", "code")  # a bisect refuses these
+
+
+def bisect_offered(v: Verdict, spec: dict[str, Any] | None = None) -> bool:
+    """Whether a bisect of the verdict's runs can find something: they part at a step, or logged
+    no steps and differ (recorded whole); they ran the same code (no cause among CODE_CAUSES);
+    and, `spec` being run a's, a script runs as Python in its job process (what op recording
+    needs). What `bisect_specs` would refuse is not offered."""
     at_step = v.divergence is not None and v.divergence.step is not None
-    if v.verdict == "diverged" and (at_step or "trace" in (v.absent or [])):
+    if v.verdict != "diverged" or not (at_step or "trace" in (v.absent or [])):
+        return False
+    if any(c.key.split("/")[0] in CODE_CAUSES for c in v.causes):
+        return False
+    command = (spec or {}).get("command")
+    return not (isinstance(command, list) and not inline_python(command))
+
+
+def offer_bisect(v: Verdict, spec: dict[str, Any] | None = None) -> Verdict:
+    """The verdict, with the route that bisects its runs where `bisect_offered` says so."""
+    if bisect_offered(v, spec):
         return v.model_copy(update={"bisect": f"/v1/jobs/{v.a}/bisect/{v.b}"})
     return v
 
@@ -209,12 +229,16 @@ class Run(Stored):
     env_digest: str | None = None
     queue: str | None = Field(None, description="its environment's queue (`reprotrain.routing.run_queue`)")
     steps: int = Field(0, description="how many steps it logged (its trace's length)")
+    code: str | None = Field(None, description="the digest of the code it ran from, where recorded")
 
     @classmethod
-    def of(cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None, steps: int = 0) -> Run:
+    def of(
+        cls, id: str, spec: dict, spec_digest: str, fingerprint: dict | None, steps: int = 0,
+        code: str | None = None,
+    ) -> Run:  # fmt: skip
         fp = fingerprint or {}
         return cls(
             id=id, spec=spec, spec_digest=spec_digest,
             env_digest=env_digest(fp) if fp else None,
-            queue=run_queue(fp), steps=steps,
+            queue=run_queue(fp), steps=steps, code=code,
         )  # fmt: skip

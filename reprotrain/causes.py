@@ -75,8 +75,35 @@ def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
     return rows
 
 
+SHOWN_CODE_FILES = 12  # code files named one by one; past it, one row says how many more
+
+
+def code_diff(a: Result, b: Result) -> list[dict[str, Any]]:
+    """The code the runs ran from, where both record it (script mode): each file that differs or
+    is on one side only, by its digest (null: not there), or the whole when a side has too many
+    files to list them. What a bundle's digest alone cannot say: which file changed, and that a
+    bundle that differs only in its archive holds the same files."""
+    ca, cb = a.code, b.code
+    if ca is None or cb is None or ca.digest == cb.digest:
+        return []
+    label = "code"
+    if ca.tree is None or cb.tree is None:
+        return [{"key": "code", "a": ca.digest, "b": cb.digest, "label": label, "likely_cause": True}]
+    changed = [p for p in sorted(set(ca.tree) | set(cb.tree)) if ca.tree.get(p) != cb.tree.get(p)]
+    rows = [
+        {"key": f"code/{p}", "a": ca.tree.get(p), "b": cb.tree.get(p), "label": label, "likely_cause": True}
+        for p in changed[:SHOWN_CODE_FILES]
+    ]
+    if len(changed) > SHOWN_CODE_FILES:
+        more = len(changed) - SHOWN_CODE_FILES
+        rows.append({"key": "code", "a": ca.digest, "b": cb.digest, "label": f"code ({more} more files)",
+                     "likely_cause": True})  # fmt: skip
+    return rows
+
+
 def causes(a: Result, b: Result) -> list[dict[str, Any]]:
-    """Every difference of spec, input data and environment; likely causes first."""
-    rows = spec_diff(a, b) + inputs_diff(a, b) + fingerprint.diff(a.fingerprint, b.fingerprint)
+    """Every difference of spec, code, input data and environment; likely causes first."""
+    rows = spec_diff(a, b) + code_diff(a, b) + inputs_diff(a, b)
+    rows += fingerprint.diff(a.fingerprint, b.fingerprint)
     rows.sort(key=lambda c: not c["likely_cause"])
     return rows

@@ -12,7 +12,7 @@ from reprotrain.bisect import BisectReport, PreflightRecord
 from reprotrain.errors import ResultInvalid
 from reprotrain.files import write_atomic
 from reprotrain.fingerprint import EffectiveKnobs, Fingerprint
-from reprotrain.hashing import HASH_NAME
+from reprotrain.hashing import HASH_NAME, digest_json
 from reprotrain.isolation import Isolation
 from reprotrain.model import Frozen, Sparse, Stored
 from reprotrain.policy import Knobs
@@ -102,6 +102,30 @@ class Resume(Stored):
     note: str | None = Field(None, description="why it was not resumed")
 
 
+CODE_TREE_MAX = 256  # files whose digests a code record lists one by one; past it, only the whole
+
+
+class CodeRecord(Sparse):
+    """The code a job ran from, where it ran from a copy (script mode; a bundle's files): the
+    digest of every file's path and content, and each file's digest where there are few enough
+    files, so that a verdict can name what changed."""
+
+    digest: str = Field(description="of every (path, file digest) in path order")
+    files: int = Field(description="how many files")
+    tree: dict[str, str] | None = Field(
+        None, description=f"each file's digest by path (up to {CODE_TREE_MAX} files)"
+    )
+
+    @classmethod
+    def of(cls, manifest: dict[str, str]) -> CodeRecord:
+        tree = dict(sorted(manifest.items()))
+        return cls(
+            digest=digest_json(list(tree.items())),
+            files=len(tree),
+            tree=tree if len(tree) <= CODE_TREE_MAX else None,
+        )
+
+
 def _none_if_empty(v: Any) -> Any:
     return None if v == {} else v  # results stored before these were typed said {} for "none"
 
@@ -129,6 +153,7 @@ class Result(Stored):
     timing: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     isolation: Isolation | None = None  # how the run was confined (None: stored before it was recorded)
+    code: CodeRecord | None = Field(None, description="the code it ran from, where it ran from a copy")
     bisect: BisectReport | None = Field(None, description="a bisect job's report, or a failed pre-flight's")
     preflight: PreflightRecord | None = Field(None, description="the pre-flight check this run passed")
     resumes: list[Resume] = Field(

@@ -183,8 +183,9 @@ class JobSpec(Frozen):
             what = "bisect" if self.bisect is not None else "determinism.preflight"
             if not inline_python(self.command):
                 raise SpecInvalid(
-                    f"{what} records the ops of Python: a script-mode job needs a command "
-                    "'python SCRIPT.py ...' or 'python -m MODULE ...' that reports its steps",
+                    f"{what} records the ops of Python run in the job process: a script-mode job "
+                    "needs a command 'python SCRIPT.py ...' or 'python -m MODULE ...' (not a shell "
+                    "or another program that starts Python)",
                     field="bisect" if self.bisect is not None else "determinism.preflight",
                 )
         if self.seed is None and self.determinism.policy != "off":

@@ -104,7 +104,8 @@ def job_bisect_specs(
         fingerprint = (j.result or {}).get("fingerprint")
         trace = (j.result or {}).get("trace")
         steps = len(trace) if isinstance(trace, list) else 0
-        runs.append(
-            Run.of(j.id, j.spec, j.spec_digest, fingerprint if isinstance(fingerprint, dict) else None, steps)
-        )
+        code = (j.result or {}).get("code")
+        digest = code.get("digest") if isinstance(code, dict) else None
+        fp = fingerprint if isinstance(fingerprint, dict) else None
+        runs.append(Run.of(j.id, j.spec, j.spec_digest, fp, steps, code=digest))
     return bisect_specs(runs[0], runs[1], verdict, live_queues)

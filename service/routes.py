@@ -499,7 +499,7 @@ def worker_keys(request: Request, _: Authorized) -> KeysPublic:
 def compare_jobs(request: Request, a: JobA, b: JobB, _: Authorized) -> Verdict:
     """The verdict of job b against job a: identical, metrics_identical, diverged or incomparable."""
     st = _state(request)
-    return offer_bisect(job_verdict(st.store, st.artifacts, a, b))
+    return offer_bisect(job_verdict(st.store, st.artifacts, a, b), st.store.get_job(a, light=True).spec)
 
 
 @router.post(

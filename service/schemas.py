@@ -96,7 +96,7 @@ class JobPublic(BaseModel):
             env_digest=row.env_digest,
             digests=parts["digests"],
             timing=parts["timing"],
-            verdict=offer_bisect(Verdict.model_validate(row.verdict)) if row.verdict else None,
+            verdict=offer_bisect(Verdict.model_validate(row.verdict), row.spec) if row.verdict else None,
             isolation=Isolation.model_validate(parts["isolation"]) if parts["isolation"] else None,
             integrity_error=getattr(row, "integrity_error", None),
             bisect=parts.get("bisect"),

@@ -121,7 +121,8 @@ def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
     runs = []
     for r, d in ((a, a_dir), (b, b_dir)):
         fingerprint = r.fingerprint.model_dump(mode="json") if r.fingerprint else None
-        runs.append(Run.of(str(d), r.spec, r.spec_digest, fingerprint, steps=len(r.trace)))
+        code = r.code.digest if r.code else None
+        runs.append(Run.of(str(d), r.spec, r.spec_digest, fingerprint, steps=len(r.trace), code=code))
     (spec,) = bisect_specs(runs[0], runs[1], verdict)  # one environment here: one job
     # function mode imports from here, as `reprotrain run` does; a script runs in a copy of the
     # working directory a's run started from (its code, with what it wrote)
@@ -140,6 +141,7 @@ def bisect_local(a_path: str, b_path: str, as_json: bool) -> int:
 
 
 def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
+    from reprotrain.bisect import bisect_offered
     from reprotrain.compare import compare
     from reprotrain.job.checkpoints import compare_checkpoints
     from reprotrain.outputs import RunFiles
@@ -148,9 +150,10 @@ def compare_local(a_path: str, b_path: str, as_json: bool) -> int:
     a, a_dir = load_result(a_path)
     b, b_dir = load_result(b_path)
     files = RunFiles.local(a_dir), RunFiles.local(b_dir)
-    verdict = compare(a, b, *files, checkpoints=compare_checkpoints).model_dump(mode="json")
+    found = compare(a, b, *files, checkpoints=compare_checkpoints)
+    verdict = found.model_dump(mode="json")
     if as_json:
         print_json(verdict)
     else:
-        print(format_verdict(verdict, names=(a_path, b_path)))
+        print(format_verdict(verdict, names=(a_path, b_path), bisect=bisect_offered(found, a.spec)))
     return 0 if verdict["verdict"] in REPRODUCED else 1

@@ -29,7 +29,7 @@ from reprotrain.job.request import LaunchRequest
 from reprotrain.job.slots import default_root, move_out, slot
 from reprotrain.logs import last_raised, read_tail, tail
 from reprotrain.report import read_events
-from reprotrain.result import ChildRecord, JobError, Result
+from reprotrain.result import ChildRecord, CodeRecord, JobError, Result
 from reprotrain.spec import JobSpec
 from reprotrain.status import Status
 from reprotrain.wire import JobFiles
@@ -121,6 +121,8 @@ def _execute(
         copy = True  # the job's uid could not read it where it is (a 0700 directory): a copy it owns
     manifest = prepare_job_dir(job_dir, work, code_dir, copy)
     base = {"job_id": job_id, "name": spec.name, "spec": spec.canonical(), "spec_digest": spec.digest}
+    if copy and code_dir is not None:
+        base["code"] = CodeRecord.of(manifest)
     try:
         budget = Budget(time.monotonic() + spec.timeout_s, cancel)
         inputs = digest_inputs(spec.inputs, input_cache, roots=input_roots, budget=budget)

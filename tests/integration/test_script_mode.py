@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reprotrain.compare import compare
 from reprotrain.outputs import RunFiles
 from tests.helpers import ROOT
@@ -141,3 +143,32 @@ def test_a_script_in_a_subdirectory_imports_the_projects_package(run_job, tmp_pa
     r, job_dir = run_job(script_spec(["python", "projects/x/run.py"]), code_dir=tmp_path)
     assert r.status == "SUCCEEDED", r.error
     assert (job_dir / "work" / "out.txt").read_text() == "7 True"
+
+
+def test_a_changed_script_is_named_as_the_cause_and_not_offered_a_bisect(run_job, tmp_path: Path) -> None:
+    """Two copies of the script directory, the second with a changed step size: each run records
+    the code it ran from, file by file; the verdict names train.py as the likely cause (there is
+    no spec or environment difference to name), and neither the verdict nor `bisect_specs` offers
+    a bisect, which would run a's code twice and find nothing."""
+    import shutil
+
+    from reprotrain.bisect import Run, bisect_offered, bisect_specs
+    from reprotrain.errors import Conflict
+    from reprotrain.hashing import digest_file
+
+    a_code, b_code = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(SCRIPT_DIR, a_code)
+    shutil.copytree(SCRIPT_DIR, b_code)
+    script = b_code / "train.py"
+    script.write_text(script.read_text().replace("w - 0.1 *", "w - 0.2 *"))
+    spec = script_spec(["python", "train.py"])
+    (a, a_dir), (b, b_dir) = run_job(spec, code_dir=a_code), run_job(spec, code_dir=b_code)
+    assert a.code is not None and a.code.tree["train.py"] == digest_file(a_code / "train.py")
+    assert set(a.code.tree) == {"prepare.py", "spec.yaml", "train.py"} and a.code.files == 3
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
+    assert v.verdict == "diverged"
+    assert [(c.key, c.likely_cause) for c in v.causes if c.label == "code"] == [("code/train.py", True)]
+    assert not bisect_offered(v, a.spec)
+    runs = [Run.of(r.job_id, r.spec, r.spec_digest, None, len(r.trace), code=r.code.digest) for r in (a, b)]
+    with pytest.raises(Conflict, match="the files the runs ran from differ"):
+        bisect_specs(runs[0], runs[1], v)

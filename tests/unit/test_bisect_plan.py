@@ -7,7 +7,7 @@ import pytest
 from reprotrain.bisect import Run, bisect_specs, offer_bisect, with_partner
 from reprotrain.errors import Conflict, NoMatchingWorker
 from reprotrain.spec import parse_spec
-from reprotrain.verdict import Divergence, Verdict
+from reprotrain.verdict import Cause, Divergence, Verdict
 from reprotrain.wire import env_queue
 
 SPEC = parse_spec({"name": "mlp", "entrypoint": "reprotrain.examples.mlp:train", "seed": 1}).canonical()
@@ -66,3 +66,26 @@ def test_side_specs_are_checked() -> None:
     with pytest.raises(Exception, match="partner"):
         parse_spec({**SPEC, "bisect": {"until_step": 1, "partner": "x"}})
     assert "side" not in parse_spec({**SPEC, "bisect": {"until_step": 1}}).canonical()["bisect"]
+
+
+def test_runs_of_other_code_are_neither_bisected_nor_offered() -> None:
+    """Code that differs (a file of the copy, the bundle, the command) makes bisect refuse, and the
+    verdict offers no bisect; nor for a script whose command is not Python run in place."""
+
+    def of(id: str, code: str) -> Run:
+        return run(id, ENV_A).model_copy(update={"code": code})
+
+    with pytest.raises(Conflict, match="the files the runs ran from differ"):
+        bisect_specs(of("a", "c1"), of("b", "c2"), diverged())
+    with pytest.raises(Conflict, match="the runs' bundles differ"):
+        bisect_specs(run("a", ENV_A), run("b", ENV_A, bundle="sha256:" + "c" * 64), diverged())
+    (spec,) = bisect_specs(of("a", "c1"), of("b", "c1"), diverged())
+    assert spec.bisect.until_step == 2
+    assert offer_bisect(diverged()).bisect == "/v1/jobs/a/bisect/b"
+    for key in ("code/train.py", "code", "spec.bundle", "spec.command", "spec.entrypoint"):
+        cause = Cause(key=key, a="x", b="y", label="code", likely_cause=True)
+        assert offer_bisect(diverged().model_copy(update={"causes": [cause]})).bisect is None, key
+    seed = Cause(key="spec.seed", a=1, b=2, label="seed", likely_cause=True)
+    assert offer_bisect(diverged().model_copy(update={"causes": [seed]})).bisect is not None
+    assert offer_bisect(diverged(), {"command": ["sh", "-c", "python train.py"]}).bisect is None
+    assert offer_bisect(diverged(), {"command": ["python", "train.py"]}).bisect is not None
