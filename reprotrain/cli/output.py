@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reprotrain.wire import JobFiles
+
 
 def _short(d: Any) -> str:
     return f"{d[:16]}…" if isinstance(d, str) else "-"
@@ -28,7 +30,8 @@ def format_result(r: Any, out: Path) -> str:
     if r.isolation is not None:
         lines.append(format_isolation(r.isolation.model_dump(mode="json")))
     if r.error:
-        lines += format_error(r.error.model_dump(mode="json"))
+        rest = f"{out / JobFiles.STDERR} has all of stderr"
+        lines += format_error(r.error.model_dump(mode="json"), rest=rest)
     if r.nondeterministic_ops:
         lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
     lines += _checked(r.model_dump(mode="json"))
@@ -77,9 +80,11 @@ def format_isolation(iso: dict[str, Any]) -> str:
     )
 
 
-def format_error(error: dict[str, Any], stderr_lines: int = 8, job_id: str = "ID") -> list[str]:
+def format_error(
+    error: dict[str, Any], stderr_lines: int = 8, job_id: str = "ID", rest: str | None = None
+) -> list[str]:
     """The error's type and message, how the job ended, the traceback's last frames (or the last
-    lines of its stderr), and the command that prints the rest."""
+    lines of its stderr), and where the rest is: `rest`, or the command that prints it."""
     message = (error.get("message") or "").strip().splitlines() or [""]
     lines = [f"error     {error.get('type')}: {message[0]}"]
     lines += [f"          {m}" for m in message[1:4]]
@@ -89,13 +94,18 @@ def format_error(error: dict[str, Any], stderr_lines: int = 8, job_id: str = "ID
     tail = traceback[-stderr_lines:] or (error.get("stderr_tail") or "").splitlines()[-stderr_lines:]
     if tail:
         what = "traceback" if traceback else "stderr"
-        lines.append(f"{what:9} (its last lines; `reprotrain logs {job_id} --stderr` prints all of stderr)")
+        rest = rest or f"`reprotrain logs {job_id} --stderr` prints all of stderr"
+        lines.append(f"{what:9} (its last lines; {rest})")
         lines += [f"  | {t}" for t in tail]
     return lines
 
 
-def format_verdict(v: dict[str, Any], names: tuple[str, str] | None = None) -> str:
-    """The verdict for a person: the level, what is identical, what differs and why, the causes."""
+def format_verdict(
+    v: dict[str, Any], names: tuple[str, str] | None = None, bisect: bool | None = None
+) -> str:
+    """The verdict for a person: the level, what is identical, what differs and why, the causes;
+    the bisect command where a bisect is offered (`bisect`; None: where the verdict carries the
+    route, as the API's do)."""
     lines = [f"verdict   {_verdict_head(v)}"]
     div = v.get("divergence") or {}
     if "tensor_max_abs" in div:
@@ -108,7 +118,7 @@ def format_verdict(v: dict[str, Any], names: tuple[str, str] | None = None) -> s
         lines.append(f"absent    {', '.join(v['absent'])} (neither run has it)")
     lines += _causes(v)
     lines += [f"{'notes' if i == 0 else '':9} {n}" for i, n in enumerate(v.get("notes") or [])]
-    if v.get("verdict") == "diverged" and (div.get("step") is not None or "trace" in (v.get("absent") or [])):
+    if v.get("bisect") if bisect is None else bisect:
         a, b = names or (v["a"], v["b"])
         lines.append(f"bisect    reprotrain bisect {a} {b}   # the first differing operation")
     return "\n".join(lines)
@@ -197,7 +207,7 @@ def _line_pair(d: dict[str, Any]) -> list[str]:
 def _causes(v: dict[str, Any]) -> list[str]:
     likely = [c for c in v["causes"] if c["likely_cause"]]
     lines = [
-        f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {_val(c['a'])} → {_val(c['b'])}"
+        f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {' → '.join(_pair(c['a'], c['b']))}"
         for i, c in enumerate(likely[:12])
     ]
     if not likely and v["verdict"] not in ("identical", "results_identical", "incomparable"):
@@ -209,9 +219,31 @@ REPRODUCED = ("identical", "results_identical")  # what `compare` and `rerun --w
 COMPONENT_NAMES = ("trace", "metrics", "model", "optimizer", "stdout", "stderr")
 
 
-def _val(x: Any) -> str:
+def _val(x: Any, width: int = 40) -> str:
     s = json.dumps(x, default=str)
-    return s if len(s) <= 40 else s[:37] + "…"
+    return s if len(s) <= width else s[: width - 3] + "…"
+
+
+def _pair(a: Any, b: Any, width: int = 60) -> tuple[str, str]:
+    """Two differing values, each cut to `width`, from where they part: two lists (a command)
+    from their first differing item, two mappings (params) by the keys whose values differ."""
+    if isinstance(a, list) and isinstance(b, list):
+        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        items = [[json.dumps(x, default=str) for x in side[i:]] for side in (a, b)]
+        return tuple(_clip("[" + ", ".join((["…"] if i else []) + rest) + "]", width) for rest in items)  # type: ignore[return-value]
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in {**a, **b} if a.get(k, _NONE) != b.get(k, _NONE)]
+        more = ["…"] if len(keys) < len(set(a) | set(b)) else []
+
+        def part(d: dict[str, Any]) -> str:
+            shown = [f"{json.dumps(k)}: {json.dumps(d[k], default=str)}" for k in keys if k in d]
+            return _clip("{" + ", ".join(shown + more) + "}", width)
+
+        return part(a), part(b)
+    return _val(a, width), _val(b, width)
+
+
+_NONE = object()
 
 
 def print_json(obj: Any) -> None:

@@ -93,7 +93,8 @@ def add_commands(sub: Any) -> None:
         "logs",
         parents=[common],
         help="print a job's stdout (or stderr)",
-        description="Print the log's bytes as the job wrote them (--json is refused: there is no JSON here).",
+        description="Print the log's bytes as the job wrote them. There is no JSON form: --json "
+        "(an option every server command shares) is refused here.",
     )
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming until the job ends")

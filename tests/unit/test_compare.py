@@ -242,3 +242,60 @@ def test_per_step_digests_of_one_kind_still_localise() -> None:
     assert v.verdict == "diverged"
     assert (v.divergence.step, v.divergence.tensor) == (1, "w")
     assert not any("different kinds" in n for n in v.notes or [])
+
+
+def _code(**tree: str) -> dict[str, Any]:
+    from reprotrain.result import CodeRecord
+
+    return CodeRecord.of(tree).model_dump(mode="json")
+
+
+def test_the_code_files_that_differ_are_named_as_causes() -> None:
+    """Runs of code copies that differ in one file, and one file only in b: each is a likely cause
+    by its digest (None: not there); equal code, or a run without a code record, names none."""
+    a = result(code=_code(**{"train.py": "h1", "data.txt": "h2"}))
+    b = raw(job_id="b", code=_code(**{"train.py": "h9", "data.txt": "h2", "spec_lr.yaml": "h3"}))
+    b["trace"][1]["metrics"]["loss"] = 0.75
+    v = compare(a, Result.model_validate(b))
+    assert v.verdict == "diverged"
+    code = [(c.key, c.a, c.b) for c in v.causes if c.label == "code"]
+    assert code == [("code/spec_lr.yaml", None, "h3"), ("code/train.py", "h1", "h9")]
+    assert all(c.likely_cause for c in v.causes if c.label == "code")
+    same = result(job_id="b", code=_code(**{"train.py": "h1", "data.txt": "h2"}))
+    assert [c for c in compare(a, same).causes if c.key.startswith("code")] == []
+    assert [c for c in compare(a, result(job_id="b")).causes if c.key.startswith("code")] == []
+
+
+def test_code_of_too_many_files_is_one_cause() -> None:
+    """Past CODE_TREE_MAX files the record keeps only the whole digest, and so does the cause."""
+    from reprotrain.result import CODE_TREE_MAX
+
+    many = {f"f{i}.py": "x" for i in range(CODE_TREE_MAX + 1)}
+    a, b = result(code=_code(**many)), result(job_id="b", code=_code(**{**many, "f0.py": "y"}))
+    assert a.code.tree is None and a.code.files == CODE_TREE_MAX + 1
+    assert [c.key for c in compare(a, b).causes if c.key.startswith("code")] == ["code"]
+
+
+def test_a_cause_is_printed_from_where_its_values_part() -> None:
+    """The CLI's cause line shows a command from its first differing argument and params by the
+    keys that differ, however long what they share; it prints the bisect hint only where the
+    verdict offers a bisect (a code cause: none)."""
+    from reprotrain.bisect import offer_bisect
+    from reprotrain.cli.output import format_verdict
+
+    head = ["python", "makemore.py", "-i", "names.txt", "-o", "out", "--max-steps", "501"]
+    a = result(spec={"seed": 1, "params": {"lr": 0.1, "epochs": 2, "width": 64}, "command": head})
+    b = raw(job_id="b", spec={"seed": 1, "params": {"lr": 0.2, "epochs": 2, "width": 64},
+                              "command": [*head, "--learning-rate", "6e-4"]})  # fmt: skip
+    b["trace"][1]["metrics"]["loss"] = 0.75
+    v = compare(a, Result.model_validate(b)).model_dump(mode="json")
+    text = format_verdict(v)
+    assert 'command: spec.command […] → […, "--learning-rate", "6e-4"]' in text
+    assert 'job parameters: spec.params {"lr": 0.1, …} → {"lr": 0.2, …}' in text
+    offered = offer_bisect(compare(a, Result.model_validate(b)), a.spec).model_dump(mode="json")
+    assert "bisect" not in offered and "reprotrain bisect" not in format_verdict(offered)  # would refuse
+    b["spec"]["command"] = head  # the same code, other params: offered, and the hint printed
+    offered = offer_bisect(compare(a, Result.model_validate(b)), a.spec).model_dump(mode="json")
+    assert offered["bisect"] == "/v1/jobs/a/bisect/b"
+    assert "reprotrain bisect a b" in format_verdict(offered)
+    assert "reprotrain bisect" not in format_verdict(offered, bisect=False)
