@@ -47,15 +47,18 @@ def policy_off(a: Result, b: Result) -> list[dict[str, Any]]:
 
 
 def seed_notes(a: Result, b: Result) -> list[str]:
-    """A run whose torch seed is not its spec's seeded torch itself (a script's own manual_seed)."""
+    """A run whose torch seed is not its spec's seeded torch itself (a script's own manual_seed),
+    in the job process or in a Python process its command started (behind a shell, say)."""
     notes = []
     for side, r in (("a", a), ("b", b)):
         seed, policy = r.spec.get("seed"), (r.spec.get("determinism") or {}).get("policy")
         if r.determinism is None or seed is None or policy == "off":
             continue
-        own = r.determinism.effective.torch_initial_seed
-        if own != seed:
-            notes.append(f"{side}: the job seeds torch itself (torch seed {own}; spec seed {seed})")
+        seeds = [r.determinism.effective.torch_initial_seed, *(r.determinism.process_seeds or [])]
+        own = list(dict.fromkeys(s for s in seeds if s != seed))
+        if own:
+            which = ", ".join(map(str, own))
+            notes.append(f"{side}: the job seeds torch itself (torch seed {which}; spec seed {seed})")
     return notes
 
 

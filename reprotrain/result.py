@@ -60,6 +60,11 @@ class DeterminismRecord(Stored):
     policy: Policy
     requested: Knobs
     effective: EffectiveKnobs
+    process_seeds: list[int] | None = Field(
+        None,
+        description="script mode: the torch seed each other Python process the command started "
+        "ended with (the job process's own is effective.torch_initial_seed)",
+    )
 
 
 class ChildTiming(Frozen):

@@ -8,6 +8,7 @@ still runs after ours.
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -81,8 +82,9 @@ def install(knobs: Knobs, seed: int | None) -> None:
         if seeding:
             apply.seed_numpy(seed)  # type: ignore[arg-type]
 
-    def on_torch(_: ModuleType) -> None:
+    def on_torch(torch: ModuleType) -> None:
         apply.apply_torch(knobs, seed)
+        atexit.register(_report_seed, torch)
         if knobs.deterministic_algorithms == "warn":
             from reprotrain.report import _default_writer
 
@@ -98,6 +100,19 @@ def install(knobs: Knobs, seed: int | None) -> None:
             hook(sys.modules[name])
             del hooks[name]
     sys.meta_path.insert(0, _AfterImport(hooks))
+
+
+def _report_seed(torch: Any) -> None:
+    """At exit, the torch seed this process ended with, as a `torch_seed` event: a script that
+    seeds torch itself (from its own flag, or a clock) is seen behind a shell too. Not from a
+    multiprocessing child (a DataLoader worker seeds itself from its parent's generator)."""
+    import multiprocessing
+
+    from reprotrain.report import _default_writer
+
+    writer = _default_writer()
+    if writer is not None and multiprocessing.parent_process() is None:
+        writer.write("torch_seed", seed=int(torch.initial_seed()))
 
 
 def _chain_sitecustomize(ours: str) -> None:

@@ -29,7 +29,7 @@ from reprotrain.job.request import LaunchRequest
 from reprotrain.job.slots import default_root, move_out, slot
 from reprotrain.logs import last_raised, read_tail, tail
 from reprotrain.report import read_events
-from reprotrain.result import ChildRecord, CodeRecord, JobError, Result
+from reprotrain.result import ChildRecord, CodeRecord, DeterminismRecord, JobError, Result
 from reprotrain.spec import JobSpec
 from reprotrain.status import Status
 from reprotrain.wire import JobFiles
@@ -254,7 +254,7 @@ def assemble(
         trace=trace,
         param_digests=[e for e in events if e["kind"] == "params"],
         digests=digests,
-        determinism=child.determinism if child else None,
+        determinism=_with_process_seeds(child.determinism if child else None, events),
         nondeterministic_ops=_nondet(events),
         fingerprint=fingerprint,
         env_digest=env_digest(fingerprint) if fingerprint else None,
@@ -264,6 +264,15 @@ def assemble(
         bisect=child.bisect if child else None,
         preflight=child.preflight if child else None,
     )
+
+
+def _with_process_seeds(record: DeterminismRecord | None, events: list[dict[str, Any]]) -> Any:
+    """The job's determinism record with the torch seeds its other Python processes reported
+    (`torch_seed` events, job/boot.py), in the order they ended."""
+    seeds = [e["seed"] for e in events if e.get("kind") == "torch_seed" and type(e.get("seed")) is int]
+    if record is None or not seeds:
+        return record
+    return record.model_copy(update={"process_seeds": seeds})
 
 
 def _error(

@@ -172,3 +172,31 @@ def test_a_changed_script_is_named_as_the_cause_and_not_offered_a_bisect(run_job
     runs = [Run.of(r.job_id, r.spec, r.spec_digest, None, len(r.trace), code=r.code.digest) for r in (a, b)]
     with pytest.raises(Conflict, match="the files the runs ran from differ"):
         bisect_specs(runs[0], runs[1], v)
+
+
+def test_a_script_that_seeds_torch_behind_a_shell_is_noted(run_job, tmp_path: Path) -> None:
+    """`sh -c "python seeds.py"`: the script seeds torch from its own flag, and starts a
+    multiprocessing child that seeds torch too (as a DataLoader worker does). The Python process
+    the shell started reports the seed it ended with; the child does not; the verdict notes the
+    script's seed on each side (the job process itself keeps the spec's)."""
+    (tmp_path / "seeds.py").write_text(
+        "import multiprocessing, sys, torch\n"
+        "def child():\n"
+        "    torch.manual_seed(999)\n"
+        "if __name__ == '__main__':\n"
+        "    torch.manual_seed(int(sys.argv[1]))\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
+        "    p.start(); p.join()\n"
+        "    torch.save(torch.randn(3), 'x.pt')\n"
+    )
+    (a, a_dir), (b, b_dir) = (
+        run_job(script_spec(["sh", "-c", f"python seeds.py {s}"]), code_dir=tmp_path) for s in (1234, 5678)
+    )
+    assert a.status == "SUCCEEDED", a.error
+    assert a.determinism.effective.torch_initial_seed == 42
+    assert (a.determinism.process_seeds, b.determinism.process_seeds) == ([1234], [5678])
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
+    assert v.notes[:2] == [
+        "a: the job seeds torch itself (torch seed 1234; spec seed 42)",
+        "b: the job seeds torch itself (torch seed 5678; spec seed 42)",
+    ]
