@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from reprotrain.errors import NotFound, Unauthorized
 from reprotrain.service.auth import COOKIE, signed_in, valid
+from reprotrain.service.errors import error_response
 
 UI = Path(__file__).parent / "static" / "ui"
 _TYPES = {
@@ -34,6 +35,10 @@ HEADERS = {
 }
 
 
+# paths that are never a page of the UI: a 404 there is the API's JSON error, whatever asks
+NOT_PAGES = ("/v1/", "/ui/", "/static/", "/docs", "/redoc", "/openapi.json", "/metrics", "/healthz")
+
+
 class SignIn(BaseModel):
     token: str = Field(min_length=1, max_length=4096)
 
@@ -53,6 +58,16 @@ def install(app: FastAPI) -> None:
     app.add_api_route("/", page, include_in_schema=False)
     app.add_api_route("/jobs/{job_id}", page, include_in_schema=False)
     app.add_api_route("/compare/{a}/{b}", page, include_in_schema=False)
+
+    async def no_route(request: Request, e: Exception) -> Response:
+        """A path no route has: a browser opening a page gets the shell, with 404, and the UI says
+        there is no page here; anything else (an API client, a script, a file) the JSON error."""
+        browser = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if browser and not request.url.path.startswith(NOT_PAGES):
+            return FileResponse(shell, status_code=404, media_type=_TYPES[".html"], headers=HEADERS)
+        return error_response(404, "not_found", str(getattr(e, "detail", "Not Found")))
+
+    app.add_exception_handler(404, no_route)
 
     @app.get("/ui/{name}", include_in_schema=False)
     def asset(name: str) -> FileResponse:

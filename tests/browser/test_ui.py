@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from reprotrain.client import Client
@@ -153,6 +154,11 @@ def test_the_compare_page_overlays_both_runs_and_marks_the_divergence(
     assert page.evaluate(red, [step - 0.5, 0]) < 0.1 and page.evaluate(red, [step + 0.5, 0]) < 0.1
     words = page.locator('[data-role="verdict"]').inner_text()
     assert f"Diverged at step {step}" in words and verdict["divergence"]["tensor"] in words
+    # two metric values that six digits do not tell apart are shown with every digit
+    nums = "([a, b]) => window.reprotrain.format.nums(a, b)"
+    close = [7.889509201049805, 7.889513969421387]
+    assert page.evaluate(nums, close) == "7.889509201049805 → 7.889513969421387"
+    assert page.evaluate(nums, [0.5, 0.25]) == "0.5 → 0.25"
     assert page.locator('[data-role="files"] tr', has_text="model").locator(".st-differs").count() == 1
     shot(page, "compare")
 
@@ -276,9 +282,10 @@ def test_the_job_page_deletes_an_ended_job_and_says_why_it_will_not_delete_an_or
     page.on("dialog", lambda d: d.accept())
     page.goto(f"{serve.url}/jobs/{original['id']}")
     page.wait_for_selector("h1 [data-status='SUCCEEDED']")
-    page.click("#delete")
-    page.wait_for_selector("#banner .error")
-    assert "original of re-run" in page.locator("#banner").inner_text()
+    page.click("#delete")  # at once: the page's refresh after it must not take the message away
+    page.wait_for_selector("#notice .error")
+    page.wait_for_timeout(2500)
+    assert "original of re-run" in page.locator("#notice").inner_text()
     page.goto(f"{serve.url}/jobs/{rerun['id']}")
     page.wait_for_selector("h1 [data-status='SUCCEEDED']")
     page.wait_for_load_state("networkidle")  # the page's own reads of the job are done: none 404s
@@ -290,6 +297,46 @@ def test_the_job_page_deletes_an_ended_job_and_says_why_it_will_not_delete_an_or
         assert c.list(name="to-delete")["count"] == 1
     # the browser logs the refused delete (409)
     page.errors[:] = [e for e in page.errors if not re.search(r"Failed to load resource.*\b409\b", e)]
+
+
+def test_a_failed_job_opens_on_its_stderr_and_a_refused_rerun_says_why(page: Any, serve: Serve) -> None:
+    """A failed job's page shows stderr, where its traceback is, without a click; a re-run the API
+    refuses (the job was deleted meanwhile) says why on the page instead of doing nothing."""
+    with Client(serve.url) as c:
+        failed = c.wait(c.submit(base_spec(name="fails-ui", params={"epochs": "two"}))["id"], timeout=120)
+    assert failed["status"] == "FAILED"
+    page.goto(f"{serve.url}/jobs/{failed['id']}")
+    page.wait_for_selector("h1 [data-status='FAILED']")
+    page.wait_for_selector("#log[data-stream='stderr']")
+    page.wait_for_function("() => document.getElementById('log').textContent.includes('Traceback')")
+    assert page.locator(".tabs button.on").inner_text() == "stderr"
+    page.wait_for_load_state("networkidle")
+    with Client(serve.url) as c:
+        c.delete(failed["id"])
+    page.click("#rerun")
+    page.wait_for_selector("#notice .error")
+    assert f"no job with id '{failed['id']}'" in page.locator("#notice").inner_text()
+    assert page.url.endswith(failed["id"])  # no new job, nowhere else
+    page.errors[:] = [e for e in page.errors if not re.search(r"Failed to load resource.*\b404\b", e)]
+
+
+def test_an_unknown_page_is_the_uis_own_404_and_a_status_choice_applies_at_once(
+    page: Any, serve: Serve
+) -> None:
+    """A path the UI has no page for: a browser gets the UI saying so (404), an API client the
+    JSON error. On the runs table, choosing a status filters without pressing Filter."""
+    answer = page.goto(f"{serve.url}/workers")
+    assert answer is not None and answer.status == 404
+    page.wait_for_selector("text=No page here")
+    r = httpx.get(f"{serve.url}/workers", timeout=30)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    r = httpx.get(f"{serve.url}/v1/nope", headers={"Accept": "text/html"}, timeout=30)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
+    page.errors[:] = [e for e in page.errors if not re.search(r"Failed to load resource.*\b404\b", e)]
+    page.goto(serve.url + "/")
+    page.wait_for_selector("table.runs")
+    page.select_option("select[name=status]", "FAILED")
+    page.wait_for_url(re.compile(r"status=FAILED"))
 
 
 def test_a_diverged_comparison_offers_a_bisect_whose_page_names_the_op(

@@ -9,8 +9,8 @@ const FINAL = new Set(["SUCCEEDED", "FAILED", "CANCELED", "TIMED_OUT"]);
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#9a6700"];
 const LOG_KEEP = 200_000; // characters of each log kept on the page
 
-// what tests and the curious can read: the charts on the page, by metric
-window.reprotrain = { charts: {} };
+// what tests and the curious can read: the charts on the page, by metric, and how numbers are shown
+window.reprotrain = { charts: {}, format: {} };
 
 class AuthNeeded extends Error {}
 
@@ -167,6 +167,14 @@ const badge = (status) => `<span class="badge s-${esc(status)}" data-status="${e
 const verdictBadge = (kind) =>
   kind ? `<span class="badge v-${esc(kind)}" data-verdict="${esc(kind)}">${esc(kind.replace("_", " "))}</span>` : "";
 
+// two values, with every digit where six do not tell them apart (7.88951 and 7.88951)
+function nums(a, b) {
+  const [x, y] = [num(a), num(b)];
+  return x === y && a !== b && typeof a === "number" && typeof b === "number" ? `${a} → ${b}` : `${x} → ${y}`;
+}
+
+window.reprotrain.format.nums = nums;
+
 function num(v) {
   if (typeof v !== "number") return esc(typeof v === "object" ? JSON.stringify(v) : v);
   if (Number.isInteger(v)) return String(v);
@@ -239,11 +247,13 @@ async function runsPage(gen) {
   const offset = Number(q.get("offset") || 0);
   const filters = new URLSearchParams([...q].filter(([k, v]) => v && k !== "offset"));
   const page = (o) => go(`/?${new URLSearchParams([...filters, ...(o ? [["offset", o]] : [])])}`);
-  document.getElementById("filters").onsubmit = (e) => {
+  const form = document.getElementById("filters");
+  form.onsubmit = (e) => {
     e.preventDefault();
-    const f = new URLSearchParams([...new FormData(e.target)].filter(([, v]) => v));
+    const f = new URLSearchParams([...new FormData(form)].filter(([, v]) => v));
     go(`/?${f}`);
   };
+  for (const select of form.querySelectorAll("select")) select.onchange = () => form.requestSubmit(); // a choice applies at once
   document.getElementById("newer").onclick = () => page(Math.max(0, offset - PAGE));
   document.getElementById("older").onclick = () => page(offset + PAGE);
   const rows = document.getElementById("rows");
@@ -433,6 +443,7 @@ async function jobPage(gen, id) {
       </form>
     </div>
     <div id="banner"></div>
+    <div id="notice" data-role="notice"></div>
     <div id="verdict"></div>
     <div id="error"></div>
     <div id="bisect"></div>
@@ -450,24 +461,31 @@ async function jobPage(gen, id) {
     <h2>Environment</h2><div id="fingerprint"><p class="muted">When the job ends.</p></div>`;
   document.getElementById("spec").textContent = JSON.stringify(job.spec, null, 2);
   document.getElementById("params").innerHTML = Object.keys(job.spec.params || {}).length ? kvTable(job.spec.params) : `<p class="muted">No params.</p>`;
-  document.getElementById("rerun").onclick = async () => {
-    const next = await api(`/v1/jobs/${enc(id)}/rerun`, { method: "POST" });
-    go(`/jobs/${next.id}`);
-  };
-  document.getElementById("cancel").onclick = async () => {
-    await api(`/v1/jobs/${enc(id)}/cancel`, { method: "POST" });
-    refresh();
-  };
-  document.getElementById("delete").onclick = async () => {
-    if (!confirm(`Delete job ${job.name} (${id.slice(0, 8)}), its logs and the files no other job holds?`)) return;
+  // what a button asks the API: a refusal (no live worker of the job's environment, a job that
+  // others re-run) is shown where the page's refresh does not redraw it, until the next action
+  const act = (fn) => async () => {
+    const notice = document.getElementById("notice");
+    notice.innerHTML = "";
     try {
-      await api(`/v1/jobs/${enc(id)}`, { method: "DELETE" });
-      go("/");
+      await fn();
     } catch (e) {
       if (e instanceof AuthNeeded) throw e;
-      document.getElementById("banner").innerHTML = `<div class="error">${esc(e.message)}</div>`;
+      notice.innerHTML = `<div class="error">${esc(e.message)}</div>`;
     }
   };
+  document.getElementById("rerun").onclick = act(async () => {
+    const next = await api(`/v1/jobs/${enc(id)}/rerun`, { method: "POST" });
+    go(`/jobs/${next.id}`);
+  });
+  document.getElementById("cancel").onclick = act(async () => {
+    await api(`/v1/jobs/${enc(id)}/cancel`, { method: "POST" });
+    await refresh();
+  });
+  document.getElementById("delete").onclick = act(async () => {
+    if (!confirm(`Delete job ${job.name} (${id.slice(0, 8)}), its logs and the files no other job holds?`)) return;
+    await api(`/v1/jobs/${enc(id)}`, { method: "DELETE" });
+    go("/");
+  });
   document.getElementById("compare-with").onsubmit = (e) => {
     e.preventDefault();
     const other = e.target.other.value.trim();
@@ -486,6 +504,7 @@ async function jobPage(gen, id) {
     job = await api(`/v1/jobs/${enc(id)}`);
     renderJob(job);
     await Promise.all([redraw(), logs.poll()]);
+    logs.prefer(job.status === "FAILED" || job.status === "TIMED_OUT");
     if (FINAL.has(job.status) && !ended) {
       ended = true;
       await finished(job);
@@ -595,15 +614,24 @@ function logTail(id) {
   const offset = { stdout: 0, stderr: 0 };
   const decoder = { stdout: new TextDecoder(), stderr: new TextDecoder() };
   let shown = "stdout";
+  let chosen = false; // a tab the user picked stays
+  const select = (stream) => {
+    shown = stream;
+    for (const o of document.querySelectorAll(".tabs button")) o.classList.toggle("on", o.dataset.stream === stream);
+    pre.dataset.stream = shown;
+    pre.textContent = text[shown];
+    pre.scrollTop = pre.scrollHeight;
+  };
   for (const b of document.querySelectorAll(".tabs button")) {
     b.onclick = () => {
-      shown = b.dataset.stream;
-      for (const o of document.querySelectorAll(".tabs button")) o.classList.toggle("on", o === b);
-      pre.dataset.stream = shown;
-      pre.textContent = text[shown];
-      pre.scrollTop = pre.scrollHeight;
+      chosen = true;
+      select(b.dataset.stream);
     };
   }
+  // stderr when the job failed (its traceback is there) or wrote only to stderr, until a tab is picked
+  const prefer = (failed) => {
+    if (!chosen && shown === "stdout" && text.stderr && (failed || !text.stdout)) select("stderr");
+  };
   const read = async (stream) => {
     const r = await request(`/v1/jobs/${enc(id)}/logs?stream=${stream}&offset=${offset[stream]}`);
     const buf = await r.arrayBuffer();
@@ -616,7 +644,7 @@ function logTail(id) {
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     }
   };
-  return { poll: () => Promise.all([read("stdout"), read("stderr")]) };
+  return { poll: () => Promise.all([read("stdout"), read("stderr")]), prefer };
 }
 
 // ---- two jobs -------------------------------------------------------------------------------
@@ -644,7 +672,7 @@ function findings(v) {
   if (v.identical?.length) out.push(`Identical: ${v.identical.join(", ")}.`);
   if (d.first) out.push(`What parted first: ${d.first}.`);
   for (const [name, m] of Object.entries(d.metrics || {}))
-    out.push(`Metric ${name} at step ${d.step}: ${num(m.a)} → ${num(m.b)}${m.abs != null ? ` (abs ${num(m.abs)}${m.rel != null ? `, rel ${num(m.rel)}` : ""})` : ""}.`);
+    out.push(`Metric ${name} at step ${d.step}: ${nums(m.a, m.b)}${m.abs != null ? ` (abs ${num(m.abs)}${m.rel != null ? `, rel ${num(m.rel)}` : ""})` : ""}.`);
   if (d.tensor) out.push(`First differing tensor: ${d.tensor}${d.tensor_step != null ? ` at step ${d.tensor_step}` : ""}${d.tensor_file ? ` in ${d.tensor_file}` : ""}${d.tensor_max_abs != null ? ` (max abs ${num(d.tensor_max_abs)})` : ""}.`);
   if (d.file) out.push(`First differing file: ${d.file}${d.max_abs != null ? ` (max abs ${num(d.max_abs)})` : ""}.`);
   if (d.note) out.push(d.note);
