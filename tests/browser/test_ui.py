@@ -339,6 +339,28 @@ def test_an_unknown_page_is_the_uis_own_404_and_a_status_choice_applies_at_once(
     page.wait_for_url(re.compile(r"status=FAILED"))
 
 
+def test_the_compare_page_names_its_sides_as_they_are_and_the_runs_table_fits_a_narrow_window(
+    page: Any, serve: Serve
+) -> None:
+    """Two jobs neither of which re-ran the other: the spec's columns are "a …" and "b …", not
+    original and re-run, and the page says so; a job against itself says that. At 800 px the runs
+    table scrolls in itself, the page does not."""
+    with Client(serve.url) as c:
+        a = c.wait(c.submit(base_spec(name="side-a", seed=1))["id"], timeout=120)["id"]
+        b = c.wait(c.submit(base_spec(name="side-b", seed=2))["id"], timeout=120)["id"]
+    page.goto(f"{serve.url}/compare/{a}/{b}")
+    head = page.locator("h2:has-text('Spec: what differs') + table th")
+    head.first.wait_for()
+    assert head.all_inner_texts() == ["key", f"a {a[:8]}", f"b {b[:8]}"]
+    assert "neither a re-run of the other" in page.locator('[data-role="verdict"]').inner_text()
+    page.goto(f"{serve.url}/compare/{a}/{a}")
+    page.wait_for_selector("text=Both sides are the same job.")
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.goto(serve.url + "/")
+    page.wait_for_selector("table.runs tbody tr[data-id]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+
+
 def test_a_diverged_comparison_offers_a_bisect_whose_page_names_the_op(
     page: Any, serve: Serve, diverged: tuple[str, str, dict[str, Any]]
 ) -> None:

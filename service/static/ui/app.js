@@ -238,11 +238,11 @@ async function runsPage(gen) {
       <button>Filter</button>
       <span class="muted">updates live</span>
     </form>
-    <table class="runs">
+    <div class="wide-table"><table class="runs">
       <thead><tr><th>status</th><th>name</th><th>tags</th><th>seed</th><th>policy</th><th>queue</th>
       <th>created</th><th>duration</th><th>final metrics</th><th>verdict</th><th>re-run of</th></tr></thead>
       <tbody id="rows"></tbody>
-    </table>
+    </table></div>
     <div class="pager"><button id="newer">← newer</button><span id="range" class="muted"></span><button id="older">older →</button></div>`;
   const offset = Number(q.get("offset") || 0);
   const filters = new URLSearchParams([...q].filter(([k, v]) => v && k !== "offset"));
@@ -415,7 +415,7 @@ function charts(box, jobs, labels, marker) {
             draw(true).catch((e) => console.warn("zoom:", e.message)); // the page may be gone
           },
         }),
-        diff: jobs.length === 2 ? new MetricChart(box, `${name}: re-run − original`, ["difference"], { marker, color: 1 }) : null,
+        diff: jobs.length === 2 ? new MetricChart(box, `${name}: red − blue`, ["difference"], { marker, color: 1 }) : null,
       };
       const { main, diff } = made[name];
       if (main.zoomed && !zoomRange) continue; // live data does not pull a zoomed chart back out
@@ -535,8 +535,10 @@ function renderJob(job) {
     <tr><td>final metrics</td><td>${metrics(job.metrics, 20) || "—"}</td></tr>
     <tr><td>isolation</td><td>${iso ? `${esc(iso.mode)} · network ${esc(iso.network)} · uid ${esc(iso.uid)}${iso.note ? ` <span class="muted">${esc(iso.note)}</span>` : ""}` : "—"}</td></tr>
   </table>`;
-  document.getElementById("digests").innerHTML = job.digests
-    ? `<details><summary>${Object.keys(flatten(job.digests)).length} digests (model, optimizer, files, logs)</summary>${kvTable(job.digests)}</details>` : `<p class="muted">When the job ends.</p>`;
+  const kinds = Object.keys(job.digests || {}).filter((k) => job.digests[k] != null);
+  document.getElementById("digests").innerHTML = kinds.length
+    ? `<details><summary>${Object.keys(flatten(job.digests)).length} digests (${esc(kinds.join(", "))})</summary>${kvTable(job.digests)}</details>`
+    : `<p class="muted">${FINAL.has(job.status) ? "No result." : "When the job ends."}</p>`;
   document.getElementById("banner").innerHTML = job.integrity_error
     ? `<div class="banner"><b>Integrity error:</b> a stored artifact of this job no longer matches its digest: ${esc(JSON.stringify(job.integrity_error))}</div>` : "";
   const err = job.error;
@@ -585,7 +587,7 @@ async function finished(job) {
         .map((a) => `<tr><td><a href="/v1/jobs/${enc(job.id)}/artifacts/${a.name.split("/").map(enc).join("/")}" download data-artifact="${esc(a.name)}">${esc(a.name)}</a></td>
           <td>${bytes(a.size)}</td><td class="mono muted">${esc(a.digest.slice(0, 16))}…</td></tr>`).join("")}</tbody></table>`
     : `<p class="muted">No artifacts.</p>`;
-  if (!fp) {
+  if (!fp || !Object.keys(fp.fingerprint || {}).length) {
     document.getElementById("determinism").innerHTML = document.getElementById("fingerprint").innerHTML = `<p class="muted">No result.</p>`;
   } else {
     const d = fp.determinism;
@@ -686,7 +688,7 @@ function findings(v) {
 }
 
 async function comparePage(gen, a, b) {
-  main.innerHTML = `<h1>Compare <a href="/jobs/${esc(a)}" data-link class="mono">${short(a)}</a> (original, blue) with
+  main.innerHTML = `<h1>Compare <a href="/jobs/${esc(a)}" data-link class="mono">${short(a)}</a> (blue) with
     <a href="/jobs/${esc(b)}" data-link class="mono">${short(b)}</a> (red)</h1><div id="cmp"></div>`;
   await renderCompare(document.getElementById("cmp"), a, b);
 }
@@ -699,7 +701,12 @@ async function renderCompare(box, a, b) {
   ]);
   const d = v.divergence || {};
   const marker = d.step ?? d.tensor_step ?? null;
-  const env = (v.causes || []).filter((c) => !c.key.startsWith("spec."));
+  // a re-run against its original, or any two jobs: the columns say which
+  const rerun = jb.rerun_of === ja.id;
+  const cols = rerun ? ["original", "re-run"] : [`a ${a.slice(0, 8)}`, `b ${b.slice(0, 8)}`];
+  const isCode = (c) => c.key === "code" || c.key.startsWith("code/");
+  const env = (v.causes || []).filter((c) => !c.key.startsWith("spec.") && !isCode(c));
+  const code = (v.causes || []).filter(isCode);
   const sa = flatten(ja.spec), sb = flatten(jb.spec);
   const specKeys = [...new Set([...Object.keys(sa), ...Object.keys(sb)])].sort()
     .filter((k) => JSON.stringify(sa[k]) !== JSON.stringify(sb[k]));
@@ -707,13 +714,15 @@ async function renderCompare(box, a, b) {
   box.innerHTML = `
     <div class="verdict v-${esc(v.verdict)}" data-role="verdict" data-verdict="${esc(v.verdict)}">
       ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
+      ${a === b ? `<p class="muted">Both sides are the same job.</p>` : rerun ? "" : `<p class="muted">Two jobs, neither a re-run of the other: a is the first, b the second.</p>`}
       <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
       ${v.bisect ? `<button data-role="bisect" class="primary" title="re-run the original as two copies recorded op by op up to step ${esc(d.step)}">Find the first differing op (bisect)</button>` : ""}
     </div>
     <h2>Metrics per step: both runs</h2><div class="grid wide" data-role="compare-charts"></div>
     <h2>Files</h2>${filesTable(v)}
-    <h2>Environment: what differs</h2>${env.length ? causesTable(env) : `<p class="muted">The fingerprints agree on everything that can change result bits${v.causes?.length ? "" : ""}.</p>`}
-    <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>original</th><th>re-run</th></tr></thead><tbody>${specKeys
+    <h2>Environment: what differs</h2>${env.length ? causesTable(env, cols) : `<p class="muted">The fingerprints agree on everything that can change result bits.</p>`}
+    ${code.length ? `<h2>Code: the files that differ</h2>${causesTable(code, cols)}` : ""}
+    <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>${esc(cols[0])}</th><th>${esc(cols[1])}</th></tr></thead><tbody>${specKeys
       .map((k) => `<tr class="${likely.has(`spec.${k}`) || [...likely].some((l) => l.startsWith(`spec.${k.split(".")[0]}`)) ? "likely" : ""}"><td class="mono">${esc(k)}</td><td class="mono">${show(sa[k])}</td><td class="mono">${show(sb[k])}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">The specs are the same.</p>`}`;
   const bisect = box.querySelector('button[data-role="bisect"]');
   if (bisect) bisect.onclick = async () => {
@@ -735,9 +744,9 @@ function filesTable(v) {
   </tbody></table>`;
 }
 
-function causesTable(causes) {
+function causesTable(causes, cols) {
   const sorted = [...causes].sort((x, y) => Number(y.likely_cause) - Number(x.likely_cause));
-  return `<table data-role="causes"><thead><tr><th>fact</th><th>what it is</th><th>original</th><th>re-run</th></tr></thead><tbody>${sorted
+  return `<table data-role="causes"><thead><tr><th>fact</th><th>what it is</th><th>${esc(cols[0])}</th><th>${esc(cols[1])}</th></tr></thead><tbody>${sorted
     .map((c) => `<tr class="${c.likely_cause ? "likely" : ""}"><td class="mono">${esc(c.key)}</td><td>${esc(c.label)}${c.likely_cause ? " <b>(likely changes result bits)</b>" : ""}</td><td class="mono">${show(c.a)}</td><td class="mono">${show(c.b)}</td></tr>`).join("")}</tbody></table>`;
 }
 
