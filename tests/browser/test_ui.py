@@ -22,7 +22,7 @@ import time
 from reprotrain.report import log
 for step in range(10):
     print(f"step {step}", flush=True)
-    log(step, loss=1.0 / (step + 1))
+    log(step, total=10, loss=1.0 / (step + 1))
     time.sleep(0.5)
 """
 NOISE = {
@@ -96,6 +96,11 @@ def test_a_running_job_page_grows_its_chart_and_log(page: Any, serve: Serve, tmp
             timeout=60_000,
         )
         first = page.evaluate("window.reprotrain.charts.loss.data[0].length")
+        # while it runs, how far it is of the 10 steps it declared
+        shown = page.locator('[data-role="progress"]')
+        shown.wait_for()
+        text = shown.inner_text()
+        assert re.fullmatch(r"step \d+ of 10 \(\d+ %(, about .+ left)?\)", text), text
         page.wait_for_function(
             "() => document.querySelector('h1 [data-status]')?.dataset.status === 'SUCCEEDED'",
             timeout=60_000,

@@ -502,7 +502,9 @@ async function jobPage(gen, id) {
   let ended = false;
   const refresh = async () => {
     job = await api(`/v1/jobs/${enc(id)}`);
-    renderJob(job);
+    // while it runs: how many steps it logged, of how many it declared (the trace's count, no entries)
+    const progress = job.status === "RUNNING" ? await api(`/v1/jobs/${enc(id)}/trace?since=${2 ** 31}`).catch(() => null) : null;
+    renderJob(job, progress);
     await Promise.all([redraw(), logs.poll()]);
     logs.prefer(job.status === "FAILED" || job.status === "TIMED_OUT");
     if (FINAL.has(job.status) && !ended) {
@@ -515,7 +517,17 @@ async function jobPage(gen, id) {
   every(gen, 1500, refresh);
 }
 
-function renderJob(job) {
+// "step 40 of 100 (40 %, about 12 s left)" from a running job's trace count and declared total
+function progressText(job, p) {
+  if (!p) return "";
+  if (!p.total) return `${p.count} steps logged`;
+  const pct = Math.min(100, Math.floor((100 * p.count) / p.total));
+  const elapsed = between(job.started_at, new Date().toISOString());
+  const left = p.count && elapsed != null ? (elapsed / p.count) * Math.max(0, p.total - p.count) : null;
+  return `step ${p.count} of ${p.total} (${pct} %${left != null ? `, about ${secs(left)} left` : ""})`;
+}
+
+function renderJob(job, progress) {
   document.getElementById("head").innerHTML = `${esc(job.name)} ${badge(job.status)}
     <span class="muted mono" title="job id">${esc(job.id)}</span>
     ${job.rerun_of ? `<span class="muted">re-run of <a href="/jobs/${esc(job.rerun_of)}" data-link class="mono">${short(job.rerun_of)}</a></span>` : ""}`;
@@ -528,8 +540,9 @@ function renderJob(job) {
     <tr><td>created</td><td>${when(job.created_at)}</td></tr>
     <tr><td>queued for</td><td>${secs(between(job.created_at, job.started_at)) || (job.status === "QUEUED" ? "waiting…" : "—")}</td></tr>
     <tr><td>start latency</td><td>${t.start_latency_s != null ? secs(t.start_latency_s) : "—"} <span class="muted">launch → user code running</span></td></tr>
-    <tr><td>run time</td><td>${t.user_s != null ? secs(t.user_s) : job.started_at && !job.finished_at ? `${secs(between(job.started_at, new Date().toISOString()))} so far` : "—"}</td></tr>
-    <tr><td>duration</td><td>${secs(between(job.started_at, job.finished_at)) || "—"}</td></tr>
+    <tr><td>run time</td><td>${t.user_s != null ? `${secs(t.user_s)} <span class="muted">the job's own code</span>` : job.started_at && !job.finished_at ? `${secs(between(job.started_at, new Date().toISOString()))} so far` : job.started_at ? `— <span class="muted">its code did not finish (see duration)</span>` : "—"}</td></tr>
+    <tr><td>duration</td><td>${secs(between(job.started_at, job.finished_at)) || "—"} <span class="muted">started → ended, with the job process's start and record</span></td></tr>
+    ${progress ? `<tr><td>progress</td><td data-role="progress">${esc(progressText(job, progress))}</td></tr>` : ""}
     <tr><td>project · tags</td><td>${esc(job.spec.project || "—")} · ${(job.spec.tags || []).map((t) => `<span class="tag">${esc(t)}</span>`).join("") || "—"}</td></tr>
     <tr><td>seed · policy · device · queue</td><td class="mono">${esc(job.spec.seed)} · ${esc(job.spec.determinism?.policy)} · ${esc(job.spec.device)} · ${esc(job.queue)}</td></tr>
     <tr><td>final metrics</td><td>${metrics(job.metrics, 20) || "—"}</td></tr>
