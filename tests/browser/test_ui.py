@@ -387,3 +387,9 @@ def test_a_diverged_comparison_offers_a_bisect_whose_page_names_the_op(
     text = report.inner_text()
     assert "first differing op: aten::add_ in step 5" in text and "ops before it, which agreed" in text
     shot(page, "bisect")
+    # back on the comparison: the bisect made is linked, and another is asked for, not made at once
+    page.goto(f"{serve.url}/compare/{a}/{b}")
+    page.locator('[data-role="bisect-made"] a').click()
+    page.wait_for_url(f"{serve.url}/jobs/{bisect_id}")
+    page.go_back()
+    assert page.locator('[data-role="verdict"] button[data-role="bisect"]').inner_text() == "Bisect again"

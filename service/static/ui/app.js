@@ -707,11 +707,14 @@ async function comparePage(gen, a, b) {
 }
 
 async function renderCompare(box, a, b) {
-  const [v, ja, jb] = await Promise.all([
+  const [v, ja, jb, bisects] = await Promise.all([
     api(`/v1/jobs/${enc(a)}/compare/${enc(b)}`),
     api(`/v1/jobs/${enc(a)}`),
     api(`/v1/jobs/${enc(b)}`),
+    api(`/v1/jobs?tag=bisect&limit=50`).catch(() => null), // only to link one made before
   ]);
+  // the newest bisect of these two runs (across environments, its side b, which has the report)
+  const earlier = (bisects?.data || []).find((j) => j.spec?.bisect?.a === ja.id && j.spec?.bisect?.b === jb.id && j.spec.bisect.side !== "a");
   const d = v.divergence || {};
   const marker = d.step ?? d.tensor_step ?? null;
   // a re-run against its original, or any two jobs: the columns say which
@@ -729,7 +732,8 @@ async function renderCompare(box, a, b) {
       ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
       ${a === b ? `<p class="muted">Both sides are the same job.</p>` : rerun ? "" : `<p class="muted">Two jobs, neither a re-run of the other: a is the first, b the second.</p>`}
       <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
-      ${v.bisect ? `<button data-role="bisect" class="primary" title="re-run the original as two copies recorded op by op up to step ${esc(d.step)}">Find the first differing op (bisect)</button>` : ""}
+      ${earlier ? `<p data-role="bisect-made"><a href="/jobs/${esc(earlier.id)}" data-link>The bisect of these runs</a> (${esc(earlier.status.toLowerCase())}).</p>` : ""}
+      ${v.bisect ? `<button data-role="bisect" class="${earlier ? "" : "primary"}" title="run a's spec as two copies recorded op by op up to step ${esc(d.step)}">${earlier ? "Bisect again" : "Find the first differing op (bisect)"}</button>` : ""}
     </div>
     <h2>Metrics per step: both runs</h2><div class="grid wide" data-role="compare-charts"></div>
     <h2>Files</h2>${filesTable(v)}
