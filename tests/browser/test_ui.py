@@ -81,6 +81,19 @@ def test_the_runs_table_follows_jobs_live_without_a_reload(page: Any, serve: Ser
     assert "tag=slow" in page.url
     page.goto(serve.url + "/")
     page.wait_for_selector("tr[data-id]")
+    # a row's project and tags filter the table to theirs
+    page.locator(f'tr[data-id="{quick["id"]}"] [data-role="project"]').click()
+    page.wait_for_url(re.compile(r"project=ui-proj"))
+    page.wait_for_function("() => document.querySelectorAll('tr[data-id]').length === 2")
+    ids = {page.locator("tr[data-id]").nth(i).get_attribute("data-id") for i in range(2)}
+    assert ids == {quick["id"], rerun["id"]}  # the job and its re-run, which has its spec
+    assert page.locator('input[name="project"]').input_value() == "ui-proj"
+    page.goto(serve.url + "/")
+    page.locator(f'tr[data-id="{slow["id"]}"] a.tag', has_text="slow").click()
+    page.wait_for_url(re.compile(r"tag=slow"))
+    page.wait_for_function("() => document.querySelectorAll('tr[data-id]').length === 1")
+    page.goto(serve.url + "/")
+    page.wait_for_selector("tr[data-id]")
     shot(page, "runs")
     page.locator(f'tr[data-id="{slow["id"]}"] td').first.click()  # a row opens its job
     page.wait_for_url(re.compile(f"/jobs/{slow['id']}$"))

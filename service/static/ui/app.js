@@ -234,6 +234,7 @@ async function runsPage(gen) {
       <select name="status" aria-label="status">${opt(STATUSES, q.get("status"), "any status")}</select>
       <input name="search" placeholder="name or id" value="${esc(q.get("search") || "")}" aria-label="name or id">
       <input name="tag" placeholder="tag" value="${esc(q.get("tag") || "")}" aria-label="tag">
+      <input name="project" placeholder="project" value="${esc(q.get("project") || "")}" aria-label="project" size="12">
       <select name="verdict" aria-label="verdict">${opt(VERDICTS, q.get("verdict"), "any verdict")}</select>
       <button>Filter</button>
       <span class="muted">updates live</span>
@@ -282,8 +283,8 @@ function runRow(r) {
     : "";
   return `<tr data-id="${esc(r.id)}" data-status="${esc(r.status)}">
     <td>${badge(r.status)}${r.error_type ? `<div class="muted">${esc(r.error_type)}</div>` : ""}</td>
-    <td><a href="/jobs/${esc(r.id)}" data-link>${esc(r.name)}</a>${r.project ? ` <span class="muted" data-role="project">${esc(r.project)}</span>` : ""}<div class="muted mono">${short(r.id)}</div></td>
-    <td>${r.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join("")}</td>
+    <td><a href="/jobs/${esc(r.id)}" data-link>${esc(r.name)}</a>${r.project ? ` <a class="muted" data-role="project" href="/?project=${enc(r.project)}" data-link title="runs of this project">${esc(r.project)}</a>` : ""}<div class="muted mono">${short(r.id)}</div></td>
+    <td>${r.tags.map((t) => `<a class="tag" href="/?tag=${enc(t)}" data-link title="runs with this tag">${esc(t)}</a>`).join("")}</td>
     <td class="mono">${r.seed ?? ""}</td><td>${esc(r.policy)}</td><td>${esc(r.queue)}</td>
     <td>${when(r.created_at)}</td><td>${secs(r.duration_s)}</td>
     <td>${metrics(r.metrics)}</td><td>${verdict}</td>
