@@ -98,6 +98,16 @@ def test_the_runs_table_follows_jobs_live_without_a_reload(page: Any, serve: Ser
     page.locator(f'tr[data-id="{slow["id"]}"] td').first.click()  # a row opens its job
     page.wait_for_url(re.compile(f"/jobs/{slow['id']}$"))
     page.wait_for_selector('.chart[data-metric="loss"]')
+    # an identical re-run's difference is zero throughout: drawn on a small range, not 0–100
+    page.goto(f"{serve.url}/compare/{quick['id']}/{rerun['id']}")
+    diff = page.locator('.chart[data-metric$=": red − blue"]').first
+    diff.wait_for()
+    name = diff.get_attribute("data-metric")
+    page.wait_for_function("(n) => window.reprotrain.charts[n].data[0].length > 0", arg=name)
+    assert page.evaluate("(n) => window.reprotrain.charts[n].data[1].every((v) => v === 0)", name)
+    assert page.evaluate(
+        "(n) => [window.reprotrain.charts[n].scales.y.min, window.reprotrain.charts[n].scales.y.max]", name
+    ) == [-1, 1]
 
 
 def test_a_running_job_page_grows_its_chart_and_log(page: Any, serve: Serve, tmp_path: Path) -> None:

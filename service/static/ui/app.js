@@ -323,6 +323,9 @@ function markerPlugin(step) {
   };
 }
 
+// steps are whole numbers: the step axis ticks at 1, 2, 5, 10, 20, 50, … apart, never 2.5
+const STEP_INCRS = Array.from({ length: 16 }, (_, i) => [1, 2, 5].map((m) => m * 10 ** i)).flat();
+
 class MetricChart {
   constructor(parent, name, labels, { marker = null, onZoom = null, color = 0 } = {}) {
     this.el = document.createElement("div");
@@ -339,8 +342,9 @@ class MetricChart {
       width,
       height: 220,
       legend: { live: true },
-      scales: { x: { time: false } },
-      axes: [{}, { size: 64, values: (u, splits) => splits.map(axisNum) }],
+      // a flat series (two identical runs' difference: zero) gets a small range around it, not 0–100
+      scales: { x: { time: false }, y: { range: (u, min, max) => (min === max ? [min - (Math.abs(min) / 10 || 1), max + (Math.abs(max) / 10 || 1)] : uPlot.rangeNum(min, max, 0.1, true)) } },
+      axes: [{ incrs: STEP_INCRS }, { size: 64, values: (u, splits) => splits.map(axisNum) }],
       // the first run drawn wider, so a second run on top of it leaves it visible where they agree
       series: [{ label: "step" }, ...labels.map((label, i) => ({ label, stroke: COLORS[(i + color) % COLORS.length], width: i === 0 && labels.length > 1 ? 4 : 1.5, spanGaps: true, points: { show: false } }))],
       plugins: [markerPlugin(marker)],
