@@ -100,6 +100,11 @@ def test_the_runs_table_follows_jobs_live_without_a_reload(page: Any, serve: Ser
     page.wait_for_selector('.chart[data-metric="loss"]')
     # an identical re-run's difference is zero throughout: drawn on a small range, not 0–100
     page.goto(f"{serve.url}/compare/{quick['id']}/{rerun['id']}")
+    with Client(serve.url) as c:
+        absent = c.compare(quick["id"], rerun["id"]).get("absent")
+    assert absent  # the example writes no stdout: the page says what neither run has
+    words = page.locator('[data-role="verdict"]').inner_text()
+    assert f"Neither run has: {', '.join(absent)}" in words, words
     diff = page.locator('.chart[data-metric$=": red − blue"]').first
     diff.wait_for()
     name = diff.get_attribute("data-metric")
@@ -200,6 +205,7 @@ def test_a_reruns_own_page_shows_its_verdict_and_artifacts_download(
     assert "diverged" in page.locator("#verdict").inner_text()
     page.wait_for_selector("#determinism table")
     assert "deterministic_algorithms" in page.locator("#determinism").inner_text()
+    assert "matmul false · cudnn false" in page.locator("#determinism").inner_text()  # not raw JSON
     link = page.locator("a[data-artifact$='model.safetensors']")
     link.wait_for()
     with page.expect_download() as info:

@@ -213,7 +213,14 @@ function flatten(obj, prefix = "", out = {}) {
   return out;
 }
 
-const show = (v) => (v === undefined ? `<span class="muted">—</span>` : esc(typeof v === "string" ? v : JSON.stringify(v)));
+// a value as text: unset or null as a dash, a flat mapping as "key value · key value", else JSON
+const show = (v) => {
+  if (v === undefined || v === null) return `<span class="muted">—</span>`;
+  if (typeof v === "string") return esc(v);
+  const flat = typeof v === "object" && !Array.isArray(v) && Object.values(v).every((x) => x === null || typeof x !== "object");
+  if (flat && Object.keys(v).length) return Object.entries(v).map(([k, x]) => `${esc(k)} ${esc(JSON.stringify(x))}`).join(" · ");
+  return esc(JSON.stringify(v));
+};
 
 function kvTable(obj) {
   const rows = Object.entries(flatten(obj)).map(([k, v]) => `<tr><td class="mono">${esc(k)}</td><td class="mono">${show(v)}</td></tr>`);
@@ -690,6 +697,7 @@ function findings(v) {
   const out = [];
   const d = v.divergence || {};
   if (v.identical?.length) out.push(`Identical: ${v.identical.join(", ")}.`);
+  if (v.absent?.length) out.push(`Neither run has: ${v.absent.join(", ")} (not tracked or not produced; not counted as equal).`);
   if (d.first) out.push(`What parted first: ${d.first}.`);
   for (const [name, m] of Object.entries(d.metrics || {}))
     out.push(`Metric ${name} at step ${d.step}: ${nums(m.a, m.b)}${m.abs != null ? ` (abs ${num(m.abs)}${m.rel != null ? `, rel ${num(m.rel)}` : ""})` : ""}.`);
@@ -741,7 +749,7 @@ async function renderCompare(box, a, b) {
       ${v.bisect ? `<button data-role="bisect" class="${earlier ? "" : "primary"}" title="run a's spec as two copies recorded op by op up to step ${esc(d.step)}">${earlier ? "Bisect again" : "Find the first differing op (bisect)"}</button>` : ""}
     </div>
     <h2>Metrics per step: both runs</h2><div class="grid wide" data-role="compare-charts"></div>
-    <h2>Files</h2>${filesTable(v)}
+    <h2>Results and files</h2>${filesTable(v)}
     <h2>Environment: what differs</h2>${env.length ? causesTable(env, cols) : `<p class="muted">The fingerprints agree on everything that can change result bits.</p>`}
     ${code.length ? `<h2>Code: the files that differ</h2>${causesTable(code, cols)}` : ""}
     <h2>Spec: what differs</h2>${specKeys.length ? `<table><thead><tr><th>key</th><th>${esc(cols[0])}</th><th>${esc(cols[1])}</th></tr></thead><tbody>${specKeys
