@@ -62,17 +62,21 @@ def seed_notes(a: Result, b: Result) -> list[str]:
     return notes
 
 
+_SPEC_FACTS = {"track": "tracking (what is digested and checkpointed, not what is computed)"}
+
+
 def spec_diff(a: Result, b: Result) -> list[dict[str, Any]]:
     rows = []
     for key in sorted(set(a.spec) | set(b.spec)):
-        if key in _SPEC_CAUSES and a.spec.get(key) != b.spec.get(key):
+        label = _SPEC_CAUSES.get(key) or _SPEC_FACTS.get(key)
+        if label and a.spec.get(key) != b.spec.get(key):
             rows.append(
                 {
                     "key": f"spec.{key}",
                     "a": a.spec.get(key),
                     "b": b.spec.get(key),
-                    "label": _SPEC_CAUSES[key],
-                    "likely_cause": True,
+                    "label": label,
+                    "likely_cause": key in _SPEC_CAUSES,
                 }
             )
     return rows

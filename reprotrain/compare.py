@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from reprotrain.causes import causes, policy_off, seed_notes
-from reprotrain.diffs import first_tensor, first_trace_divergence, metric_deltas, param_kinds, tensor_delta
+from reprotrain.diffs import (
+    first_tensor,
+    first_trace_divergence,
+    metric_deltas,
+    param_kinds,
+    tensor_delta,
+    unmatched_digests,
+)
 from reprotrain.hashing import digest_bytes
 from reprotrain.outputs import (
     Masker,
@@ -66,7 +73,7 @@ def compare(
     if out["verdict"] in ("metrics_identical", "diverged"):
         rows = policy_off(a, b) + rows
     out |= {"causes": rows, "likely_causes": [c["label"] for c in rows if c["likely_cause"]]}
-    notes = seed_notes(a, b)
+    notes = seed_notes(a, b) + unmatched_digests(a, b)
     if kinds := param_kinds(a, b):  # e.g. a run traced before per-step digests had kinds
         what = (
             "host and GPU tensors in other places"

@@ -69,9 +69,43 @@ def step_kind_of(tensors: dict[str, str]) -> str:
 
 
 def comparable_params(x: str | None, y: str | None) -> bool:
-    """Whether two per-step digests can be compared: the same kind, or one side has none.
-    Digests of different kinds say nothing about each other; the final state decides."""
-    return x is None or y is None or step_kind(x) == step_kind(y)
+    """Whether two per-step digests can be compared: both runs took one at that step (runs with
+    another `track.digest_every` take them at other steps), of the same kind. Digests of
+    different kinds, or a step one run did not digest, say nothing; the final state decides."""
+    return x is not None and y is not None and step_kind(x) == step_kind(y)
+
+
+CHAIN = "chain:"  # a data-order digest kept as a hash chain (a run that checkpoints; job/context.py)
+
+
+def same_data(x: str | None, y: str | None) -> bool | None:
+    """Whether two steps' data-order digests say the same batches came in the same order; None
+    when they cannot say: one is a hash chain (its run checkpointed) and the other the plain
+    digest, two forms of the order that never agree. A chain stored before chains were marked
+    is the marked one's value unmarked, and agrees with it."""
+    if x == y:
+        return True
+    if x is None or y is None or x.startswith(CHAIN) == y.startswith(CHAIN):
+        return False
+    return True if x.removeprefix(CHAIN) == y.removeprefix(CHAIN) else None
+
+
+def unmatched_digests(a: Result, b: Result) -> list[str]:
+    """What the traces cannot compare step by step though both have it: the data order where one
+    run kept it as a chain, parameters where the runs digested at other steps."""
+    pairs = list(zip(a.trace, b.trace, strict=False))
+    out = []
+    if any(same_data(x.data, y.data) is None for x, y in pairs):
+        out.append(
+            "the data order is kept in another form in one run (it checkpointed): it is not "
+            "compared step by step"
+        )
+    if any((x.params is None) != (y.params is None) for x, y in pairs):
+        out.append(
+            "the runs digested their parameters at other steps (track.digest_every): they are "
+            "compared at the steps both digested"
+        )
+    return out
 
 
 def param_kinds(a: Result, b: Result) -> tuple[str, str] | None:
@@ -86,7 +120,7 @@ def _entry_differs(x: TraceEntry, y: TraceEntry) -> list[str]:
     what = []
     if x.step != y.step:
         what.append("step")
-    if x.data != y.data:
+    if same_data(x.data, y.data) is False:
         what.append("data_order")
     if x.params != y.params and comparable_params(x.params, y.params):
         what.append("parameters")

@@ -206,8 +206,9 @@ def _line_pair(d: dict[str, Any]) -> list[str]:
 
 def _causes(v: dict[str, Any]) -> list[str]:
     likely = [c for c in v["causes"] if c["likely_cause"]]
+    head = "changed" if v["verdict"] in REPRODUCED else "causes"  # reproduced: nothing to explain
     lines = [
-        f"{'causes' if i == 0 else '':9} {c['label']}: {c['key']} {' → '.join(_pair(c['a'], c['b']))}"
+        f"{head if i == 0 else '':9} {c['label']}: {c['key']} {' → '.join(_pair(c['a'], c['b']))}"
         for i, c in enumerate(likely[:12])
     ]
     if not likely and v["verdict"] not in ("identical", "results_identical", "incomparable"):

@@ -13,6 +13,7 @@ import torch
 from blake3 import blake3
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from reprotrain.diffs import CHAIN
 from reprotrain.hashing import digest_bytes
 from reprotrain.job.digest import ModelState, model_state, optimizer_state, state_digests
 from reprotrain.report import EventWriter, encode_metrics, progress_total
@@ -205,7 +206,9 @@ class Context:
     def _data_digest(self) -> str | None:
         if not self._batches:
             return None
-        return self._chain.hex() if self._chain is not None else self._data.hexdigest()
+        if self._chain is not None:  # another form than the plain digest, marked: never compared with it
+            return CHAIN + self._chain.hex()
+        return self._data.hexdigest()
 
     _total_steps: int | None = None
 

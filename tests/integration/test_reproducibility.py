@@ -17,6 +17,19 @@ def test_same_spec_twice_is_identical(run_job) -> None:
     assert v.verdict == "identical", v
 
 
+def test_digesting_at_other_steps_is_not_a_divergence(run_job) -> None:
+    """The same job digesting its parameters every step and every second step: identical (the
+    steps both digested agree), with a note, and the tracking difference listed but not as a
+    likely cause. A step digested on one side only is not a difference."""
+    a, a_dir = run_job(base_spec())
+    b, b_dir = run_job(base_spec(track={"digest_every": 2}))
+    assert [e.params is None for e in b.trace[:2]] == [False, True]
+    v = compare(a, b, RunFiles.local(a_dir), RunFiles.local(b_dir))
+    assert v.verdict == "identical", v
+    assert any("digested their parameters at other steps" in n for n in v.notes), v.notes
+    assert [(c.key, c.likely_cause) for c in v.causes if c.key.startswith("spec.")] == [("spec.track", False)]
+
+
 def test_another_seed_diverges_at_the_first_step_naming_a_tensor(run_job) -> None:
     """A different seed diverges at the first logged step, with a tensor named and a cause."""
     a, a_dir = run_job(base_spec())

@@ -104,7 +104,12 @@ def test_without_checkpoints_the_digests_are_unchanged(run_job) -> None:
     on, on_dir = run_job(spec())
     assert [e.metrics for e in on.trace] == [e.metrics for e in plain.trace]
     assert on.trace[-1].data != plain.trace[-1].data  # a hash chain (what a checkpoint can hold)
+    assert on.trace[-1].data.startswith("chain:")  # marked as one, so no verdict compares the two forms
     assert not (plain_dir / JobFiles.CHECKPOINTS).exists() and complete(on_dir / JobFiles.CHECKPOINTS)
+    # the same run with checkpoints on and off: identical, not "diverged at step 1 (data order)"
+    v = compare(plain, on, RunFiles.local(plain_dir), RunFiles.local(on_dir))
+    assert v.verdict == "identical", v
+    assert any("data order is kept in another form" in n for n in v.notes), v.notes
 
 
 SCRIPT = """

@@ -299,3 +299,25 @@ def test_a_cause_is_printed_from_where_its_values_part() -> None:
     assert offered["bisect"] == "/v1/jobs/a/bisect/b"
     assert "reprotrain bisect a b" in format_verdict(offered)
     assert "reprotrain bisect" not in format_verdict(offered, bisect=False)
+
+
+def test_data_order_digests_of_two_forms_are_not_compared() -> None:
+    """A chain (a run that checkpointed, marked `chain:`) against a plain digest says nothing:
+    not compared, with a note; a chain stored before chains were marked agrees with its marked
+    value; two plain digests that differ are a data-order divergence."""
+
+    def with_data(job_id: str, data: list[str]) -> Result:
+        d = raw(job_id=job_id)
+        for entry, value in zip(d["trace"], data, strict=True):
+            entry["data"] = value
+        return Result.model_validate(d)
+
+    plain = with_data("a", ["p0", "p1", "p2", "p3"])
+    chain = with_data("b", ["chain:c0", "chain:c1", "chain:c2", "chain:c3"])
+    v = compare(plain, chain)
+    assert v.verdict == "identical" and any("another form" in n for n in v.notes), v
+    old = with_data("a", ["c0", "c1", "c2", "c3"])  # a chain stored unmarked, before the mark
+    assert compare(old, chain).verdict == "identical" and not compare(old, chain).notes
+    other = with_data("b", ["p0", "x1", "p2", "p3"])
+    v = compare(plain, other)
+    assert (v.verdict, v.divergence.step, v.divergence.differs) == ("diverged", 1, ["data_order"])
