@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecInvalid(f"code directory does not exist: {code}", field="--code")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/{spec.name}-{stamp}-{secrets.token_hex(2)}")
-    resume = _checkpoint(Path(args.resume)) if args.resume else None
+    resume = _checkpoint(Path(args.resume), spec) if args.resume else None
     with _runner(args.runner) as runner:
         result = execute(runner, spec, out, code_dir=code, resume=resume)
     if args.json:
@@ -83,17 +83,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.status.value == "SUCCEEDED" else 1
 
 
-def _checkpoint(path: Path) -> Path:
-    """A checkpoint directory, or the last complete one of a run directory."""
+def _checkpoint(path: Path, spec: Any) -> Path:
+    """A checkpoint directory, or the last complete one of a run directory; refused when the run
+    that made it ran another spec (another seed, say): its steps before the checkpoint would be
+    that spec's, under this one's name."""
     from reprotrain.checkpoint import META, complete
     from reprotrain.wire import JobFiles
 
     if (path / META).is_file():
-        return path
-    found = complete(path / JobFiles.CHECKPOINTS)
-    if not found:
-        raise SpecInvalid(f"{path} holds no complete checkpoint", field="--resume")
-    return found[-1]
+        found, run = path, path.parent.parent  # RUN/checkpoints/NNNNNN
+    else:
+        complete_ones = complete(path / JobFiles.CHECKPOINTS)
+        if not complete_ones:
+            raise SpecInvalid(f"{path} holds no complete checkpoint", field="--resume")
+        found, run = complete_ones[-1], path
+    _same_spec(run / JobFiles.REQUEST, spec)
+    return found
+
+
+def _same_spec(request: Path, spec: Any) -> None:
+    """The run that checkpointed (its launch request, where there is one) ran `spec`."""
+    from reprotrain.job.request import LaunchRequest
+
+    try:
+        before = LaunchRequest.model_validate_json(request.read_bytes()).spec
+    except (OSError, ValueError):
+        return  # a checkpoint directory on its own: nothing to check it against
+    if before.digest == spec.digest:
+        return
+    a, b = before.canonical(), spec.canonical()
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    raise SpecInvalid(
+        f"the checkpoint was made by a run of another spec ({', '.join(keys)} differ): resume "
+        "with the spec it ran, or start a new run without --resume",
+        field="--resume",
+    )
 
 
 def _runner(kind: str = "fork") -> Any:

@@ -167,7 +167,7 @@ def test_reprotrain_run_resume_goes_on_from_an_interrupted_run(run_job, tmp_path
 
     job_dir = killed_at(run_job, tmp_path, 6)
     spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec()))
+    spec_file.write_text(json.dumps(spec(step_sleep=0.05)))  # the spec the killed run ran
     cli = [sys.executable, "-m", "reprotrain.cli", "run", str(spec_file)]
     out = subprocess.run([*cli, "--out", str(tmp_path / "r"), "--resume", str(job_dir)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
@@ -181,3 +181,8 @@ def test_reprotrain_run_resume_goes_on_from_an_interrupted_run(run_job, tmp_path
     bad = subprocess.run([*cli, "--resume", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300, check=False)  # fmt: skip
     assert bad.returncode != 0 and "holds no complete checkpoint" in bad.stderr
+    # another seed than the checkpointed run's: refused, naming what differs, nothing run
+    other = subprocess.run([*cli, "--out", str(tmp_path / "o"), "--resume", str(job_dir), "--seed", "5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert other.returncode != 0 and "another spec (seed differ)" in other.stderr, other.stderr
+    assert not (tmp_path / "o").exists()
