@@ -76,11 +76,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     resume = _checkpoint(Path(args.resume), spec) if args.resume else None
     with _runner(args.runner) as runner:
         result = execute(runner, spec, out, code_dir=code, resume=resume)
+    if resume is not None:
+        result = _record_resume(result, out)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
         print(format_result(result, out))
     return 0 if result.status.value == "SUCCEEDED" else 1
+
+
+def _record_resume(result: Any, out: Path) -> Any:
+    """The result of a local run that went on from a checkpoint, with that resume in `resumes`
+    (as the service records a worker's): where it went on from, or that it did not get there."""
+    import json
+
+    from reprotrain.result import Resume
+    from reprotrain.wire import JobFiles
+
+    try:
+        at = json.loads((out / JobFiles.CHILD).read_text()).get("resumed")
+    except (OSError, ValueError):
+        at = None
+    if isinstance(at, dict):
+        got = {"from_step": at.get("from_step"), "checkpoint": int(at.get("checkpoint") or 0)}
+        resume = Resume(attempt=2, worker="local", logs=int(at.get("logs") or 0), restored=True, **got)
+    else:
+        note = "the run did not reach the checkpoint's step boundary: it ran from the start"
+        resume = Resume(attempt=2, worker="local", checkpoint=0, restored=False, note=note)
+    result = result.model_copy(update={"resumes": [resume]})
+    result.save(out)
+    return result
 
 
 def _checkpoint(path: Path, spec: Any) -> Path:

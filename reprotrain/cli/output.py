@@ -35,6 +35,7 @@ def format_result(r: Any, out: Path) -> str:
     if r.nondeterministic_ops:
         lines.append("nondet    " + ", ".join(f"{o.op} ×{o.count}" for o in r.nondeterministic_ops))
     lines += _checked(r.model_dump(mode="json"))
+    lines += format_resumes(r.model_dump(mode="json"))
     lines.append(f"result    {out / 'result.json'}")
     return "\n".join(lines)
 

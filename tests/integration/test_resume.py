@@ -175,6 +175,10 @@ def test_reprotrain_run_resume_goes_on_from_an_interrupted_run(run_job, tmp_path
     resumed, resumed_dir = load_result(tmp_path / "r")
     last = json.loads((complete(job_dir / JobFiles.CHECKPOINTS)[-1] / META).read_text())
     assert json.loads((resumed_dir / JobFiles.CHILD).read_text())["resumed"]["logs"] == last["logs"]
+    # the result says it went on from that checkpoint, and so does what `run` printed
+    (r,) = resumed.resumes
+    assert (r.restored, r.checkpoint, r.logs, r.from_step) == (True, last["seq"], last["logs"], last["step"])
+    assert f"resumed   attempt 2 on local: went on after step {last['step']}" in out.stdout
     straight, straight_dir = run_job(spec())
     v = compare(straight, resumed, RunFiles.local(straight_dir), RunFiles.local(resumed_dir))
     assert v.verdict == "identical", v.model_dump(exclude_none=True)
