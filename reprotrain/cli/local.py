@@ -88,15 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _record_resume(result: Any, out: Path) -> Any:
     """The result of a local run that went on from a checkpoint, with that resume in `resumes`
     (as the service records a worker's): where it went on from, or that it did not get there."""
-    import json
-
+    from reprotrain.job.supervisor import read_child
     from reprotrain.result import Resume
-    from reprotrain.wire import JobFiles
 
-    try:
-        at = json.loads((out / JobFiles.CHILD).read_text()).get("resumed")
-    except (OSError, ValueError):
-        at = None
+    child = read_child(out)
+    at = child.resumed if child is not None else None
     if isinstance(at, dict):
         got = {"from_step": at.get("from_step"), "checkpoint": int(at.get("checkpoint") or 0)}
         resume = Resume(attempt=2, worker="local", logs=int(at.get("logs") or 0), restored=True, **got)

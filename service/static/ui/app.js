@@ -732,7 +732,7 @@ async function renderCompare(box, a, b) {
   const marker = d.step ?? d.tensor_step ?? null;
   // a re-run against its original, or any two jobs: the columns say which
   const rerun = jb.rerun_of === ja.id;
-  const cols = rerun ? ["original", "re-run"] : [`a ${a.slice(0, 8)}`, `b ${b.slice(0, 8)}`];
+  const cols = rerun ? ["original", "re-run"] : [`a ${ja.id.slice(0, 8)}`, `b ${jb.id.slice(0, 8)}`];
   const isCode = (c) => c.key === "code" || c.key.startsWith("code/");
   const env = (v.causes || []).filter((c) => !c.key.startsWith("spec.") && !isCode(c));
   const code = (v.causes || []).filter(isCode);
@@ -743,7 +743,7 @@ async function renderCompare(box, a, b) {
   box.innerHTML = `
     <div class="verdict v-${esc(v.verdict)}" data-role="verdict" data-verdict="${esc(v.verdict)}">
       ${verdictBadge(v.verdict)} <span class="words">${esc(headline(v))}</span>
-      ${a === b ? `<p class="muted">Both sides are the same job.</p>` : rerun ? "" : `<p class="muted">Two jobs, neither a re-run of the other: a is the first, b the second.</p>`}
+      ${ja.id === jb.id ? `<p class="muted">Both sides are the same job.</p>` : rerun ? "" : `<p class="muted">Two jobs, neither a re-run of the other: a is the first, b the second.</p>`}
       <ul>${findings(v).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>
       ${earlier ? `<p data-role="bisect-made"><a href="/jobs/${esc(earlier.id)}" data-link>The bisect of these runs</a> (${esc(earlier.status.toLowerCase())}).</p>` : ""}
       ${v.bisect ? `<button data-role="bisect" class="${earlier ? "" : "primary"}" title="run a's spec as two copies recorded op by op up to step ${esc(d.step)}">${earlier ? "Bisect again" : "Find the first differing op (bisect)"}</button>` : ""}
